@@ -1,0 +1,6 @@
+"""`python -m jobtracker` runs the command line."""
+
+from jobtracker.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

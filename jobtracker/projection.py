@@ -1,0 +1,283 @@
+"""The fold: how each event changes a job, and what the seed's GET body looks like.
+
+Everything here is pure. The same `fold` serves live appends and replay, so a replayed projection
+is the live one by construction. Row uniqueness is decided from `recorded`, the set of row marks the
+store already holds for the rows in question, so a job with a million rows never has to sit in
+memory to be checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Set
+from typing import Any
+
+import attrs
+
+from jobtracker.errors import (
+    EventIdReused,
+    InvalidInput,
+    JobFinished,
+    RowAlreadyReported,
+    RowsExceedTotal,
+)
+from jobtracker.events import (
+    Created,
+    EmailFailed,
+    EmailSent,
+    Event,
+    Failed,
+    NewEvent,
+    ProgressReported,
+    RowFailed,
+    RowSucceeded,
+    Started,
+    Succeeded,
+    check_fields,
+)
+from jobtracker.state import JobState, Progress, RowError, RowKind, RowMark, Status
+
+#: How many row errors a GET body lists before it points to `/errors` instead.
+DEFAULT_ERRORS_CAP = 1000
+
+
+@attrs.frozen
+class Step:
+    """One event folded: the new state and the facts the store must keep beside it."""
+
+    state: JobState
+    mark: RowMark | None = None
+    row_error: RowError | None = None
+
+
+@attrs.frozen
+class Batch:
+    """Several events folded in order."""
+
+    state: JobState
+    marks: tuple[RowMark, ...] = ()
+    row_errors: tuple[RowError, ...] = ()
+
+
+@attrs.frozen
+class AppendPlan:
+    """What an append writes: the events new to the log (versions follow `first_version`)."""
+
+    batch: Batch
+    new: tuple[NewEvent, ...]
+    duplicates: int
+
+    @property
+    def first_version(self) -> int:
+        """The version the first new event gets."""
+        return self.batch.state.version - len(self.new) + 1
+
+
+def start(job_id: str, created: Created) -> JobState:
+    """The state a `created` event opens a job with (version 1, PENDING)."""
+    check_fields(created)
+    return JobState(
+        job_id=job_id,
+        owner=created.owner,
+        status=Status.PENDING,
+        version=1,
+        label=created.label,
+        expected_total=created.total,
+    )
+
+
+def fold(
+    state: JobState, event: Event, recorded: Set[RowMark] = frozenset(), where: str = ""
+) -> Step:
+    """Apply one event to a job; raise our own error, naming the field, if it may not apply."""
+    if state.status.is_terminal:
+        raise JobFinished(
+            f"Job {state.job_id} is already {state.status.value}; it accepts no more events"
+        )
+    check_fields(event, where)
+    state = attrs.evolve(state, version=state.version + 1)
+    match event:
+        case Created():
+            raise InvalidInput(f"{where}type: 'created' is written by job creation, not appended")
+        case Started():
+            status = Status.STARTED if state.status is Status.PENDING else state.status
+            return Step(attrs.evolve(state, status=status))
+        case ProgressReported(current=current, total=total, status=text):
+            progress = Progress(current=current, total=total, status=text)
+            return Step(attrs.evolve(state, status=Status.PROGRESS, progress=progress))
+        case RowSucceeded() | RowFailed():
+            return _fold_row(state, event, recorded, where)
+        case EmailSent() | EmailFailed():
+            return _fold_email(state, event, recorded, where)
+        case Succeeded():
+            return Step(attrs.evolve(state, status=Status.SUCCESS))
+        case Failed(error=error):
+            return Step(attrs.evolve(state, status=Status.FAILURE, error=error))
+    raise InvalidInput(f"{where}type: unknown event {event!r}")  # pragma: no cover
+
+
+def _claim(
+    state: JobState, row: int, kind: RowKind, recorded: Set[RowMark], where: str
+) -> RowMark:
+    mark = RowMark(row, kind)
+    if mark in recorded:
+        what = "an outcome" if kind == "outcome" else "an e-mail outcome"
+        raise RowAlreadyReported(f"{where}row: row {row} of job {state.job_id} already has {what}")
+    return mark
+
+
+def _fold_row(
+    state: JobState, event: RowSucceeded | RowFailed, recorded: Set[RowMark], where: str
+) -> Step:
+    mark = _claim(state, event.row, "outcome", recorded, where)
+    expected = state.expected_total
+    if expected is not None and state.rows_processed >= expected:
+        raise RowsExceedTotal(
+            f"{where}row: job {state.job_id} was created with total {expected}; "
+            f"row {event.row} would be outcome number {state.rows_processed + 1}"
+        )
+    state = attrs.evolve(state, status=Status.PROGRESS)
+    if isinstance(event, RowFailed):
+        row_error = RowError(row=event.row, email=event.email, error=event.error)
+        return Step(attrs.evolve(state, failed=state.failed + 1), mark, row_error)
+    if event.internal:
+        state = attrs.evolve(state, internal_count=state.internal_count + 1)
+    else:
+        state = attrs.evolve(state, external_count=state.external_count + 1)
+    return Step(attrs.evolve(state, successful=state.successful + 1), mark)
+
+
+def _fold_email(
+    state: JobState, event: EmailSent | EmailFailed, recorded: Set[RowMark], where: str
+) -> Step:
+    mark = _claim(state, event.row, "email", recorded, where)
+    state = attrs.evolve(state, status=Status.PROGRESS)
+    if isinstance(event, EmailSent):
+        return Step(attrs.evolve(state, emails_sent=state.emails_sent + 1), mark)
+    return Step(attrs.evolve(state, emails_failed=state.emails_failed + 1), mark)
+
+
+def fold_batch(
+    state: JobState,
+    events: Iterable[Event],
+    recorded: Set[RowMark] = frozenset(),
+    *,
+    first_index: int = 0,
+    indices: Sequence[int] | None = None,
+) -> Batch:
+    """Fold events in order; a row claimed earlier in the batch counts as recorded."""
+    marks: list[RowMark] = []
+    row_errors: list[RowError] = []
+    claimed = set(recorded)
+    for n, event in enumerate(events):
+        index = indices[n] if indices is not None else first_index + n
+        step = fold(state, event, claimed, where=f"events[{index}].")
+        state = step.state
+        if step.mark is not None:
+            marks.append(step.mark)
+            claimed.add(step.mark)
+        if step.row_error is not None:
+            row_errors.append(step.row_error)
+    return Batch(state, tuple(marks), tuple(row_errors))
+
+
+def plan_append(
+    state: JobState,
+    items: Sequence[NewEvent],
+    known: Mapping[str, tuple[str, Event]],
+    recorded: Set[RowMark] = frozenset(),
+) -> AppendPlan:
+    """Decide what an append writes: drop exact re-sends, refuse reused ids, fold the rest.
+
+    `known` maps each event id of `items` that is already in the log to its (job id, event).
+    """
+    fresh: dict[str, tuple[int, NewEvent]] = {}
+    duplicates = 0
+    for index, item in enumerate(items):
+        prior = known.get(item.event_id)
+        twin = fresh.get(item.event_id)
+        if prior is None and twin is None:
+            fresh[item.event_id] = (index, item)
+            continue
+        if prior is not None and prior != (state.job_id, item.event):
+            raise EventIdReused(
+                f"events[{index}].event_id: {item.event_id!r} was already recorded "
+                "with different content"
+            )
+        if twin is not None and twin[1].event != item.event:
+            raise InvalidInput(
+                f"events[{index}].event_id: {item.event_id!r} repeats events[{twin[0]}] "
+                "with different content"
+            )
+        duplicates += 1
+    if not fresh:
+        return AppendPlan(Batch(state), (), duplicates)
+    indices = [index for index, _ in fresh.values()]
+    new = tuple(item for _, item in fresh.values())
+    batch = fold_batch(state, (item.event for item in new), recorded, indices=indices)
+    return AppendPlan(batch, new, duplicates)
+
+
+def replay(job_id: str, events: Iterable[Event]) -> Batch:
+    """Rebuild one job from its whole history, `created` first."""
+    iterator = iter(events)
+    first = next(iterator, None)
+    if not isinstance(first, Created):
+        raise InvalidInput(f"job {job_id}: history does not start with a 'created' event")
+    return fold_batch(start(job_id, first), iterator, first_index=1)
+
+
+def progress_body(state: JobState) -> dict[str, Any]:
+    """The seed's `progress` object: the latest report as sent, or one derived from the rows."""
+    progress = state.progress
+    if progress is None:
+        done = state.rows_processed
+        total = state.expected_total if state.expected_total is not None else done
+        progress = Progress(current=done, total=total)
+    text = progress.status
+    if text is None:
+        text = f"Procesando fila {progress.current} de {progress.total}"
+    return {"current": progress.current, "total": progress.total, "status": text}
+
+
+def result_body(
+    state: JobState, errors: Sequence[RowError], errors_cap: int = DEFAULT_ERRORS_CAP
+) -> dict[str, Any]:
+    """The seed's `result` object; `errors` are the job's first row errors in row order."""
+    listed = errors[:errors_cap]
+    result: dict[str, Any] = {
+        "total": state.rows_processed,
+        "successful": state.successful,
+        "failed": state.failed,
+        "errors": [{"row": e.row, "email": e.email, "error": e.error} for e in listed],
+        "emails_sent": state.emails_sent,
+        "emails_failed": state.emails_failed,
+        "internal_count": state.internal_count,
+        "external_count": state.external_count,
+    }
+    if state.failed > len(listed):
+        result["errors_total"] = state.failed
+        result["errors_truncated"] = True
+    return result
+
+
+def job_body(
+    state: JobState, errors: Sequence[RowError] = (), errors_cap: int = DEFAULT_ERRORS_CAP
+) -> dict[str, Any]:
+    """The GET body for a job, exactly the seed's shape for its status."""
+    body: dict[str, Any] = {"job_id": state.job_id, "status": state.status.value}
+    if state.status is Status.PROGRESS:
+        body["progress"] = progress_body(state)
+    elif state.status is Status.SUCCESS:
+        body["result"] = result_body(state, errors, errors_cap)
+    elif state.status is Status.FAILURE:
+        body["error"] = state.error
+    return body
+
+
+def rows_touched(events: Iterable[Event]) -> set[int]:
+    """The row numbers a batch reports on: the only marks the store must look up for it."""
+    return {
+        event.row
+        for event in events
+        if isinstance(event, RowSucceeded | RowFailed | EmailSent | EmailFailed)
+    }

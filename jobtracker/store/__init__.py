@@ -1,0 +1,23 @@
+"""Pluggable stores behind one interface; `make_store` picks one from a URL."""
+
+from __future__ import annotations
+
+from jobtracker.config import parse_store_url
+from jobtracker.errors import ConfigError
+from jobtracker.store.base import ApiKey, AppendResult, JobView, Store
+from jobtracker.store.memory import MemoryStore
+from jobtracker.store.sqlite import SqliteStore
+
+__all__ = ["ApiKey", "AppendResult", "JobView", "MemoryStore", "SqliteStore", "Store", "make_store"]
+
+
+def make_store(url: str) -> Store:
+    """A closed store for `url`; call `open()` before use."""
+    parsed = parse_store_url(url)
+    if parsed.kind == "sqlite":
+        return SqliteStore(parsed.location)
+    if parsed.kind == "memory":
+        return MemoryStore()
+    raise ConfigError(
+        "the PostgreSQL store is not available yet; use sqlite:///path.db or memory:// for now"
+    )

@@ -1,0 +1,94 @@
+"""The one small interface every store implements, and the records it trades in."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+
+from jobtracker.events import Created, NewEvent, RecordedEvent
+from jobtracker.state import JobState, RowError
+
+
+@attrs.frozen
+class AppendResult:
+    """What an append did: events written, exact re-sends ignored, the job's version after."""
+
+    appended: int
+    duplicates: int
+    version: int
+
+
+@attrs.frozen
+class JobView:
+    """A job as GET shows it: its state and the first row errors, in row order."""
+
+    state: JobState
+    errors: tuple[RowError, ...] = ()
+
+
+@attrs.frozen
+class ApiKey:
+    """A stored API key: never the secret, only its hash."""
+
+    key_id: str
+    name: str
+    scope: str
+    key_hash: str
+    created_at: str
+    revoked_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the key still opens doors."""
+        return self.revoked_at is None
+
+
+def utc_now() -> str:
+    """The time stamps the log records: ISO 8601, UTC, microseconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Store(Protocol):
+    """Where the log, the projection and the keys live.
+
+    Every write is one transaction: an append validates the batch with the fold against the job's
+    current state, writes the new events and the projection together, or writes nothing.
+    """
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    async def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
+        """Create a job durably; return it and whether it is new (False: the owner's own retry)."""
+
+    async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Append a batch atomically and idempotently, updating the projection in the same write."""
+
+    async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
+        """The projection of one job, with at most `errors_limit` row errors."""
+
+    async def read_job_events(
+        self, job_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """One job's history, oldest first."""
+
+    async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """The whole log in position order, for tailing readers and replay."""
+
+    async def add_key(self, key: ApiKey) -> None:
+        """Store a new key record."""
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not."""
+
+    async def list_keys(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key at once; False when no such key exists."""
