@@ -234,54 +234,76 @@ def sqlite_path(path: str) -> str:
     return path
 
 
+class _Thread:
+    """One thread that owns one connection: SQLite connections stay on the thread that made them."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._log: SqliteLog | None = None
+
+    async def _submit(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _translated, call)
+
+    async def start(self, make: Callable[[], SqliteLog]) -> SqliteLog:
+        self._log = await self._submit(make)
+        return self._log
+
+    async def run(self, call: Callable[[SqliteLog], T]) -> T:
+        log = self._log
+        if log is None:
+            raise StoreUnavailable("The SQLite store is not open")
+        return await self._submit(lambda: call(log))
+
+    async def stop(self) -> None:
+        if self._log is not None:
+            await self._submit(self._log.close)
+            self._log = None
+        self._pool.shutdown(wait=True)
+
+
 class SqliteStore:
     """The SQLite store for asyncio: one writer thread, point reads on the loop."""
 
     def __init__(self, path: str, *, clock: Callable[[], str] = utc_now) -> None:
         self.path = path
         self._clock = clock
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="jobtracker-sqlite-writer")
-        self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="jobtracker-sqlite-reader")
-        self._writer: SqliteLog | None = None
-        self._bulk_reader: SqliteLog | None = None
+        self._writer: _Thread | None = None
+        self._bulk_reader: _Thread | None = None
         self._reader: SqliteLog | None = None
 
     async def open(self) -> None:
         """Open the writer (migrating first), then the readers."""
         path = sqlite_path(self.path)
-        writer = await self._run(self._writer_pool, lambda: SqliteLog(path, clock=self._clock))
-        self._writer = writer
-        await self._run(self._writer_pool, writer.migrate)
-        self._bulk_reader = await self._run(self._reader_pool, lambda: SqliteLog(path))
+        self._writer = _Thread("jobtracker-sqlite-writer")
+        await self._writer.start(lambda: SqliteLog(path, clock=self._clock))
+        await self._writer.run(lambda log: log.migrate())
+        self._bulk_reader = _Thread("jobtracker-sqlite-reader")
+        await self._bulk_reader.start(lambda: SqliteLog(path))
         self._reader = _translated(lambda: SqliteLog(path))
 
     async def close(self) -> None:
-        """Close every connection and stop the threads."""
-        pairs = ((self._writer, self._writer_pool), (self._bulk_reader, self._reader_pool))
-        for log, pool in pairs:
-            if log is not None:
-                await self._run(pool, log.close)
-            pool.shutdown(wait=True)
+        """Close every connection and stop the threads; closing twice is harmless."""
+        for thread in (self._writer, self._bulk_reader):
+            if thread is not None:
+                await thread.stop()
         if self._reader is not None:
             self._reader.close()
         self._writer = self._bulk_reader = self._reader = None
 
-    @staticmethod
-    async def _run(pool: ThreadPoolExecutor, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, _translated, call)
-
-    def _log(self, log: SqliteLog | None) -> SqliteLog:
-        if log is None:
+    def _open(self, part: T | None) -> T:
+        if part is None:
             raise StoreUnavailable("The SQLite store is not open")
-        return log
+        return part
 
     async def _write(self, call: Callable[[SqliteLog], T]) -> T:
-        writer = self._log(self._writer)
-        return await self._run(self._writer_pool, lambda: call(writer))
+        return await self._open(self._writer).run(call)
 
     async def _bulk_read(self, call: Callable[[SqliteLog], T]) -> T:
-        reader = self._log(self._bulk_reader)
-        return await self._run(self._reader_pool, lambda: call(reader))
+        return await self._open(self._bulk_reader).run(call)
+
+    def _point_read(self, call: Callable[[SqliteLog], T]) -> T:
+        reader = self._open(self._reader)
+        return _translated(lambda: call(reader))
 
     async def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """See `SqliteLog.create_job`."""
@@ -293,8 +315,7 @@ class SqliteStore:
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """See `SqliteLog.get_job`; runs on the loop."""
-        reader = self._log(self._reader)
-        return _translated(lambda: reader.get_job(job_id, errors_limit))
+        return self._point_read(lambda log: log.get_job(job_id, errors_limit))
 
     async def read_job_events(
         self, job_id: str, after_version: int = 0, limit: int = 1000
@@ -312,8 +333,7 @@ class SqliteStore:
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
         """See `SqliteLog.find_key`; runs on the loop."""
-        reader = self._log(self._reader)
-        return _translated(lambda: reader.find_key(key_hash))
+        return self._point_read(lambda log: log.find_key(key_hash))
 
     async def list_keys(self) -> list[ApiKey]:
         """See `SqliteLog.list_keys`."""

@@ -1,0 +1,1 @@
+"""Benchmarks for `scripts/bench.py`: every module here that defines `BENCHMARKS` is found."""

@@ -1,0 +1,201 @@
+"""The store contract: every store keeps the log and the projection exactly alike."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from jobtracker.errors import (
+    EventIdReused,
+    InvalidInput,
+    JobFinished,
+    JobIdTaken,
+    JobNotFound,
+    RowAlreadyReported,
+    RowsExceedTotal,
+)
+from jobtracker.events import (
+    Created,
+    EmailSent,
+    Event,
+    Failed,
+    NewEvent,
+    ProgressReported,
+    RowFailed,
+    RowSucceeded,
+    Started,
+    Succeeded,
+)
+from jobtracker.state import Status
+from jobtracker.store import Store
+
+MakeJob = Callable[..., Awaitable[str]]
+
+
+def new(event_id: str, event: Event) -> NewEvent:
+    return NewEvent(event_id=event_id, event=event)
+
+
+async def log_of(store: Store, job_id: str) -> list[tuple[int, str, str]]:
+    return [(e.version, e.event_id, e.event.TYPE) for e in await store.read_job_events(job_id)]
+
+
+async def test_created_job_reads_pending_at_version_one(store: Store, make_job: MakeJob) -> None:
+    """A job is PENDING, durably recorded by a `created` event, as soon as it exists."""
+    job_id = await make_job(total=50)
+    view = await store.get_job(job_id, 1000)
+    assert view is not None
+    assert (view.state.status, view.state.version, view.state.expected_total) == (
+        Status.PENDING,
+        1,
+        50,
+    )
+    assert [t for _, _, t in await log_of(store, job_id)] == ["created"]
+
+
+async def test_unknown_job_reads_as_none_never_pending(store: Store) -> None:
+    """An id nobody created is not a PENDING job."""
+    assert await store.get_job("nobody-made-this", 1000) is None
+
+
+async def test_create_is_idempotent_for_the_owner(store: Store, make_job: MakeJob) -> None:
+    """Creating the same id twice by its owner returns the existing job and writes nothing."""
+    await make_job("same")
+    state, is_new = await store.create_job("same", Created(owner="key_owner"))
+    assert (is_new, state.version) == (False, 1)
+    assert len(await log_of(store, "same")) == 1
+
+
+async def test_create_with_another_owners_id_is_refused(store: Store, make_job: MakeJob) -> None:
+    """A job id belongs to the key that created it."""
+    await make_job("taken")
+    with pytest.raises(JobIdTaken):
+        await store.create_job("taken", Created(owner="key_thief"))
+
+
+async def test_append_assigns_versions_without_holes(store: Store, make_job: MakeJob) -> None:
+    """Versions go 1, 2, 3… and positions strictly increase in the log."""
+    job_id = await make_job()
+    await store.append(job_id, [new("a", Started())])
+    await store.append(job_id, [new("b", ProgressReported(1, 2)), new("c", Succeeded())])
+    assert [v for v, _, _ in await log_of(store, job_id)] == [1, 2, 3, 4]
+    positions = [e.position for e in await store.read_log()]
+    assert positions == sorted(set(positions))
+
+
+async def test_append_to_unknown_job_is_refused(store: Store) -> None:
+    """Events for a job that was never created are refused, not silently kept."""
+    with pytest.raises(JobNotFound):
+        await store.append("ghost", [new("a", Started())])
+    assert await store.read_log() == []
+
+
+async def test_duplicate_event_id_is_recorded_once(store: Store, make_job: MakeJob) -> None:
+    """A re-sent event (same id, same content) is acknowledged as a duplicate and not counted."""
+    job_id = await make_job()
+    event = new("row-1", RowSucceeded(1, "a@uni.edu", internal=True))
+    first = await store.append(job_id, [event])
+    again = await store.append(job_id, [event, event])
+    assert (first.appended, first.duplicates) == (1, 0)
+    assert (again.appended, again.duplicates, again.version) == (0, 2, 2)
+    view = await store.get_job(job_id, 1000)
+    assert view is not None
+    assert view.state.successful == 1
+
+
+async def test_event_id_reused_with_other_content_is_refused(
+    store: Store, make_job: MakeJob
+) -> None:
+    """An idempotency key names one event; reusing it for another is a conflict."""
+    job_id = await make_job()
+    await store.append(job_id, [new("k", RowSucceeded(1, "a@uni.edu", internal=True))])
+    with pytest.raises(EventIdReused, match="event_id"):
+        await store.append(job_id, [new("k", RowSucceeded(2, "b@uni.edu", internal=True))])
+
+
+@pytest.mark.parametrize("terminal", [Succeeded(), Failed("Achievement not found")])
+async def test_event_after_terminal_is_refused_and_nothing_written(
+    store: Store, make_job: MakeJob, terminal: Event
+) -> None:
+    """SUCCESS and FAILURE absorb: later events are refused, exact re-sends acknowledged."""
+    job_id = await make_job()
+    await store.append(job_id, [new("end", terminal)])
+    before = await store.read_log()
+    with pytest.raises(JobFinished):
+        await store.append(job_id, [new("late", Started())])
+    resent = await store.append(job_id, [new("end", terminal)])
+    assert (resent.appended, resent.duplicates) == (0, 1)
+    assert await store.read_log() == before
+
+
+async def test_second_outcome_for_a_row_is_refused(store: Store, make_job: MakeJob) -> None:
+    """One outcome per row: a retry that reports the row again under a new id is refused."""
+    job_id = await make_job()
+    await store.append(job_id, [new("a", RowSucceeded(7, "a@uni.edu", internal=True))])
+    with pytest.raises(RowAlreadyReported, match="row 7"):
+        await store.append(job_id, [new("b", RowFailed(7, "a@uni.edu", "boom"))])
+    with pytest.raises(RowAlreadyReported):
+        await store.append(
+            job_id,
+            [new("c", EmailSent(8, "x@y.z")), new("d", EmailSent(8, "x@y.z"))],
+        )
+    view = await store.get_job(job_id, 1000)
+    assert view is not None
+    assert (view.state.successful, view.state.failed, view.state.emails_sent) == (1, 0, 0)
+
+
+async def test_batch_with_one_bad_event_writes_nothing(store: Store, make_job: MakeJob) -> None:
+    """A batch is all-or-nothing: the bad event's index and field are named."""
+    job_id = await make_job()
+    before = await store.read_log()
+    batch = [
+        new("a", Started()),
+        new("b", RowSucceeded(1, "a@uni.edu", internal=True)),
+        new("c", ProgressReported(current=5, total=3)),
+    ]
+    with pytest.raises(InvalidInput, match=r"events\[2\]\.current"):
+        await store.append(job_id, batch)
+    assert await store.read_log() == before
+    view = await store.get_job(job_id, 1000)
+    assert view is not None
+    assert view.state.status is Status.PENDING
+
+
+async def test_rows_beyond_the_declared_total_are_refused(store: Store, make_job: MakeJob) -> None:
+    """Counters cannot exceed the total the job was created with."""
+    job_id = await make_job(total=1)
+    await store.append(job_id, [new("a", RowSucceeded(1, "a@uni.edu", internal=True))])
+    with pytest.raises(RowsExceedTotal):
+        await store.append(job_id, [new("b", RowSucceeded(2, "b@uni.edu", internal=True))])
+
+
+async def test_projection_counts_rows_and_lists_errors_in_row_order(
+    store: Store, make_job: MakeJob
+) -> None:
+    """Counters come from row events; errors are listed by row whatever the arrival order."""
+    job_id = await make_job()
+    await store.append(
+        job_id,
+        [
+            new("f2", RowFailed(37, "duplicado@test.com", "Calificacion invalida")),
+            new("s1", RowSucceeded(1, "a@uni.edu", internal=True)),
+            new("s2", RowSucceeded(2, "b@gmail.com", internal=False)),
+            new("f1", RowFailed(12, "invalido@test", "Invalid email: invalido@test")),
+            new("e1", EmailSent(1, "a@uni.edu")),
+            new("done", Succeeded()),
+        ],
+    )
+    view = await store.get_job(job_id, 1000)
+    assert view is not None
+    state = view.state
+    assert (state.successful, state.failed, state.internal_count, state.external_count) == (
+        2,
+        2,
+        1,
+        1,
+    )
+    assert [e.row for e in view.errors] == [12, 37]
+    limited = await store.get_job(job_id, 1)
+    assert limited is not None
+    assert [e.row for e in limited.errors] == [12]
