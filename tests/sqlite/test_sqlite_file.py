@@ -1,0 +1,66 @@
+"""What the SQLite file itself guarantees, whoever opens it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from jobtracker.events import Created, NewEvent, Started
+from jobtracker.migrate import migrate_sqlite, migrations
+from jobtracker.store.sqlite import SqliteLog
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> SqliteLog:
+    opened = SqliteLog(str(tmp_path / "jobs.db"))
+    opened.migrate()
+    opened.create_job("job-1", Created(owner="key_a"))
+    opened.append("job-1", [NewEvent("e1", Started())])
+    return opened
+
+
+def test_database_refuses_update_of_events(log: SqliteLog) -> None:
+    """The log is append-only even for someone with a SQL shell: UPDATE fails."""
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        log.conn.execute("UPDATE events SET type = 'failed' WHERE event_id = 'e1'")
+
+
+def test_database_refuses_delete_of_events(log: SqliteLog) -> None:
+    """DELETE fails too, and the event is still there."""
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        log.conn.execute("DELETE FROM events")
+    assert log.conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+
+
+def test_file_is_in_wal_mode(log: SqliteLog) -> None:
+    """Readers never wait for the writer: the file is in WAL mode."""
+    assert log.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_migrating_again_is_a_no_op(log: SqliteLog) -> None:
+    """Every migration is recorded once; a second run applies nothing and changes nothing."""
+    assert migrate_sqlite(log.conn) == []
+    applied = [r["name"] for r in sqlite_utils.Database(log.conn)["schema_migrations"].rows]
+    assert applied == [m.name for m in migrations("sqlite")]
+
+
+def test_failed_migration_leaves_no_trace(tmp_path: Path) -> None:
+    """A migration runs in one transaction with its record: a failure applies none of it."""
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn.execute("CREATE TABLE jobs (x)")  # makes 0001 fail half-way through
+    with pytest.raises(sqlite3.OperationalError, match="jobs"):
+        migrate_sqlite(conn)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "events" not in tables
+    assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (0,)
+
+
+def test_position_is_never_reused(tmp_path: Path) -> None:
+    """AUTOINCREMENT: positions only grow, so a tailing reader never sees a number twice."""
+    log = SqliteLog(str(tmp_path / "jobs.db"))
+    log.migrate()
+    schema = log.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+    assert "AUTOINCREMENT" in schema[0]
