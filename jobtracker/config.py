@@ -66,3 +66,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     #: Most events in one append.
     max_events: int = 10_000
+    #: How often the change feed looks for appends made by other processes (seconds).
+    feed_interval: float = 0.02
+    #: How often an idle event stream sends a heartbeat comment (seconds).
+    heartbeat: float = 15.0
+    #: Longest `?wait=` a GET may ask for (seconds).
+    max_wait: int = 60

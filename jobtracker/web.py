@@ -27,10 +27,12 @@ from jobtracker.keys import authenticate
 from jobtracker.projection import job_body
 from jobtracker.store import Store, make_store
 from jobtracker.store.base import ApiKey, JobView
+from jobtracker.watch import ChangeFeed
 
 log = logging.getLogger(__name__)
 
 STORE: web.AppKey[Store] = web.AppKey("jobtracker_store")
+FEED = web.AppKey("jobtracker_change_feed", ChangeFeed)
 SETTINGS = web.AppKey("jobtracker_settings", Settings)
 
 #: Our errors and the HTTP status each one means; the first matching class wins.
@@ -101,11 +103,101 @@ async def _job_for(request: web.Request, key: ApiKey, *, workers_too: bool = Fal
     return view
 
 
+def _etag(view: JobView) -> str:
+    return f'"{view.state.version}"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of If-None-Match against our ETag."""
+    if not if_none_match:
+        return False
+    tags = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
+    return any(tag in (etag, "*") for tag in tags)
+
+
+def _wait_seconds(request: web.Request) -> int:
+    raw = request.query.get("wait")
+    limit = request.app[SETTINGS].max_wait
+    if raw is None:
+        return 0
+    if not raw.isdigit() or int(raw) > limit:
+        raise InvalidInput(f"wait: must be a whole number of seconds from 0 to {limit}")
+    return int(raw)
+
+
+def _freshness_headers(request: web.Request, view: JobView) -> dict[str, str]:
+    headers = {"ETag": _etag(view), "Cache-Control": "no-cache"}
+    if not view.state.status.is_terminal:
+        headers["Retry-After"] = str(request.app[FEED].retry_after(view))
+    return headers
+
+
+def _reader(request: web.Request, job_id: str) -> Callable[[], Awaitable[JobView | None]]:
+    store, cap = request.app[STORE], request.app[SETTINGS].errors_cap
+    return lambda: store.get_job(job_id, cap)
+
+
+def _body_response(request: web.Request, view: JobView) -> web.Response:
+    body = job_body(view.state, view.errors, request.app[SETTINGS].errors_cap)
+    response = json_response(body)
+    response.headers.update(_freshness_headers(request, view))
+    return response
+
+
 async def get_job(request: web.Request) -> web.Response:
-    """`GET /api/v1/jobs/{job_id}`: the seed's body for the job's status."""
+    """`GET /api/v1/jobs/{job_id}`: the seed's body; 304 or a held request with If-None-Match."""
     key = await _key(request)
     view = await _job_for(request, key)
-    return json_response(job_body(view.state, view.errors, request.app[SETTINGS].errors_cap))
+    wait = _wait_seconds(request)
+    if not _matches(request.headers.get("If-None-Match"), _etag(view)):
+        return _body_response(request, view)
+    if wait and not view.state.status.is_terminal:
+        read = _reader(request, view.state.job_id)
+        changed = await request.app[FEED].wait_for_change(
+            view.state.job_id, read, view.state.version, wait
+        )
+        if changed is not None:
+            return _body_response(request, changed)
+    return web.Response(status=304, headers=_freshness_headers(request, view))
+
+
+def _sse_event(view: JobView, errors_cap: int) -> bytes:
+    data = codec.dumps(job_body(view.state, view.errors, errors_cap))
+    return b"id: %d\ndata: %s\n\n" % (view.state.version, data)
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID", "")
+    return int(raw) if raw.isdigit() else None
+
+
+async def stream_job(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v1/jobs/{job_id}/stream`: the body on every change, until the terminal one."""
+    key = await _key(request)
+    view: JobView | None = await _job_for(request, key)
+    settings, feed = request.app[SETTINGS], request.app[FEED]
+    read = _reader(request, request.match_info["job_id"])
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    sent = _last_event_id(request)
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while view is not None and not feed.closed:
+            if view.state.version != sent:
+                await response.write(_sse_event(view, settings.errors_cap))
+                sent = view.state.version
+            if view.state.status.is_terminal:
+                break
+            changed = await feed.wait_for_change(view.state.job_id, read, sent, settings.heartbeat)
+            if changed is None:
+                await response.write(b": heartbeat\n\n")
+            else:
+                view = changed
+    except (ConnectionResetError, JobtrackerError):
+        pass  # the client left, or the store went away mid-stream: the stream just ends
+    return response
 
 
 async def _json_body(request: web.Request, *, empty: Any) -> Any:
@@ -135,6 +227,7 @@ async def append_events(request: web.Request) -> web.Response:
     if not items:
         raise InvalidInput("events: the batch is empty")
     result = await request.app[STORE].append(view.state.job_id, items)
+    request.app[FEED].poke()
     return json_response(
         {"appended": result.appended, "duplicates": result.duplicates, "version": result.version}
     )
@@ -144,10 +237,20 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         app[STORE] = store
+        feed = ChangeFeed(store, app[SETTINGS].feed_interval)
+        await feed.start()
+        app[FEED] = feed
         yield
+        await feed.stop()
         await store.close()
 
     return open_and_close
+
+
+async def _release_waiters(app: web.Application) -> None:
+    # Held requests and open streams end now instead of holding the shutdown for a minute.
+    if FEED in app:
+        await app[FEED].stop()
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -158,4 +261,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)
     app.router.add_post("/api/v1/jobs", create_job)
     app.router.add_post("/api/v1/jobs/{job_id}/events", append_events)
+    app.router.add_get("/api/v1/jobs/{job_id}/stream", stream_job, allow_head=False)
+    app.on_shutdown.append(_release_waiters)
     return app

@@ -30,6 +30,15 @@ class JobView:
 
 
 @attrs.frozen
+class JobChange:
+    """A job that changed in the log: its newest version and the position of that event."""
+
+    job_id: str
+    version: int
+    position: int
+
+
+@attrs.frozen
 class ApiKey:
     """A stored API key: never the secret, only its hash."""
 
@@ -80,6 +89,15 @@ class Store(Protocol):
 
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The whole log in position order, for tailing readers and replay."""
+
+    async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """Jobs with events after `after_position`, one entry per job, oldest change first.
+
+        A change feed polls this: it must never skip an event a reader has not seen yet.
+        """
+
+    async def last_position(self) -> int:
+        """The newest position in the log (0 when empty)."""
 
     async def add_key(self, key: ApiKey) -> None:
         """Store a new key record."""

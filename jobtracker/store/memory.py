@@ -10,7 +10,7 @@ from jobtracker.errors import JobIdTaken, JobNotFound
 from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.projection import AppendPlan, plan_append, start
 from jobtracker.state import JobState, RowError, RowMark
-from jobtracker.store.base import ApiKey, AppendResult, JobView, utc_now
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 
 
 class MemoryStore:
@@ -96,6 +96,18 @@ class MemoryStore:
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
         return self._log[after_position : after_position + limit]
+
+    async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """Jobs with events after `after_position`."""
+        latest: dict[str, JobChange] = {}
+        for event in self._log[after_position : after_position + limit]:
+            latest.pop(event.job_id, None)
+            latest[event.job_id] = JobChange(event.job_id, event.version, event.position)
+        return list(latest.values())
+
+    async def last_position(self) -> int:
+        """The newest position."""
+        return len(self._log)
 
     async def add_key(self, key: ApiKey) -> None:
         """Store a key record."""

@@ -26,7 +26,7 @@ from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event
 from jobtracker.migrate import migrate_sqlite
 from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobView, utc_now
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
 T = TypeVar("T")
@@ -195,6 +195,21 @@ class SqliteLog:
         )
         return [_recorded_event(row) for row in rows]
 
+    def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """Jobs with events after `after_position`; SQLite commits in position order, so no gaps."""
+        rows = self.conn.execute(
+            "SELECT job_id, max(version), max(position) FROM "
+            "(SELECT job_id, version, position FROM events WHERE position > ? "
+            "ORDER BY position LIMIT ?) GROUP BY job_id ORDER BY max(position)",
+            (after_position, limit),
+        )
+        return [JobChange(*row) for row in rows]
+
+    def last_position(self) -> int:
+        """The newest position (0 when empty)."""
+        (position,) = self.conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+        return int(position)
+
     def add_key(self, key: ApiKey) -> None:
         """Store a key record."""
         with self._immediate():
@@ -326,6 +341,14 @@ class SqliteStore:
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """See `SqliteLog.read_log`."""
         return await self._bulk_read(lambda log: log.read_log(after_position, limit))
+
+    async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """See `SqliteLog.changes_since`; runs on the loop (an index range scan of new rows)."""
+        return self._point_read(lambda log: log.changes_since(after_position, limit))
+
+    async def last_position(self) -> int:
+        """See `SqliteLog.last_position`."""
+        return self._point_read(lambda log: log.last_position())
 
     async def add_key(self, key: ApiKey) -> None:
         """See `SqliteLog.add_key`."""

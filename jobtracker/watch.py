@@ -1,0 +1,139 @@
+"""Waiting without hammering: one change feed per server process wakes every waiting request.
+
+The feed tails the store (`Store.changes_since`) from a single task: a thousand clients waiting on a
+job cost one cheap query per tick, not a thousand. An append served by this process pokes the feed
+so its waiters wake at once; an append by any other process (an SDK writing straight into SQLite,
+another API server) is seen on the next tick. A wake-up is only a hint: waiters always re-read the
+job from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from jobtracker.errors import JobtrackerError
+from jobtracker.state import Status
+from jobtracker.store.base import JobView, Store
+
+log = logging.getLogger(__name__)
+
+#: Jobs whose recent pace the feed remembers, for Retry-After hints.
+PACE_MEMORY = 10_000
+
+
+class ChangeFeed:
+    """Tails the store and wakes the waiters of each job that changed."""
+
+    def __init__(self, store: Store, interval: float = 0.02) -> None:
+        self._store = store
+        self._interval = interval
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._last_seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._poked = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._cursor = 0
+        self.closed = False
+
+    async def start(self) -> None:
+        """Begin tailing from the end of the log."""
+        self._cursor = await self._store.last_position()
+        self._task = asyncio.create_task(self._run(), name="jobtracker-change-feed")
+
+    async def stop(self) -> None:
+        """Stop tailing and release every waiter (they re-read and answer)."""
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for job_id in list(self._waiters):
+            self._wake(job_id)
+
+    def poke(self) -> None:
+        """Something was appended here: look now instead of at the next tick."""
+        self._poked.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self._interval)
+            self._poked.clear()
+            try:
+                await self._drain()
+            except JobtrackerError as exc:  # the store is down: keep trying, waiters time out
+                log.warning("change feed: %s", exc.detail)
+                await asyncio.sleep(min(1.0, self._interval * 50))
+
+    async def _drain(self) -> None:
+        while changes := await self._store.changes_since(self._cursor):
+            now = time.monotonic()
+            for change in changes:
+                self._cursor = max(self._cursor, change.position)
+                self._remember(change.job_id, now)
+                self._wake(change.job_id)
+
+    def _remember(self, job_id: str, now: float) -> None:
+        previous = self._last_seen.pop(job_id, None)
+        gap = now - previous[0] if previous else math.inf
+        self._last_seen[job_id] = (now, gap)
+        if len(self._last_seen) > PACE_MEMORY:
+            self._last_seen.popitem(last=False)
+
+    def _wake(self, job_id: str) -> None:
+        for waiter in self._waiters.pop(job_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def retry_after(self, view: JobView) -> int:
+        """Seconds a poller should wait: about the job's own pace, 1 to 30 s."""
+        seen = self._last_seen.get(view.state.job_id)
+        if seen is None or math.isinf(seen[1]):
+            return 5 if view.state.status is Status.PENDING else 2
+        return max(1, min(30, math.ceil(seen[1])))
+
+    async def wait_for_change(
+        self,
+        job_id: str,
+        read: Callable[[], Awaitable[JobView | None]],
+        seen_version: int,
+        within: float,
+    ) -> JobView | None:
+        """The job once its version differs from `seen_version`, or None after `within` s.
+
+        The waiter is registered before the store is re-read, so a change landing between the
+        read and the wait still wakes it.
+        """
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(job_id, set()).add(waiter)
+            try:
+                view = await read()
+                if view is None or view.state.version != seen_version:
+                    return view
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0 or self.closed:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, remaining)
+            finally:
+                self._forget(job_id, waiter)
+
+    def _forget(self, job_id: str, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[job_id]
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are waiting right now."""
+        return sum(len(w) for w in self._waiters.values())
