@@ -30,19 +30,26 @@ PACE_MEMORY = 10_000
 class ChangeFeed:
     """Tails the store and wakes the waiters of each job that changed."""
 
-    def __init__(self, store: Store, interval: float = 0.02) -> None:
+    def __init__(self, store: Store, interval: float = 0.02, fallback: float = 1.0) -> None:
         self._store = store
         self._interval = interval
+        self._fallback = fallback
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._last_seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._poked = asyncio.Event()
+        self._poked: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
         self.closed = False
 
     async def start(self) -> None:
-        """Begin tailing from the end of the log."""
+        """Begin tailing from the end of the log.
+
+        When the store can tell us about appends (inotify on SQLite, LISTEN on PostgreSQL) the feed
+        sleeps until told, and polls only as a slow fallback in case a hint is ever lost.
+        """
         self._cursor = await self._store.last_position()
+        if self._store.on_append(self.poke):
+            self._interval = self._fallback
         self._task = asyncio.create_task(self._run(), name="jobtracker-change-feed")
 
     async def stop(self) -> None:
@@ -58,13 +65,23 @@ class ChangeFeed:
 
     def poke(self) -> None:
         """Something was appended here: look now instead of at the next tick."""
-        self._poked.set()
+        if self._poked is not None:
+            _resolve(self._poked)
+
+    async def _tick(self) -> None:
+        # A bare future and a timer: cheaper than wait_for's extra task, and this runs 50 times a
+        # second for as long as the server lives.
+        loop = asyncio.get_running_loop()
+        self._poked = loop.create_future()
+        timer = loop.call_later(self._interval, _resolve, self._poked)
+        try:
+            await self._poked
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self._interval)
-            self._poked.clear()
+            await self._tick()
             try:
                 await self._drain()
             except JobtrackerError as exc:  # the store is down: keep trying, waiters time out
@@ -88,8 +105,7 @@ class ChangeFeed:
 
     def _wake(self, job_id: str) -> None:
         for waiter in self._waiters.pop(job_id, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+            _resolve(waiter)
 
     def retry_after(self, view: JobView) -> int:
         """Seconds a poller should wait: about the job's own pace, 1 to 30 s."""
@@ -137,3 +153,8 @@ class ChangeFeed:
     def waiting(self) -> int:
         """How many requests are waiting right now."""
         return sum(len(w) for w in self._waiters.values())
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -98,6 +98,12 @@ class Store(Protocol):
 
     async def last_position(self) -> int:
         """The newest position in the log (0 when empty)."""
+
+    def on_append(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` on the event loop when any process may have appended; False if unable.
+
+        Only a hint: whoever is woken re-reads the store. Stores that return False are polled.
+        """
 
     async def add_key(self, key: ApiKey) -> None:
         """Store a new key record."""

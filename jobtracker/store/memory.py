@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -24,6 +24,7 @@ class MemoryStore:
         self._errors: dict[str, dict[int, RowError]] = {}
         self._keys: dict[str, ApiKey] = {}
         self._keys_by_hash: dict[str, ApiKey] = {}
+        self._wakers: list[Callable[[], None]] = []
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -57,6 +58,8 @@ class MemoryStore:
         }
         plan = plan_append(state, items, known, self._marks[job_id])
         self._apply(job_id, plan)
+        for wake in self._wakers:
+            wake()
         return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
 
     def _apply(self, job_id: str, plan: AppendPlan) -> None:
@@ -108,6 +111,11 @@ class MemoryStore:
     async def last_position(self) -> int:
         """The newest position."""
         return len(self._log)
+
+    def on_append(self, wake: Callable[[], None]) -> bool:
+        """Every append happens in this process: call `wake` after each."""
+        self._wakers.append(wake)
+        return True
 
     async def add_key(self, key: ApiKey) -> None:
         """Store a key record."""

@@ -23,6 +23,7 @@ import sqlite_utils
 from jobtracker.codec import decode_fields, encode_fields
 from jobtracker.errors import JobIdTaken, JobNotFound, StoreUnavailable
 from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event_id
+from jobtracker.fswatch import FolderWatch, watch_folder
 from jobtracker.migrate import migrate_sqlite
 from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
@@ -205,6 +206,11 @@ class SqliteLog:
         )
         return [JobChange(*row) for row in rows]
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file."""
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
     def last_position(self) -> int:
         """The newest position (0 when empty)."""
         (position,) = self.conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
@@ -285,6 +291,9 @@ class SqliteStore:
         self._writer: _Thread | None = None
         self._bulk_reader: _Thread | None = None
         self._reader: SqliteLog | None = None
+        self._seen_data_version = -1
+        self._watches: list[FolderWatch] = []
+        self._seen_position = 0
 
     async def open(self) -> None:
         """Open the writer (migrating first), then the readers."""
@@ -298,6 +307,9 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
+        for watch in self._watches:
+            watch.close()
+        self._watches.clear()
         for thread in (self._writer, self._bulk_reader):
             if thread is not None:
                 await thread.stop()
@@ -343,12 +355,44 @@ class SqliteStore:
         return await self._bulk_read(lambda log: log.read_log(after_position, limit))
 
     async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
-        """See `SqliteLog.changes_since`; runs on the loop (an index range scan of new rows)."""
-        return self._point_read(lambda log: log.changes_since(after_position, limit))
+        """See `SqliteLog.changes_since`; runs on the loop.
+
+        A change feed calls this many times a second: `PRAGMA data_version` tells in microseconds
+        whether any connection committed since the last look, and only then is the log read.
+        """
+        reader = self._open(self._reader)
+        version = _translated(reader.data_version)
+        if version == self._seen_data_version and after_position >= self._seen_position:
+            return []
+        changes = _translated(lambda: reader.changes_since(after_position, limit))
+        if len(changes) < limit:  # read to the end: nothing new until the version moves
+            self._seen_data_version = version
+            self._seen_position = max([after_position, *(c.position for c in changes)])
+        return changes
 
     async def last_position(self) -> int:
         """See `SqliteLog.last_position`."""
         return self._point_read(lambda log: log.last_position())
+
+    def on_append(self, wake: Callable[[], None]) -> bool:
+        """Watch the folder for writes to the database's WAL (any process's commit) with inotify."""
+        db = Path(self.path)
+        names = {db.name, f"{db.name}-wal"}
+        loop = asyncio.get_running_loop()
+
+        def hinted() -> None:
+            # The write we hear of may be the commit frame itself, made visible to readers a moment
+            # later through the shared-memory index (mmap writes raise no inotify event): look now
+            # and again shortly after, so a commit's last write is never the one we missed.
+            wake()
+            loop.call_later(0.005, wake)
+            loop.call_later(0.05, wake)
+
+        watch = watch_folder(str(db.parent), names, hinted)
+        if watch is None:
+            return False
+        self._watches.append(watch)
+        return True
 
     async def add_key(self, key: ApiKey) -> None:
         """See `SqliteLog.add_key`."""
