@@ -1,0 +1,92 @@
+"""Races with one defined winner: whoever loses gets a clear error and nothing half-written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from jobtracker.errors import JobFinished, JobIdTaken, NotAuthenticated, RowAlreadyReported
+from jobtracker.events import Created, Failed, NewEvent, RowFailed, RowSucceeded, Succeeded
+from jobtracker.keys import authenticate, issue_key
+from jobtracker.store import Store
+
+MakeJob = Callable[..., Awaitable[str]]
+
+
+async def test_concurrent_creators_of_one_id_have_one_owner(store: Store) -> None:
+    """Eight keys create the same job id at once: one owns it, the others are told it is taken."""
+    outcomes = await asyncio.gather(
+        *(store.create_job("contested", Created(owner=f"key_{n}")) for n in range(8)),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if isinstance(o, tuple) and o[1]]
+    assert len(winners) == 1
+    assert all(isinstance(o, JobIdTaken) for o in outcomes if o not in winners)
+    view = await store.get_job("contested", 10)
+    assert view is not None
+    assert view.state.owner == winners[0][0].owner
+    assert len(await store.read_job_events("contested")) == 1
+
+
+async def test_concurrent_terminal_events_have_one_winner(store: Store, make_job: MakeJob) -> None:
+    """`succeeded` and `failed` at once: exactly one is recorded, the other is refused."""
+    job_id = await make_job()
+    outcomes = await asyncio.gather(
+        store.append(job_id, [NewEvent("win-s", Succeeded())]),
+        store.append(job_id, [NewEvent("win-f", Failed("gave up"))]),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == 1
+    assert isinstance(refused[0], JobFinished)
+    assert [e.version for e in await store.read_job_events(job_id)] == [1, 2]
+
+
+async def test_concurrent_outcomes_for_one_row_have_one_winner(
+    store: Store, make_job: MakeJob
+) -> None:
+    """Two workers report row 5 at once: one outcome is counted, the other refused."""
+    job_id = await make_job()
+    outcomes = await asyncio.gather(
+        store.append(job_id, [NewEvent("a", RowSucceeded(5, "a@uni.edu", internal=True))]),
+        store.append(job_id, [NewEvent("b", RowFailed(5, "a@uni.edu", "duplicate"))]),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, RowAlreadyReported) for o in outcomes) == 1
+    view = await store.get_job(job_id, 10)
+    assert view is not None
+    assert view.state.successful + view.state.failed == 1
+
+
+async def test_concurrent_writers_to_one_job_count_exactly(store: Store, make_job: MakeJob) -> None:
+    """32 writers, 10 rows each, all at once: every row counted once, versions without holes."""
+    job_id = await make_job()
+
+    async def writer(w: int) -> None:
+        for r in range(10):
+            row = w * 10 + r
+            await store.append(job_id, [NewEvent(f"w{row}", RowSucceeded(row, "x@y.z", True))])
+
+    await asyncio.gather(*(writer(w) for w in range(32)))
+    view = await store.get_job(job_id, 10)
+    assert view is not None
+    assert (view.state.successful, view.state.version) == (320, 321)
+    versions = [e.version for e in await store.read_job_events(job_id, limit=1000)]
+    assert versions == list(range(1, 322))
+
+
+async def test_revocation_during_use_wins_from_the_next_request_on(store: Store) -> None:
+    """Requests racing a revocation may pass; every request after it has returned fails."""
+    issued = await issue_key(store, "racing")
+
+    async def use() -> bool:
+        try:
+            await authenticate(store, issued.secret)
+        except NotAuthenticated:
+            return False
+        return True
+
+    racing = asyncio.gather(*(use() for _ in range(20)))
+    await store.revoke_key(issued.record.key_id)
+    await racing
+    assert not any(await asyncio.gather(*(use() for _ in range(20))))
