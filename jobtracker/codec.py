@@ -18,6 +18,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from jobtracker.errors import InvalidInput, MalformedRequest
 from jobtracker.events import (
     EVENT_CLASSES,
+    MAX_INT,
     MAX_LABEL,
     WORKER_TYPES,
     Event,
@@ -43,11 +44,20 @@ def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
     return structure
 
 
+def _strict_int(value: Any, _: Any) -> int:
+    # JSON has one number type: 50.0 is the integer 50 (JSON Schema agrees), 50.5 and "50" are not.
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer() and abs(value) <= MAX_INT:
+        return int(value)
+    raise TypeError("must be an integer")
+
+
 @cache
 def converter() -> cattrs.Converter:
     """The project's converter, built once on first use (nothing runs at import)."""
     conv = cattrs.Converter(forbid_extra_keys=True)
-    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(bool, _strict(bool, "true or false"))
     return conv

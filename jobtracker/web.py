@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from jobtracker import codec
+from jobtracker import codec, openapi
 from jobtracker.config import Settings
 from jobtracker.errors import (
     AccessDenied,
@@ -30,6 +31,7 @@ from jobtracker.store.base import ApiKey, JobView
 from jobtracker.watch import ChangeFeed
 
 log = logging.getLogger(__name__)
+
 
 STORE: web.AppKey[Store] = web.AppKey("jobtracker_store")
 FEED = web.AppKey("jobtracker_change_feed", ChangeFeed)
@@ -115,7 +117,15 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag in (etag, "*") for tag in tags)
 
 
+def _only_query(request: web.Request, *allowed: str) -> None:
+    """Refuse unknown query parameters: a typo like `?wiat=30` must not be silently ignored."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"{unknown[0]}: unknown query parameter")
+
+
 def _wait_seconds(request: web.Request) -> int:
+    _only_query(request, "wait")
     raw = request.query.get("wait")
     limit = request.app[SETTINGS].max_wait
     if raw is None:
@@ -175,6 +185,7 @@ async def stream_job(request: web.Request) -> web.StreamResponse:
     """`GET /api/v1/jobs/{job_id}/stream`: the body on every change, until the terminal one."""
     key = await _key(request)
     view: JobView | None = await _job_for(request, key)
+    _only_query(request)
     settings, feed = request.app[SETTINGS], request.app[FEED]
     read = _reader(request, request.match_info["job_id"])
     response = web.StreamResponse(
@@ -233,6 +244,16 @@ async def append_events(request: web.Request) -> web.Response:
     )
 
 
+@functools.cache
+def _openapi_body() -> bytes:
+    return codec.dumps(openapi.document())
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """`GET /api/v1/openapi.json`: the API's OpenAPI 3.1 document (no key needed)."""
+    return web.Response(body=_openapi_body(), content_type="application/json")
+
+
 def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[None]]:
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
         await store.open()
@@ -262,5 +283,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.router.add_post("/api/v1/jobs", create_job)
     app.router.add_post("/api/v1/jobs/{job_id}/events", append_events)
     app.router.add_get("/api/v1/jobs/{job_id}/stream", stream_job, allow_head=False)
+    app.router.add_get("/api/v1/openapi.json", openapi_document, allow_head=False)
     app.on_shutdown.append(_release_waiters)
     return app

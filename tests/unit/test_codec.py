@@ -62,6 +62,7 @@ def test_a_batch_must_be_an_array(body: Any) -> None:
         ({"job_id": ""}, "job_id: must be 1-128 characters"),
         ({"total": -1}, "total: must be >= 0"),
         ({"total": 1.5}, "total: must be an integer"),
+        ({"total": "3"}, "total: must be an integer"),
         ({"label": "x" * 201}, "label: longer than 200"),
         ({"owner": "me"}, "owner: unknown field"),
     ],
@@ -70,3 +71,10 @@ def test_bad_creation_bodies_name_the_field(body: dict[str, Any], detail: str) -
     """Job creation says which field is wrong."""
     with pytest.raises(InvalidInput, match=detail):
         decode_create_request(body)
+
+
+def test_an_integral_json_number_is_an_integer() -> None:
+    """`50.0` is the number 50 in JSON, as JSON Schema says; `50.5` is refused."""
+    [item] = decode_events([{"type": "progress", "current": 25.0, "total": 50}])
+    assert item.event.current == 25  # type: ignore[union-attr]
+    assert type(item.event.current) is int  # type: ignore[union-attr]
