@@ -61,9 +61,10 @@ def _status_of(exc: JobtrackerError) -> int:
     return next((status for cls, status in HTTP_STATUS if isinstance(exc, cls)), 500)
 
 
-def _http_detail(exc: web.HTTPException) -> str:
+def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return f"Request body is larger than {exc.max_size} bytes"  # type: ignore[attr-defined]
+        # aiohttp's exception does not keep the limit; the settings hold it.
+        return f"Request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
     return exc.reason
 
 
@@ -79,7 +80,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = json_response({"detail": _http_detail(exc)}, exc.status)
+        response = json_response({"detail": _http_detail(exc, request)}, exc.status)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
