@@ -66,3 +66,5 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     #: Most events in one append.
     max_events: int = 10_000
+    #: Commit concurrent appends together (one durable commit for many requests).
+    group_commit: bool = True

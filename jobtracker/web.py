@@ -57,9 +57,10 @@ def _status_of(exc: JobtrackerError) -> int:
     return next((status for cls, status in HTTP_STATUS if isinstance(exc, cls)), 500)
 
 
-def _http_detail(exc: web.HTTPException) -> str:
+def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return f"Request body is larger than {exc.max_size} bytes"  # type: ignore[attr-defined]
+        # aiohttp's exception does not keep the limit; the settings hold it.
+        return f"Request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
     return exc.reason
 
 
@@ -75,7 +76,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = json_response({"detail": _http_detail(exc)}, exc.status)
+        response = json_response({"detail": _http_detail(exc, request)}, exc.status)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
@@ -154,7 +155,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     """The jobtracker web application; the store opens on startup and closes on cleanup."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_store_context(store or make_store(settings.store_url)))
+    chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
+    app.cleanup_ctx.append(_store_context(chosen))
     app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)
     app.router.add_post("/api/v1/jobs", create_job)
     app.router.add_post("/api/v1/jobs/{job_id}/events", append_events)

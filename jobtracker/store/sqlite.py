@@ -21,12 +21,13 @@ import orjson
 import sqlite_utils
 
 from jobtracker.codec import decode_fields, encode_fields
-from jobtracker.errors import JobIdTaken, JobNotFound, StoreUnavailable
+from jobtracker.errors import JobIdTaken, JobNotFound, JobtrackerError, StoreUnavailable
 from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.migrate import migrate_sqlite
 from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobView, utc_now
+from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
 T = TypeVar("T")
@@ -111,15 +112,37 @@ class SqliteLog:
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Validate the batch with the fold and write it with its projection, or write nothing."""
         with self._immediate():
-            state = self._state(job_id)
-            if state is None:
-                raise JobNotFound()
-            known = self._known(items)
-            recorded = self._recorded(job_id, rows_touched(item.event for item in items))
-            plan = plan_append(state, items, known, recorded)
-            if plan.new:
-                self._write_plan(job_id, plan)
-            return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+            return self._append_in_transaction(job_id, items)
+
+    def append_group(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
+        """Write many appends in one transaction (one durable commit), each in a savepoint.
+
+        A request the fold refuses is rolled back to its savepoint and answered with its own
+        error; the others commit together.
+        """
+        with self._immediate():
+            return [self._append_in_savepoint(job_id, items) for job_id, items in requests]
+
+    def _append_in_savepoint(self, job_id: str, items: Sequence[NewEvent]) -> Outcome:
+        self.conn.execute("SAVEPOINT append_request")
+        try:
+            outcome: Outcome = self._append_in_transaction(job_id, items)
+        except (JobtrackerError, sqlite3.Error) as exc:
+            self.conn.execute("ROLLBACK TO append_request")
+            outcome = exc if isinstance(exc, JobtrackerError) else _store_error(exc)
+        self.conn.execute("RELEASE append_request")
+        return outcome
+
+    def _append_in_transaction(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        state = self._state(job_id)
+        if state is None:
+            raise JobNotFound()
+        known = self._known(items)
+        recorded = self._recorded(job_id, rows_touched(item.event for item in items))
+        plan = plan_append(state, items, known, recorded)
+        if plan.new:
+            self._write_plan(job_id, plan)
+        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
 
     def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:
         ids = orjson.dumps([item.event_id for item in items]).decode()
@@ -262,11 +285,19 @@ class _Thread:
 
 
 class SqliteStore:
-    """The SQLite store for asyncio: one writer thread, point reads on the loop."""
+    """The SQLite store for asyncio: one writer thread, point reads on the loop.
 
-    def __init__(self, path: str, *, clock: Callable[[], str] = utc_now) -> None:
+    With `group_commit` (the default) appends that arrive while the writer is busy share one
+    transaction and one durable commit; without it every append commits alone.
+    """
+
+    def __init__(
+        self, path: str, *, clock: Callable[[], str] = utc_now, group_commit: bool = True
+    ) -> None:
         self.path = path
         self._clock = clock
+        self.group_commit = group_commit
+        self.committer = GroupCommitter(self._commit_group)
         self._writer: _Thread | None = None
         self._bulk_reader: _Thread | None = None
         self._reader: SqliteLog | None = None
@@ -283,6 +314,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
+        await self.committer.close()
         for thread in (self._writer, self._bulk_reader):
             if thread is not None:
                 await thread.stop()
@@ -310,8 +342,13 @@ class SqliteStore:
         return await self._write(lambda log: log.create_job(job_id, created))
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
-        """See `SqliteLog.append`."""
+        """See `SqliteLog.append`; grouped with concurrent appends when `group_commit` is on."""
+        if self.group_commit:
+            return await self.committer.append(job_id, items)
         return await self._write(lambda log: log.append(job_id, items))
+
+    async def _commit_group(self, requests: list[AppendRequest]) -> list[Outcome]:
+        return await self._write(lambda log: log.append_group(requests))
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """See `SqliteLog.get_job`; runs on the loop."""
@@ -344,9 +381,16 @@ class SqliteStore:
         return await self._write(lambda log: log.revoke_key(key_id))
 
 
+def _store_error(exc: sqlite3.Error) -> StoreUnavailable:
+    """A driver error as our own: the one place SQLite errors cross over."""
+    error = StoreUnavailable(f"SQLite store error: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def _translated(call: Callable[[], T]) -> T:
-    """Run `call`, turning a driver error into our own: the one place SQLite errors cross over."""
+    """Run `call`, raising a driver error as our own."""
     try:
         return call()
     except sqlite3.Error as exc:
-        raise StoreUnavailable(f"SQLite store error: {exc}") from exc
+        raise _store_error(exc) from exc
