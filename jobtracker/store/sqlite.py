@@ -265,7 +265,7 @@ class _Thread:
         self._log: SqliteLog | None = None
 
     async def _submit(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, _translated, call)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, translated, call)
 
     async def start(self, make: Callable[[], SqliteLog]) -> SqliteLog:
         self._log = await self._submit(make)
@@ -310,7 +310,7 @@ class SqliteStore:
         await self._writer.run(lambda log: log.migrate())
         self._bulk_reader = _Thread("jobtracker-sqlite-reader")
         await self._bulk_reader.start(lambda: SqliteLog(path))
-        self._reader = _translated(lambda: SqliteLog(path))
+        self._reader = translated(lambda: SqliteLog(path))
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
@@ -335,7 +335,7 @@ class SqliteStore:
 
     def _point_read(self, call: Callable[[SqliteLog], T]) -> T:
         reader = self._open(self._reader)
-        return _translated(lambda: call(reader))
+        return translated(lambda: call(reader))
 
     async def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """See `SqliteLog.create_job`."""
@@ -388,7 +388,7 @@ def _store_error(exc: sqlite3.Error) -> StoreUnavailable:
     return error
 
 
-def _translated(call: Callable[[], T]) -> T:
+def translated(call: Callable[[], T]) -> T:
     """Run `call`, raising a driver error as our own."""
     try:
         return call()
