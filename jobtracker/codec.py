@@ -26,6 +26,7 @@ from jobtracker.events import (
     check_event_id,
     check_fields,
     check_text,
+    field_names,
     is_valid_job_id,
     new_event_id,
 )
@@ -106,8 +107,9 @@ def decode_events(data: Any) -> list[NewEvent]:
 
 def event_fields(event: Event) -> dict[str, Any]:
     """An event's own fields (no type, no envelope), as stored in the log."""
-    fields: dict[str, Any] = converter().unstructure(event)
-    return fields
+    # Events are flat classes of str, int, bool and None, which unstructure to themselves: reading
+    # the attributes gives what the converter would, at a fraction of the cost on the append path.
+    return {name: getattr(event, name) for name in field_names(type(event))}
 
 
 def event_from_fields(kind: str, fields: dict[str, Any]) -> Event:

@@ -135,6 +135,10 @@ EVENT_CLASSES: dict[str, type[Event]] = {
         Failed,
     )
 }
+#: Looked up once: reading `attrs.fields` for every event of a batch shows up on the append path.
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {
+    cls: tuple(field.name for field in attrs.fields(cls)) for cls in EVENT_CLASSES.values()
+}
 #: Types a worker may append; `created` only comes from job creation.
 WORKER_TYPES = frozenset(EVENT_CLASSES) - {Created.TYPE}
 
@@ -201,18 +205,24 @@ def check_event_id(field: str, event_id: str) -> None:
     check_text(field, event_id, MAX_EVENT_ID)
 
 
+def field_names(cls: type[Event]) -> tuple[str, ...]:
+    """The names of an event class's own fields, in definition order."""
+    return _FIELD_NAMES[cls]
+
+
 def check_fields(event: Event, prefix: str = "") -> None:
     """Raise `InvalidInput` naming the first field of `event` that breaks its own rules."""
-    for field in attrs.fields(type(event)):
-        value = getattr(event, field.name)
-        name = prefix + field.name
+    for field in field_names(type(event)):
+        value = getattr(event, field)
         if isinstance(value, bool):
             continue
         if isinstance(value, int):
-            check_count(name, value)
+            if not 0 <= value <= MAX_INT:  # the common case pays for one comparison only
+                check_count(prefix + field, value)
         elif isinstance(value, str):
-            limit = _TEXT_LIMITS.get(field.name, MAX_TEXT)
-            check_text(name, value, limit, required=field.name not in OPTIONAL_TEXT)
+            limit = _TEXT_LIMITS.get(field, MAX_TEXT)
+            if not value or len(value) > limit or "\x00" in value:
+                check_text(prefix + field, value, limit, required=field not in OPTIONAL_TEXT)
     if isinstance(event, ProgressReported) and event.current > event.total:
         raise InvalidInput(
             f"{prefix}current: {event.current} is greater than total {event.total}"
