@@ -153,8 +153,8 @@ class _Recorder:
         self._record(Failed(error=error))
 
 
-def _is_terminal(event: Event) -> bool:
-    return isinstance(event, Succeeded | Failed)
+#: Events that end a job: sent at once.
+_TERMINAL = frozenset({Succeeded, Failed})
 
 
 class _Buffer:
@@ -224,12 +224,13 @@ class Job(_Recorder):
             exc.add_note(f"jobtracker: could not record the failure of job {self.job_id}: {lost}")
 
     def _record(self, event: Event) -> None:
-        self._raise_background_failure()
+        if self._failure is not None:
+            self._raise_background_failure()
         with self._lock:
             waiting = self._buffer.add(event)
             if waiting == 1:
                 self._due.notify()
-        if waiting >= self._options.batch_size or _is_terminal(event):
+        if waiting >= self._options.batch_size or type(event) in _TERMINAL:
             self.flush()
 
     def flush(self) -> None:
@@ -372,7 +373,7 @@ class AsyncJob(_Recorder):
     def _record(self, event: Event) -> None:
         self._raise_background_failure()
         waiting = self._buffer.add(event)
-        if waiting >= self._options.batch_size or _is_terminal(event):
+        if waiting >= self._options.batch_size or type(event) in _TERMINAL:
             self._send_soon()
         elif waiting == 1:
             loop = asyncio.get_running_loop()

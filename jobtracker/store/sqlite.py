@@ -137,11 +137,38 @@ class SqliteLog:
         state = self._state(job_id)
         if state is None:
             raise JobNotFound()
+        fresh = self._append_if_all_new(job_id, state, items)
+        if fresh is not None:
+            return fresh
         known = self._known(items)
         recorded = self._recorded(job_id, rows_touched(item.event for item in items))
         plan = plan_append(state, items, known, recorded)
         if plan.new:
             self._write_plan(job_id, plan)
+        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+
+    def _append_if_all_new(
+        self, job_id: str, state: JobState, items: Sequence[NewEvent]
+    ) -> AppendResult | None:
+        """The common case, cheaply: events the log has never seen, for rows with no outcome yet.
+
+        The batch is planned as if nothing were recorded and written in a savepoint. The unique
+        keys catch what that assumption missed (a re-sent event id, a row already reported): then
+        the savepoint is undone and None sends the caller down the path that reads the log first.
+        A refusal of the optimistic plan goes the same way, since a re-send may explain it.
+        """
+        try:
+            plan = plan_append(state, items, {}, frozenset())
+        except JobtrackerError:
+            return None
+        self.conn.execute("SAVEPOINT fresh_append")
+        try:
+            self._write_plan(job_id, plan)
+        except sqlite3.IntegrityError:
+            self.conn.execute("ROLLBACK TO fresh_append")
+            self.conn.execute("RELEASE fresh_append")
+            return None
+        self.conn.execute("RELEASE fresh_append")
         return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
 
     def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from aiohttp import web
 
 import jobtracker
-from jobtracker.errors import Conflict, JobNotFound, NotAuthenticated
+from jobtracker.errors import Conflict, InvalidInput, JobNotFound, NotAuthenticated
+from jobtracker.events import new_event_id
 from jobtracker.projection import job_body
 from jobtracker.store.sqlite import SqliteLog
 from jobtracker.worker import AsyncJob, Job, RetryPolicy
@@ -286,3 +288,23 @@ def test_server_errors_are_retried_until_they_pass(
             report_example(job)
     assert answered == [503, 503]
     assert body_of(server, job_id)["result"] == EXAMPLE_RESULT
+
+
+def test_direct_store_refuses_an_ill_typed_field(live_server: LiveServer) -> None:
+    """Straight into SQLite there is no JSON codec: a row number given as text is still refused."""
+    with jobtracker.connect(live_server.store_url, api_key=live_server.owner_key) as tracker:
+        job_id = tracker.create_job()
+        job = tracker.job(job_id)
+        text_row: Any = "5"
+        with pytest.raises(InvalidInput, match=r"events\[0\]\.row: must be an integer"):
+            send_now(job, lambda: job.row_succeeded(text_row, "a@uni.edu", internal=True))
+    assert event_count(live_server, job_id) == 2  # created, and the block's `failed`
+
+
+def test_sdk_event_ids_are_random_uuids() -> None:
+    """Event ids the SDK assigns are version-4 UUIDs in their usual text form, never repeated."""
+    ids = [new_event_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
