@@ -15,7 +15,8 @@ from jobtracker.errors import Conflict, InvalidInput, JobNotFound, NotAuthentica
 from jobtracker.events import new_event_id
 from jobtracker.projection import job_body
 from jobtracker.store.sqlite import SqliteLog
-from jobtracker.worker import AsyncJob, Job, RetryPolicy
+from jobtracker.transport import BlockingStoreTransport
+from jobtracker.worker import AsyncJob, Job, Options, RetryPolicy, Tracker
 from tests.sdk.conftest import LiveServer
 
 Handler = Callable[[web.Request], Any]
@@ -308,3 +309,14 @@ def test_sdk_event_ids_are_random_uuids() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+
+
+def test_sync_sdk_reaches_an_asyncio_store_through_its_own_loop(live_server: LiveServer) -> None:
+    """Stores that only speak asyncio (PostgreSQL) serve the sync SDK from a loop in a thread."""
+    transport = BlockingStoreTransport(live_server.store_url, live_server.owner_key)
+    tracker = Tracker(transport, Options(max_delay=60))
+    with tracker:
+        job_id = tracker.create_job(total=50)
+        with tracker.job(job_id) as job:
+            report_example(job)
+    assert body_of(live_server, job_id)["result"] == EXAMPLE_RESULT
