@@ -35,7 +35,9 @@ T = TypeVar("T")
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
 _UPSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) "  # noqa: S608
-    f"VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 1))}) "
+    # last_insert_rowid(): the position of the newest event (job_rows and job_errors are WITHOUT
+    # ROWID tables, whose inserts leave it alone).
+    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, last_insert_rowid()) "
     "ON CONFLICT (job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
 )
@@ -93,8 +95,8 @@ class SqliteLog:
         return None if row is None else state_from_row(row)
 
     def _save_state(self, state: JobState) -> None:
-        (position,) = self.conn.execute("SELECT last_insert_rowid()").fetchone()
-        self.conn.execute(_UPSERT_JOB, (*state_to_row(state), position))
+        """Write the projection; must follow the events' insert, whose last position it keeps."""
+        self.conn.execute(_UPSERT_JOB, state_to_row(state))
 
     def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """Create a job durably, or return the owner's existing one."""
@@ -112,7 +114,10 @@ class SqliteLog:
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Validate the batch with the fold and write it with its projection, or write nothing."""
         with self._immediate():
-            return self._append_in_transaction(job_id, items)
+            outcome = self._append_in_savepoint(job_id, items)
+        if isinstance(outcome, JobtrackerError):
+            raise outcome
+        return outcome
 
     def append_group(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
         """Write many appends in one transaction (one durable commit), each in a savepoint.
@@ -134,42 +139,25 @@ class SqliteLog:
         return outcome
 
     def _append_in_transaction(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Inside the `append_request` savepoint: the common case first, then the careful one.
+
+        The common case is a batch of events the log has never seen, for rows with no outcome yet:
+        planned as if nothing were recorded, and written. The unique keys catch what that
+        assumption missed (a re-sent event id, a row already reported); then the savepoint is
+        undone and the batch is planned again from what the log holds. A refusal of the quick
+        plan goes the same way, since a re-send may explain it. The answers are the same either
+        way; the common case just skips two lookups.
+        """
         state = self._state(job_id)
         if state is None:
             raise JobNotFound()
-        fresh = self._append_if_all_new(job_id, state, items)
-        if fresh is not None:
-            return fresh
+        try:
+            return self._write_plan(job_id, plan_append(state, items, {}, frozenset()))
+        except (JobtrackerError, sqlite3.IntegrityError):
+            self.conn.execute("ROLLBACK TO append_request")
         known = self._known(items)
         recorded = self._recorded(job_id, rows_touched(item.event for item in items))
-        plan = plan_append(state, items, known, recorded)
-        if plan.new:
-            self._write_plan(job_id, plan)
-        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
-
-    def _append_if_all_new(
-        self, job_id: str, state: JobState, items: Sequence[NewEvent]
-    ) -> AppendResult | None:
-        """The common case, cheaply: events the log has never seen, for rows with no outcome yet.
-
-        The batch is planned as if nothing were recorded and written in a savepoint. The unique
-        keys catch what that assumption missed (a re-sent event id, a row already reported): then
-        the savepoint is undone and None sends the caller down the path that reads the log first.
-        A refusal of the optimistic plan goes the same way, since a re-send may explain it.
-        """
-        try:
-            plan = plan_append(state, items, {}, frozenset())
-        except JobtrackerError:
-            return None
-        self.conn.execute("SAVEPOINT fresh_append")
-        try:
-            self._write_plan(job_id, plan)
-        except sqlite3.IntegrityError:
-            self.conn.execute("ROLLBACK TO fresh_append")
-            self.conn.execute("RELEASE fresh_append")
-            return None
-        self.conn.execute("RELEASE fresh_append")
-        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+        return self._write_plan(job_id, plan_append(state, items, known, recorded))
 
     def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:
         ids = orjson.dumps([item.event_id for item in items]).decode()
@@ -200,17 +188,24 @@ class SqliteLog:
             ],
         )
 
-    def _write_plan(self, job_id: str, plan: AppendPlan) -> None:
-        self._insert_events(job_id, plan.first_version, plan.new)
-        self.conn.executemany(
-            "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)",
-            [(job_id, mark.row, mark.kind) for mark in plan.batch.marks],
-        )
-        self.conn.executemany(
-            "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
-            [(job_id, e.row, e.email, e.error) for e in plan.batch.row_errors],
-        )
-        self._save_state(plan.batch.state)
+    def _write_plan(self, job_id: str, plan: AppendPlan) -> AppendResult:
+        # Statements are skipped when they have nothing to write: under group commit each one
+        # is a round trip through the GIL for the writer thread.
+        if plan.new:
+            self._insert_events(job_id, plan.first_version, plan.new)
+        if plan.batch.marks:
+            self.conn.executemany(
+                "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)",
+                [(job_id, mark.row, mark.kind) for mark in plan.batch.marks],
+            )
+        if plan.batch.row_errors:
+            self.conn.executemany(
+                "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
+                [(job_id, e.row, e.email, e.error) for e in plan.batch.row_errors],
+            )
+        if plan.new:
+            self._save_state(plan.batch.state)
+        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
 
     def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """The projection of one job; row errors are read only for a SUCCESS body."""
