@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from typing import Any, ClassVar, TypeAlias, cast
+from typing import Any, ClassVar, TypeAlias
 
 import attrs
 
@@ -160,17 +160,25 @@ class RecordedEvent:
     event: Event
 
 
-def new_event_id() -> str:
-    """A fresh idempotency key: a random (version 4) UUID in its usual text form.
-
-    Built from `os.urandom` like `uuid.uuid4()`, at less than half its cost: the SDK makes one
-    per event, on the hot path.
-    """
-    digits = os.urandom(16).hex()
+def _uuid4_text(digits: str) -> str:
+    """32 random hex digits as a version-4 UUID in its usual text form."""
     variant = "89ab"[int(digits[16], 16) & 3]
-    return (
-        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
-    )
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:32]}"
+
+
+def new_event_id() -> str:
+    """A fresh idempotency key: a random (version 4) UUID, from `os.urandom` like `uuid4()`."""
+    return _uuid4_text(os.urandom(16).hex())
+
+
+def new_event_ids(count: int) -> list[str]:
+    """`count` fresh event ids at once; the SDK names a whole batch with one read of randomness.
+
+    Drawn when asked for, never kept in advance: a worker process forked later (Celery, RQ) must
+    not repeat its parent's ids.
+    """
+    digits = os.urandom(16 * count).hex()
+    return [_uuid4_text(digits[start : start + 32]) for start in range(0, 32 * count, 32)]
 
 
 def new_job_id() -> str:
@@ -221,8 +229,16 @@ _KINDS: dict[str, tuple[type, bool]] = {
 _KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
 
 
-def _rules(cls: type[Event]) -> tuple[tuple[str, type, bool], ...]:
-    return tuple((f.name, *_KINDS[str(f.type)]) for f in attrs.fields(cls))
+#: (field, type, None allowed, text limit, text required) for each field of an event class.
+_Rule = tuple[str, type, bool, int, bool]
+
+
+def _rules(cls: type[Event]) -> tuple[_Rule, ...]:
+    return tuple(
+        (f.name, *_KINDS[str(f.type)], _TEXT_LIMITS.get(f.name, MAX_TEXT),
+         f.name not in OPTIONAL_TEXT)
+        for f in attrs.fields(cls)
+    )
 
 
 def field_names(cls: type[Event]) -> tuple[str, ...]:
@@ -236,28 +252,36 @@ _RULES = {cls: _rules(cls) for cls in EVENT_CLASSES.values()}
 _FIELD_NAMES = {cls: tuple(rule[0] for rule in rules) for cls, rules in _RULES.items()}
 
 
+def _check_slowly(name: str, kind: type, value: Any, limit: int, required: bool) -> None:
+    """The detailed checks, naming what is wrong with `value`: `check_fields`' slow path."""
+    if kind is int and value.__class__ is int:
+        check_count(name, value)
+    elif kind is str and value.__class__ is str:
+        check_text(name, value, limit, required=required)
+    else:
+        raise InvalidInput(f"{name}: must be {_KIND_NAMES[kind]}")
+
+
 def check_fields(event: Event, prefix: str = "") -> None:
     """Raise `InvalidInput` naming the first field of `event` that breaks its own rules.
 
     Types are checked too: the HTTP codec has done so already, but an SDK writing straight into a
     store hands its events over as built, and a `"5"` must not reach the log as a row number.
     """
-    for field, kind, optional in _RULES[type(event)]:
+    for field, kind, optional, limit, required in _RULES[type(event)]:
         value: Any = getattr(event, field)
-        if value.__class__ is not kind:  # exact: a bool is not a row number
-            if value is None and optional:
+        # Exact class: a bool is not a row number. The common case then pays for one comparison;
+        # the detailed checks below it name what is wrong.
+        cls = value.__class__
+        if cls is int:
+            if kind is int and 0 <= value <= MAX_INT:
                 continue
-            raise InvalidInput(f"{prefix}{field}: must be {_KIND_NAMES[kind]}")
-        # The common case pays for one comparison; the detailed checks name what is wrong.
-        if kind is int:
-            number = cast(int, value)
-            if not 0 <= number <= MAX_INT:
-                check_count(prefix + field, number)
-        elif kind is str:
-            text = cast(str, value)
-            limit = _TEXT_LIMITS.get(field, MAX_TEXT)
-            if not text or len(text) > limit or "\x00" in text:
-                check_text(prefix + field, text, limit, required=field not in OPTIONAL_TEXT)
+        elif cls is str:
+            if kind is str and value and len(value) <= limit and "\x00" not in value:
+                continue
+        elif cls is kind or (value is None and optional):
+            continue
+        _check_slowly(prefix + field, kind, value, limit, required)
     if isinstance(event, ProgressReported) and event.current > event.total:
         raise InvalidInput(
             f"{prefix}current: {event.current} is greater than total {event.total}"

@@ -8,6 +8,7 @@ memory to be checked.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
@@ -169,6 +170,12 @@ def _apply_row(
     return mark, None
 
 
+@functools.lru_cache(maxsize=10_000)
+def _where(index: int) -> str:
+    """The prefix naming event `index` of a batch in an error's detail (made once per index)."""
+    return f"events[{index}]."
+
+
 def fold_batch(
     state: JobState,
     events: Iterable[Event],
@@ -184,7 +191,7 @@ def fold_batch(
     tally = attrs.asdict(state, recurse=False)
     for n, event in enumerate(events):
         index = indices[n] if indices is not None else first_index + n
-        mark, row_error = _apply(tally, event, claimed, f"events[{index}].")
+        mark, row_error = _apply(tally, event, claimed, _where(index))
         if mark is not None:
             marks.append(mark)
             claimed.add(mark)

@@ -9,8 +9,8 @@
 `connect` takes a server's base URL (with `api_key`) or a store URL (`sqlite:///jobs.db`) to write
 straight into the store; `connect_async` is the asyncio twin. Events are buffered and sent in
 batches: when `batch_size` are waiting, when the oldest has waited `max_delay` seconds, on a
-terminal event and on leaving the block. Each event gets its id (a UUID) when it is recorded, so a
-batch re-sent after a timeout is deduplicated by the log, never counted twice. Transient failures
+terminal event and on leaving the block. Each event gets its id (a UUID) before its first send, so
+a batch re-sent after a timeout is deduplicated by the log, never counted twice. Transient failures
 are retried with capped exponential backoff; a refusal raises at once with the server's `detail`.
 """
 
@@ -39,7 +39,7 @@ from jobtracker.events import (
     RowSucceeded,
     Started,
     Succeeded,
-    new_event_id,
+    new_event_ids,
     new_job_id,
 )
 from jobtracker.store.base import AppendResult
@@ -161,18 +161,19 @@ class _Buffer:
     """Events waiting to be sent, and since when the oldest has waited."""
 
     def __init__(self) -> None:
-        self.items: list[NewEvent] = []
+        self.items: list[Event] = []
         self.since = 0.0
 
     def add(self, event: Event) -> int:
         if not self.items:
             self.since = time.monotonic()
-        self.items.append(NewEvent(new_event_id(), event))
+        self.items.append(event)
         return len(self.items)
 
     def take(self) -> list[NewEvent]:
-        items, self.items = self.items, []
-        return items
+        """Empty the buffer; its events get their ids now, before their first send."""
+        events, self.items = self.items, []
+        return [NewEvent(*pair) for pair in zip(new_event_ids(len(events)), events, strict=True)]
 
     def wait_left(self, max_delay: float) -> float | None:
         """Seconds until the oldest event is due; None when there is nothing to send."""
