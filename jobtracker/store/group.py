@@ -11,6 +11,7 @@ own error and the others still commit; every caller is answered only after that 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias
 
@@ -25,6 +26,8 @@ AppendRequest: TypeAlias = tuple[str, Sequence[NewEvent]]
 #: What one request of a group came to: its result, or the error that refused it alone.
 Outcome: TypeAlias = AppendResult | JobtrackerError
 CommitGroup: TypeAlias = Callable[[list[AppendRequest]], Awaitable[list[Outcome]]]
+
+log = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -86,3 +89,5 @@ class GroupCommitter:
         drainer = self._drainer
         if drainer is not None:
             await asyncio.shield(drainer)
+        if self.groups:
+            log.info("group commit: %d appends in %d commits", self.requests, self.groups)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -97,21 +98,33 @@ async def _hammer(port: int, key: str, posts: int) -> tuple[float, list[float]]:
     return CLIENTS * posts / elapsed, latencies
 
 
-def _serve_and_hammer(workdir: str, group_commit: bool, posts: int) -> tuple[float, list[float]]:
-    db_path = str(Path(workdir) / f"http-{group_commit}-{uuid.uuid4().hex[:8]}.db")
+GROUPS_LOGGED = re.compile(r"group commit: (\d+) appends in (\d+) commits")
+
+
+def _serve_and_hammer(
+    workdir: str, group_commit: bool, posts: int
+) -> tuple[float, list[float], float]:
+    """Appends/s, latencies, and appends per commit (read from the server's log on exit)."""
+    name = f"http-{group_commit}-{uuid.uuid4().hex[:8]}"
+    db_path = str(Path(workdir) / f"{name}.db")
     key = asyncio.run(_owner_key(db_path))
     port = _free_port()
     command = [sys.executable, "-m", "jobtracker", "serve", "--store", f"sqlite:///{db_path}",
                "--port", str(port)]
     if not group_commit:
         command.append("--no-group-commit")
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_until_serving(server, port)
-        return asyncio.run(_hammer(port, key, posts))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    server_log = Path(workdir) / f"{name}.log"
+    with open(server_log, "wb") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_serving(server, port)
+            rate, latencies = asyncio.run(_hammer(port, key, posts))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    found = GROUPS_LOGGED.search(server_log.read_text(errors="replace"))
+    per_commit = int(found[1]) / int(found[2]) if found else 1.0
+    return rate, latencies, per_commit
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -122,9 +135,10 @@ def _percentile(values: list[float], fraction: float) -> float:
 def run_http_group_commit(config: BenchConfig) -> Round:
     """One round: the grouped server, then the one-commit-per-request server."""
     posts = 10 if config.quick else 60
-    grouped, grouped_latency = _serve_and_hammer(config.workdir, True, posts)
-    alone, alone_latency = _serve_and_hammer(config.workdir, False, posts)
+    grouped, grouped_latency, per_commit = _serve_and_hammer(config.workdir, True, posts)
+    alone, alone_latency, _ = _serve_and_hammer(config.workdir, False, posts)
     return Round(grouped, alone, {
+        "appends_per_commit": per_commit,
         "grouped_p50_ms": 1000 * statistics.median(grouped_latency),
         "grouped_p99_ms": 1000 * _percentile(grouped_latency, 0.99),
         "alone_p50_ms": 1000 * statistics.median(alone_latency),
