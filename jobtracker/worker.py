@@ -374,7 +374,8 @@ class AsyncJob(_Recorder):
     def _record(self, event: Event) -> None:
         self._raise_background_failure()
         waiting = self._buffer.add(event)
-        if waiting >= self._options.batch_size or type(event) in _TERMINAL:
+        # Exactly at the bound: one send task takes everything recorded until it runs.
+        if waiting == self._options.batch_size or type(event) in _TERMINAL:
             self._send_soon()
         elif waiting == 1:
             loop = asyncio.get_running_loop()
@@ -396,12 +397,15 @@ class AsyncJob(_Recorder):
 
     async def _send(self) -> None:
         async with self._sending:
-            batch = self._buffer.take()
-            if batch:
-                send = self._transport.append
-                self.last = await retrying_async(
-                    lambda: send(self.job_id, batch), self._options.retry
-                )
+            events = self._buffer.take()
+            # A worker that records without yielding to the loop may have gone past the bound.
+            size = self._options.batch_size
+            for start in range(0, len(events), size):
+                await self._send_batch(events[start : start + size])
+
+    async def _send_batch(self, batch: list[NewEvent]) -> None:
+        send = self._transport.append
+        self.last = await retrying_async(lambda: send(self.job_id, batch), self._options.retry)
 
     async def flush(self) -> None:
         """Send every recorded event now and wait until they are in the log."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -320,3 +321,33 @@ def test_sync_sdk_reaches_an_asyncio_store_through_its_own_loop(live_server: Liv
         with tracker.job(job_id) as job:
             report_example(job)
     assert body_of(live_server, job_id)["result"] == EXAMPLE_RESULT
+
+
+async def test_async_worker_that_never_yields_still_sends_bounded_batches(
+    live_server: LiveServer,
+) -> None:
+    """Rows recorded without awaiting in between still travel in batches of at most batch_size."""
+    async with jobtracker.connect_async(
+        live_server.base_url, api_key=live_server.owner_key, batch_size=10, max_delay=60
+    ) as tracker:
+        job_id = await tracker.create_job()
+        async with tracker.job(job_id) as job:
+            for row in range(35):
+                job.row_succeeded(row, f"p{row}@uni.edu", internal=False)
+    assert len(live_server.append_requests) == 4
+    assert body_of(live_server, job_id)["progress"]["current"] == 35
+
+
+async def test_async_waiting_event_is_sent_after_max_delay(live_server: LiveServer) -> None:
+    """The asyncio SDK sends a lone event once it has waited max_delay, without a flush."""
+    async with jobtracker.connect_async(
+        live_server.base_url, api_key=live_server.owner_key, max_delay=0.05
+    ) as tracker:
+        job_id = await tracker.create_job()
+        async with tracker.job(job_id) as job:
+            job.started()
+            for _ in range(250):
+                if event_count(live_server, job_id) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert body_of(live_server, job_id)["status"] == "STARTED"
