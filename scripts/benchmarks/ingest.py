@@ -127,6 +127,21 @@ def _serve_and_hammer(
     return rate, latencies, per_commit
 
 
+def _fsync_ms(workdir: str, times: int = 200) -> float:
+    """What one durable write costs on this disk: the most group commit can save per request."""
+    path = Path(workdir) / f"fsync-{uuid.uuid4().hex[:8]}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        started = time.perf_counter()
+        for _ in range(times):
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        return 1000 * (time.perf_counter() - started) / times
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -139,6 +154,7 @@ def run_http_group_commit(config: BenchConfig) -> Round:
     alone, alone_latency, _ = _serve_and_hammer(config.workdir, False, posts)
     return Round(grouped, alone, {
         "appends_per_commit": per_commit,
+        "fsync_ms": _fsync_ms(config.workdir),
         "grouped_p50_ms": 1000 * statistics.median(grouped_latency),
         "grouped_p99_ms": 1000 * _percentile(grouped_latency, 0.99),
         "alone_p50_ms": 1000 * statistics.median(alone_latency),
