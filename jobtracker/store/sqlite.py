@@ -287,7 +287,7 @@ class _Thread:
         self._log: SqliteLog | None = None
 
     async def _submit(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, translated, call)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _translated, call)
 
     async def start(self, make: Callable[[], SqliteLog]) -> SqliteLog:
         self._log = await self._submit(make)
@@ -332,7 +332,7 @@ class SqliteStore:
         await self._writer.run(lambda log: log.migrate())
         self._bulk_reader = _Thread("jobtracker-sqlite-reader")
         await self._bulk_reader.start(lambda: SqliteLog(path))
-        self._reader = translated(lambda: SqliteLog(path))
+        self._reader = _translated(lambda: SqliteLog(path))
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
@@ -357,7 +357,7 @@ class SqliteStore:
 
     def _point_read(self, call: Callable[[SqliteLog], T]) -> T:
         reader = self._open(self._reader)
-        return translated(lambda: call(reader))
+        return _translated(lambda: call(reader))
 
     async def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """See `SqliteLog.create_job`."""
@@ -410,9 +410,13 @@ def _store_error(exc: sqlite3.Error) -> StoreUnavailable:
     return error
 
 
-def translated(call: Callable[[], T]) -> T:
+def _translated(call: Callable[[], T]) -> T:
     """Run `call`, raising a driver error as our own."""
     try:
         return call()
     except sqlite3.Error as exc:
         raise _store_error(exc) from exc
+
+
+#: `_translated` for users of `SqliteLog` outside this module (the SDK's direct transport).
+translated = _translated
