@@ -111,15 +111,7 @@ def _apply(
         )
     check_fields(event, where)
     tally["version"] += 1
-    match event:
-        case Created():
-            raise InvalidInput(f"{where}type: 'created' is written by job creation, not appended")
-        case Started():
-            if status is Status.PENDING:
-                tally["status"] = Status.STARTED
-        case ProgressReported(current=current, total=total, status=text):
-            tally["status"] = Status.PROGRESS
-            tally["progress"] = Progress(current=current, total=total, status=text)
+    match event:  # row and e-mail events first: they are nearly all of a large job's events
         case RowSucceeded() | RowFailed():
             return _apply_row(tally, event, recorded, where)
         case EmailSent() | EmailFailed():
@@ -128,6 +120,14 @@ def _apply(
             counter = "emails_sent" if isinstance(event, EmailSent) else "emails_failed"
             tally[counter] += 1
             return mark, None
+        case Created():
+            raise InvalidInput(f"{where}type: 'created' is written by job creation, not appended")
+        case Started():
+            if status is Status.PENDING:
+                tally["status"] = Status.STARTED
+        case ProgressReported(current=current, total=total, status=text):
+            tally["status"] = Status.PROGRESS
+            tally["progress"] = Progress(current=current, total=total, status=text)
         case Succeeded():
             tally["status"] = Status.SUCCESS
         case Failed(error=error):

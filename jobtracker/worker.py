@@ -173,7 +173,8 @@ class _Buffer:
     def take(self) -> list[NewEvent]:
         """Empty the buffer; its events get their ids now, before their first send."""
         events, self.items = self.items, []
-        return [NewEvent(*pair) for pair in zip(new_event_ids(len(events)), events, strict=True)]
+        ids = new_event_ids(len(events))
+        return [NewEvent(event_id, event) for event_id, event in zip(ids, events, strict=True)]
 
     def wait_left(self, max_delay: float) -> float | None:
         """Seconds until the oldest event is due; None when there is nothing to send."""
