@@ -190,6 +190,9 @@ class SqliteTransport:
         self._log = translated(lambda: SqliteLog(sqlite_path(path)))
         translated(self._log.migrate)
         self._api_key = api_key
+        # One connection, one transaction at a time: jobs reported from several threads (and
+        # each job's timer thread) take turns.
+        self._lock = threading.Lock()
 
     def _owner(self) -> str:
         if self._api_key is None:
@@ -201,13 +204,15 @@ class SqliteTransport:
 
     def create_job(self, job_id: str, total: int | None, label: str | None) -> str:
         """Create the job owned by the tracker's key."""
-        created = Created(owner=self._owner(), total=total, label=label)
-        state, _ = translated(lambda: self._log.create_job(job_id, created))
+        with self._lock:
+            created = Created(owner=self._owner(), total=total, label=label)
+            state, _ = translated(lambda: self._log.create_job(job_id, created))
         return state.job_id
 
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """One transaction, one durable commit."""
-        return translated(lambda: self._log.append(job_id, items))
+        with self._lock:
+            return translated(lambda: self._log.append(job_id, items))
 
     def close(self) -> None:
         """Close the connection."""

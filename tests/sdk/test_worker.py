@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -351,3 +352,30 @@ async def test_async_waiting_event_is_sent_after_max_delay(live_server: LiveServ
                     break
                 await asyncio.sleep(0.02)
             assert body_of(live_server, job_id)["status"] == "STARTED"
+
+
+@pytest.mark.parametrize("transport", ["http", "sqlite"])
+def test_one_tracker_reports_jobs_from_many_threads(
+    live_server: LiveServer, transport: str
+) -> None:
+    """Threads sharing one tracker (a threaded worker pool) each report their own job intact."""
+    url = url_of(live_server, transport)
+    no_retry = RetryPolicy(attempts=1)  # a clash between threads must show, not be retried away
+    with jobtracker.connect(url, api_key=live_server.owner_key, batch_size=3, max_delay=0.001,
+                            retry=no_retry) as tracker:
+        job_ids = [tracker.create_job(total=40) for _ in range(4)]
+
+        def work(job_id: str) -> None:
+            with tracker.job(job_id) as job:
+                for row in range(40):
+                    job.row_succeeded(row, f"p{row}@uni.edu", internal=row % 2 == 0)
+                job.succeeded()
+
+        threads = [threading.Thread(target=work, args=(job_id,)) for job_id in job_ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for job_id in job_ids:
+        result = body_of(live_server, job_id)["result"]
+        assert (result["successful"], result["internal_count"]) == (40, 20)

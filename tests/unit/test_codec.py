@@ -1,0 +1,72 @@
+"""The wire form of events: strict types, and errors that name the event and the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jobtracker.codec import decode_create_request, decode_events, encode_event
+from jobtracker.errors import InvalidInput, MalformedRequest
+from jobtracker.events import NewEvent, RowSucceeded
+
+
+def test_wire_event_round_trips() -> None:
+    """What the SDK sends is what the server reads back."""
+    item = NewEvent("e-1", RowSucceeded(row=3, email="ana@uni.edu", internal=True))
+    assert decode_events([encode_event(item)]) == [item]
+
+
+def test_missing_event_id_gets_one_assigned() -> None:
+    """An event without `event_id` still gets an idempotency key."""
+    [item] = decode_events([{"type": "started"}])
+    assert len(item.event_id) == 36
+
+
+@pytest.mark.parametrize(
+    ("event", "detail"),
+    [
+        ({"type": "row_succeeded", "row": "1", "email": "a", "internal": True}, "row: must be"),
+        ({"type": "row_succeeded", "row": 1, "email": "a", "internal": 1}, "internal: must be"),
+        ({"type": "row_succeeded", "row": True, "email": "a", "internal": True}, "row: must be"),
+        ({"type": "row_succeeded", "row": 1, "email": "a"}, "internal: is required"),
+        ({"type": "row_failed", "row": 1, "email": "a", "error": "e", "x": 1}, "x: unknown field"),
+        ({"type": "teleported"}, "type: unknown event type 'teleported'"),
+        ({"type": "created", "owner": "k"}, "type: unknown event type 'created'"),
+        ({"row": 1}, "type: is required"),
+        ({"type": "started", "event_id": 7}, "event_id: must be a string"),
+        ({"type": "started", "event_id": "x" * 129}, "event_id: longer than 128"),
+        ({"type": "progress", "current": 9, "total": 3}, "current: 9 is greater than total 3"),
+        ({"type": "progress", "current": -1, "total": 3}, "current: must be >= 0"),
+    ],
+)
+def test_bad_events_are_refused_naming_index_and_field(event: dict[str, Any], detail: str) -> None:
+    """A worker learns which event of its batch is wrong and why."""
+    with pytest.raises(InvalidInput) as caught:
+        decode_events([{"type": "started"}, event])
+    assert caught.value.detail.startswith("events[1].")
+    assert detail in caught.value.detail
+
+
+@pytest.mark.parametrize("body", [{"type": "started"}, "started", 3, None])
+def test_a_batch_must_be_an_array(body: Any) -> None:
+    """The events endpoint takes a JSON array."""
+    with pytest.raises(MalformedRequest, match="JSON array"):
+        decode_events(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"job_id": "has space"}, "job_id: must be 1-128 characters"),
+        ({"job_id": ""}, "job_id: must be 1-128 characters"),
+        ({"total": -1}, "total: must be >= 0"),
+        ({"total": 1.5}, "total: must be an integer"),
+        ({"label": "x" * 201}, "label: longer than 200"),
+        ({"owner": "me"}, "owner: unknown field"),
+    ],
+)
+def test_bad_creation_bodies_name_the_field(body: dict[str, Any], detail: str) -> None:
+    """Job creation says which field is wrong."""
+    with pytest.raises(InvalidInput, match=detail):
+        decode_create_request(body)
