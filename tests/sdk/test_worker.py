@@ -379,3 +379,11 @@ def test_one_tracker_reports_jobs_from_many_threads(
     for job_id in job_ids:
         result = body_of(live_server, job_id)["result"]
         assert (result["successful"], result["internal_count"]) == (40, 20)
+
+
+def test_unknown_key_raises_not_authenticated_without_retrying(live_server: LiveServer) -> None:
+    """A 401 maps back to `NotAuthenticated` with the server's detail, at the first answer."""
+    bogus = "uc_live_" + "x" * 43
+    with jobtracker.connect(live_server.base_url, api_key=bogus) as tracker, \
+            pytest.raises(NotAuthenticated, match="Invalid or revoked API key"):
+        tracker.create_job()
