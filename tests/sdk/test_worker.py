@@ -381,8 +381,8 @@ def test_one_tracker_reports_jobs_from_many_threads(
         assert (result["successful"], result["internal_count"]) == (40, 20)
 
 
-def test_unknown_key_raises_not_authenticated_without_retrying(live_server: LiveServer) -> None:
-    """A 401 maps back to `NotAuthenticated` with the server's detail, at the first answer."""
+def test_unknown_key_raises_not_authenticated(live_server: LiveServer) -> None:
+    """A 401 maps back to `NotAuthenticated`, carrying the server's detail."""
     bogus = "uc_live_" + "x" * 43
     with jobtracker.connect(live_server.base_url, api_key=bogus) as tracker, \
             pytest.raises(NotAuthenticated, match="Invalid or revoked API key"):
