@@ -210,6 +210,9 @@ def run_sdk_sqlite(config: BenchConfig) -> Round:
     """One round: reference, SDK, SDK, reference (drift on a shared machine cancels out), same
     row count, a fresh file each time."""
     rows = 10_000 if config.quick else 50_000
+    # Warm-up, not timed: the first writes of a process pay for caches both sides share.
+    _executemany_into_sqlite(_fresh_path(config.workdir, "warm-raw"), 2000)
+    _sdk_into_sqlite(_fresh_path(config.workdir, "warm-sdk"), 2000)
     seconds = {"raw": 0.0, "sdk": 0.0}
     for name in ("raw", "sdk", "sdk", "raw"):
         write = _executemany_into_sqlite if name == "raw" else _sdk_into_sqlite
