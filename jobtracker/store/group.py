@@ -68,14 +68,16 @@ class GroupCommitter:
         self.requests += len(group)
         try:
             outcomes = await self._commit_group([waiting.request for waiting in group])
-        except BaseException as exc:
-            # The transaction as a whole failed (or we are cancelled): nobody's events are in.
+        except Exception as exc:
+            # The transaction as a whole failed: nobody's events are in, everybody hears why.
             for waiting in group:
                 if not waiting.answer.done():
                     waiting.answer.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException:
+            for waiting in group:
+                waiting.answer.cancel()
+            raise
         for waiting, outcome in zip(group, outcomes, strict=True):
             if waiting.answer.done():  # the caller went away; its events are committed anyway
                 continue
