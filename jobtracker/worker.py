@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import attrs
 
+from jobtracker.config import parse_store_url
 from jobtracker.errors import ConfigError, StoreUnavailable
 from jobtracker.events import (
     MAX_TEXT,
@@ -330,8 +331,6 @@ def connect(
     if _is_http(url):
         transport = HttpTransport(url, _http_key(api_key), timeout)
     elif url.startswith("sqlite:"):
-        from jobtracker.config import parse_store_url
-
         transport = SqliteTransport(parse_store_url(url).location, api_key)
     else:
         transport = BlockingStoreTransport(url, api_key)
