@@ -149,7 +149,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def run_http_group_commit(config: BenchConfig) -> Round:
     """One round: the grouped server, then the one-commit-per-request server."""
-    posts = 10 if config.quick else 60
+    posts = 20 if config.quick else 60
     grouped, grouped_latency, per_commit = _serve_and_hammer(config.workdir, True, posts)
     alone, alone_latency, _ = _serve_and_hammer(config.workdir, False, posts)
     return Round(grouped, alone, {
