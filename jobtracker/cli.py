@@ -35,7 +35,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from jobtracker.web import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(Settings(store_url=args.store))
+    settings = Settings(
+        store_url=args.store,
+        max_body_bytes=args.max_body_bytes,
+        max_events=args.max_events,
+        group_commit=args.group_commit,
+    )
+    app = create_app(settings)
     web.run_app(app, host=args.host, port=args.port, print=lambda msg: print(msg, flush=True))
     return 0
 
@@ -99,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    defaults = Settings()
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=defaults.max_body_bytes,
+        help="largest request body accepted (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-events", type=int, default=defaults.max_events,
+        help="most events in one append (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--no-group-commit", dest="group_commit", action="store_false",
+        help="commit every append alone instead of grouping concurrent ones",
+    )
     serve.set_defaults(run=cmd_serve)
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply schema migrations")

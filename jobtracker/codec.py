@@ -27,6 +27,7 @@ from jobtracker.events import (
     check_event_id,
     check_fields,
     check_text,
+    field_names,
     is_valid_job_id,
     new_event_id,
 )
@@ -114,10 +115,15 @@ def decode_events(data: Any) -> list[NewEvent]:
     return [decode_event(item, f"events[{i}].") for i, item in enumerate(data)]
 
 
+#: Each event class's field names in sorted order: the log's canonical JSON has sorted keys.
+_SORTED_NAMES = {cls: tuple(sorted(field_names(cls))) for cls in EVENT_CLASSES.values()}
+
+
 def event_fields(event: Event) -> dict[str, Any]:
     """An event's own fields (no type, no envelope), as stored in the log."""
-    fields: dict[str, Any] = converter().unstructure(event)
-    return fields
+    # Events are flat classes of str, int, bool and None, which unstructure to themselves: reading
+    # the attributes gives what the converter would, at a fraction of the cost on the append path.
+    return {name: getattr(event, name) for name in _SORTED_NAMES[type(event)]}
 
 
 def event_from_fields(kind: str, fields: dict[str, Any]) -> Event:
@@ -128,7 +134,8 @@ def event_from_fields(kind: str, fields: dict[str, Any]) -> Event:
 
 def encode_fields(event: Event) -> str:
     """An event's fields as canonical JSON text (sorted keys), the form the log stores."""
-    return orjson.dumps(event_fields(event), option=orjson.OPT_SORT_KEYS).decode()
+    # `event_fields` builds the dict in sorted key order already: no sorting per event.
+    return orjson.dumps(event_fields(event)).decode()
 
 
 def decode_fields(kind: str, text: str) -> Event:

@@ -72,3 +72,5 @@ class Settings:
     heartbeat: float = 15.0
     #: Longest `?wait=` a GET may ask for (seconds).
     max_wait: int = 60
+    #: Commit concurrent appends together (one durable commit for many requests).
+    group_commit: bool = True

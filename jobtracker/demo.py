@@ -15,61 +15,26 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobtracker.events import (
-    EmailSent,
-    Event,
-    NewEvent,
-    ProgressReported,
-    RowFailed,
-    RowSucceeded,
-    Started,
-    Succeeded,
-    new_event_id,
-)
+from jobtracker.demo_worker import demo_recipients, write_recipients
 from jobtracker.keys import issue_key
-from jobtracker.store.sqlite import SqliteLog, SqliteStore
+from jobtracker.store.sqlite import SqliteStore
 
 ROWS = 50
-#: The seed's SUCCESS example: rows 12 and 37 fail with exactly these errors.
-FAILING_ROWS = {
-    12: ("invalido@test", "Invalid email: invalido@test"),
-    37: ("duplicado@test.com", "Calificacion invalida"),
-}
-INTERNAL_SUCCESSES = 30
+#: Seconds of simulated work per row: slow enough for the poller to watch the job progress.
+ROW_PAUSE = 0.03
 
 
-def demo_events(rows: int = ROWS) -> Iterator[Event]:
-    """The simulated worker's events: 48 credentials (30 internal), 2 row errors, 48 e-mails."""
-    yield Started()
-    successes = 0
-    for row in range(1, rows + 1):
-        if row in FAILING_ROWS:
-            email, error = FAILING_ROWS[row]
-            yield RowFailed(row=row, email=email, error=error)
-        else:
-            successes += 1
-            internal = successes <= INTERNAL_SUCCESSES
-            email = f"persona{row}@{'uni.edu' if internal else 'gmail.com'}"
-            yield RowSucceeded(row=row, email=email, internal=internal)
-            yield EmailSent(row=row, email=email)
-        if row % 5 == 0:
-            yield ProgressReported(current=row, total=rows)
-    yield Succeeded()
-
-
-def run_worker(db_path: str, job_id: str, pause: float = 0.03) -> None:
-    """Append the demo's events one at a time straight into the SQLite store."""
-    log = SqliteLog(db_path)
-    try:
-        for event in demo_events():
-            log.append(job_id, [NewEvent(new_event_id(), event)])
-            time.sleep(pause)
-    finally:
-        log.close()
+def worker_command(base_url: str, api_key: str, job_id: str, recipients: str) -> list[str]:
+    """The SDK-based demo worker, reporting over HTTP; e-mails never fail in the demo."""
+    return [
+        sys.executable, "-m", "jobtracker.demo_worker",
+        "--url", base_url, "--api-key", api_key, "--job-id", job_id,
+        "--recipients", recipients, "--email-failure-rate", "0", "--pause", str(ROW_PAUSE),
+    ]
 
 
 def poll_job(
@@ -130,11 +95,14 @@ def _post_json(url: str, api_key: str, body: Any) -> dict[str, Any]:
         return answer
 
 
-async def _demo_key(db_path: str) -> str:
+async def _demo_keys(db_path: str) -> tuple[str, str]:
+    """The user's key (owns the job) and the worker's (may report on any job)."""
     store = SqliteStore(db_path)
     await store.open()
     try:
-        return (await issue_key(store, "demo")).secret
+        owner = await issue_key(store, "demo")
+        worker = await issue_key(store, "demo worker", scope="worker")
+        return owner.secret, worker.secret
     finally:
         await store.close()
 
@@ -144,9 +112,12 @@ def run_demo(out: Callable[[str], None] = print, interval: float = 0.25) -> dict
     with tempfile.TemporaryDirectory(prefix="jobtracker-demo-") as workdir:
         db_path = str(Path(workdir) / "demo.db")
         store_url = f"sqlite:///{db_path}"
-        api_key = asyncio.run(_demo_key(db_path))
+        api_key, worker_key = asyncio.run(_demo_keys(db_path))
+        recipients = str(Path(workdir) / "recipients.csv")
+        write_recipients(recipients, demo_recipients())
         port = _free_port()
-        base_url = f"http://127.0.0.1:{port}/api/v1"
+        server_url = f"http://127.0.0.1:{port}"
+        base_url = f"{server_url}/api/v1"
         out(f"store: {store_url}")
         with open(Path(workdir) / "server.log", "wb") as server_log:
             cmd = [sys.executable, "-m", "jobtracker", "serve", "--store", store_url]
@@ -159,7 +130,8 @@ def run_demo(out: Callable[[str], None] = print, interval: float = 0.25) -> dict
                 job = _post_json(f"{base_url}/jobs", api_key, {"total": ROWS, "label": "demo"})
                 out(f"created job {job['job_id']}: {job['status']}")
                 worker = subprocess.Popen(  # noqa: S603
-                    [sys.executable, "-m", "jobtracker.demo", "worker", db_path, job["job_id"]]
+                    worker_command(server_url, worker_key, job["job_id"], recipients),
+                    stdout=subprocess.DEVNULL,
                 )
                 final = poll_job(job["job_id"], api_key, base_url, interval=interval, out=out)
                 if worker.wait(timeout=60) != 0:
@@ -169,7 +141,3 @@ def run_demo(out: Callable[[str], None] = print, interval: float = 0.25) -> dict
                 server.wait(timeout=30)
     out(json.dumps(final, indent=2, ensure_ascii=False))
     return final
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
-    run_worker(sys.argv[2], sys.argv[3])

@@ -6,9 +6,10 @@ single event must meet on its own; rules that depend on the job's history live i
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
-from typing import ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import attrs
 
@@ -159,9 +160,25 @@ class RecordedEvent:
     event: Event
 
 
+def _uuid4_text(digits: str) -> str:
+    """32 random hex digits as a version-4 UUID in its usual text form."""
+    variant = "89ab"[int(digits[16], 16) & 3]
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:32]}"
+
+
 def new_event_id() -> str:
-    """A fresh idempotency key for an event whose sender did not choose one."""
-    return str(uuid.uuid4())
+    """A fresh idempotency key: a random (version 4) UUID, from `os.urandom` like `uuid4()`."""
+    return _uuid4_text(os.urandom(16).hex())
+
+
+def new_event_ids(count: int) -> list[str]:
+    """`count` fresh event ids at once; the SDK names a whole batch with one read of randomness.
+
+    Drawn when asked for, never kept in advance: a worker process forked later (Celery, RQ) must
+    not repeat its parent's ids.
+    """
+    digits = os.urandom(16 * count).hex()
+    return [_uuid4_text(digits[start : start + 32]) for start in range(0, 32 * count, 32)]
 
 
 def new_job_id() -> str:
@@ -201,18 +218,70 @@ def check_event_id(field: str, event_id: str) -> None:
     check_text(field, event_id, MAX_EVENT_ID)
 
 
+#: What each declared field type means to `check_fields`: the Python type and whether None is fine.
+_KINDS: dict[str, tuple[type, bool]] = {
+    "int": (int, False),
+    "int | None": (int, True),
+    "str": (str, False),
+    "str | None": (str, True),
+    "bool": (bool, False),
+}
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+
+
+#: (field, type, None allowed, text limit, text required) for each field of an event class.
+_Rule = tuple[str, type, bool, int, bool]
+
+
+def _rules(cls: type[Event]) -> tuple[_Rule, ...]:
+    return tuple(
+        (f.name, *_KINDS[str(f.type)], _TEXT_LIMITS.get(f.name, MAX_TEXT),
+         f.name not in OPTIONAL_TEXT)
+        for f in attrs.fields(cls)
+    )
+
+
+def field_names(cls: type[Event]) -> tuple[str, ...]:
+    """The names of an event class's own fields, in definition order."""
+    return _FIELD_NAMES[cls]
+
+
+# Looked up once per class: reading `attrs.fields` for every event of a batch shows on the append
+# path. Built at import from the classes above; no I/O.
+_RULES = {cls: _rules(cls) for cls in EVENT_CLASSES.values()}
+_FIELD_NAMES = {cls: tuple(rule[0] for rule in rules) for cls, rules in _RULES.items()}
+
+
+def _check_slowly(name: str, kind: type, value: Any, limit: int, required: bool) -> None:
+    """The detailed checks, naming what is wrong with `value`: `check_fields`' slow path."""
+    if kind is int and value.__class__ is int:
+        check_count(name, value)
+    elif kind is str and value.__class__ is str:
+        check_text(name, value, limit, required=required)
+    else:
+        raise InvalidInput(f"{name}: must be {_KIND_NAMES[kind]}")
+
+
 def check_fields(event: Event, prefix: str = "") -> None:
-    """Raise `InvalidInput` naming the first field of `event` that breaks its own rules."""
-    for field in attrs.fields(type(event)):
-        value = getattr(event, field.name)
-        name = prefix + field.name
-        if isinstance(value, bool):
+    """Raise `InvalidInput` naming the first field of `event` that breaks its own rules.
+
+    Types are checked too: the HTTP codec has done so already, but an SDK writing straight into a
+    store hands its events over as built, and a `"5"` must not reach the log as a row number.
+    """
+    for field, kind, optional, limit, required in _RULES[type(event)]:
+        value: Any = getattr(event, field)
+        # Exact class: a bool is not a row number. The common case then pays for one comparison;
+        # the detailed checks below it name what is wrong.
+        cls = value.__class__
+        if cls is int:
+            if kind is int and 0 <= value <= MAX_INT:
+                continue
+        elif cls is str:
+            if kind is str and value and len(value) <= limit and "\x00" not in value:
+                continue
+        elif cls is kind or (value is None and optional):
             continue
-        if isinstance(value, int):
-            check_count(name, value)
-        elif isinstance(value, str):
-            limit = _TEXT_LIMITS.get(field.name, MAX_TEXT)
-            check_text(name, value, limit, required=field.name not in OPTIONAL_TEXT)
+        _check_slowly(prefix + field, kind, value, limit, required)
     if isinstance(event, ProgressReported) and event.current > event.total:
         raise InvalidInput(
             f"{prefix}current: {event.current} is greater than total {event.total}"

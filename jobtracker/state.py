@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import attrs
 
@@ -65,9 +65,12 @@ class JobState:
 RowKind = Literal["outcome", "email"]
 
 
-@attrs.frozen
-class RowMark:
-    """A row that already has its one outcome (or its one e-mail outcome)."""
+class RowMark(NamedTuple):
+    """A row that already has its one outcome (or its one e-mail outcome).
+
+    A named tuple rather than an attrs class: every row event makes one and hashes it twice, and a
+    tuple does both in C.
+    """
 
     row: int
     kind: RowKind

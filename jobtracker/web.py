@@ -279,7 +279,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     """The jobtracker web application; the store opens on startup and closes on cleanup."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_store_context(store or make_store(settings.store_url)))
+    chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
+    app.cleanup_ctx.append(_store_context(chosen))
     app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)
     app.router.add_post("/api/v1/jobs", create_job)
     app.router.add_post("/api/v1/jobs/{job_id}/events", append_events)

@@ -11,11 +11,14 @@ from jobtracker.store.sqlite import SqliteStore
 __all__ = ["ApiKey", "AppendResult", "JobView", "MemoryStore", "SqliteStore", "Store", "make_store"]
 
 
-def make_store(url: str) -> Store:
-    """A closed store for `url`; call `open()` before use."""
+def make_store(url: str, *, group_commit: bool = True) -> Store:
+    """A closed store for `url`; call `open()` before use.
+
+    `group_commit=False` makes every append commit alone (the benchmarks' reference).
+    """
     parsed = parse_store_url(url)
     if parsed.kind == "sqlite":
-        return SqliteStore(parsed.location)
+        return SqliteStore(parsed.location, group_commit=group_commit)
     if parsed.kind == "memory":
         return MemoryStore()
     raise ConfigError(

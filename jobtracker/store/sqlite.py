@@ -21,13 +21,14 @@ import orjson
 import sqlite_utils
 
 from jobtracker.codec import decode_fields, encode_fields
-from jobtracker.errors import JobIdTaken, JobNotFound, StoreUnavailable
+from jobtracker.errors import JobIdTaken, JobNotFound, JobtrackerError, StoreUnavailable
 from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.fswatch import FolderWatch, watch_folder
 from jobtracker.migrate import migrate_sqlite
 from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
 T = TypeVar("T")
@@ -35,7 +36,9 @@ T = TypeVar("T")
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
 _UPSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) "  # noqa: S608
-    f"VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 1))}) "
+    # last_insert_rowid(): the position of the newest event (job_rows and job_errors are WITHOUT
+    # ROWID tables, whose inserts leave it alone).
+    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, last_insert_rowid()) "
     "ON CONFLICT (job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
 )
@@ -93,8 +96,8 @@ class SqliteLog:
         return None if row is None else state_from_row(row)
 
     def _save_state(self, state: JobState) -> None:
-        (position,) = self.conn.execute("SELECT last_insert_rowid()").fetchone()
-        self.conn.execute(_UPSERT_JOB, (*state_to_row(state), position))
+        """Write the projection; must follow the events' insert, whose last position it keeps."""
+        self.conn.execute(_UPSERT_JOB, state_to_row(state))
 
     def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """Create a job durably, or return the owner's existing one."""
@@ -112,15 +115,50 @@ class SqliteLog:
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Validate the batch with the fold and write it with its projection, or write nothing."""
         with self._immediate():
-            state = self._state(job_id)
-            if state is None:
-                raise JobNotFound()
-            known = self._known(items)
-            recorded = self._recorded(job_id, rows_touched(item.event for item in items))
-            plan = plan_append(state, items, known, recorded)
-            if plan.new:
-                self._write_plan(job_id, plan)
-            return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+            outcome = self._append_in_savepoint(job_id, items)
+        if isinstance(outcome, JobtrackerError):
+            raise outcome
+        return outcome
+
+    def append_group(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
+        """Write many appends in one transaction (one durable commit), each in a savepoint.
+
+        A request the fold refuses is rolled back to its savepoint and answered with its own
+        error; the others commit together.
+        """
+        with self._immediate():
+            return [self._append_in_savepoint(job_id, items) for job_id, items in requests]
+
+    def _append_in_savepoint(self, job_id: str, items: Sequence[NewEvent]) -> Outcome:
+        self.conn.execute("SAVEPOINT append_request")
+        try:
+            outcome: Outcome = self._append_in_transaction(job_id, items)
+        except (JobtrackerError, sqlite3.Error) as exc:
+            self.conn.execute("ROLLBACK TO append_request")
+            outcome = exc if isinstance(exc, JobtrackerError) else _store_error(exc)
+        self.conn.execute("RELEASE append_request")
+        return outcome
+
+    def _append_in_transaction(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Inside the `append_request` savepoint: the common case first, then the careful one.
+
+        The common case is a batch of events the log has never seen, for rows with no outcome yet:
+        planned as if nothing were recorded, and written. The unique keys catch what that
+        assumption missed (a re-sent event id, a row already reported); then the savepoint is
+        undone and the batch is planned again from what the log holds. A refusal of the quick
+        plan goes the same way, since a re-send may explain it. The answers are the same either
+        way; the common case just skips two lookups.
+        """
+        state = self._state(job_id)
+        if state is None:
+            raise JobNotFound()
+        try:
+            return self._write_plan(job_id, plan_append(state, items, {}, frozenset()))
+        except (JobtrackerError, sqlite3.IntegrityError):
+            self.conn.execute("ROLLBACK TO append_request")
+        known = self._known(items)
+        recorded = self._recorded(job_id, rows_touched(item.event for item in items))
+        return self._write_plan(job_id, plan_append(state, items, known, recorded))
 
     def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:
         ids = orjson.dumps([item.event_id for item in items]).decode()
@@ -151,17 +189,24 @@ class SqliteLog:
             ],
         )
 
-    def _write_plan(self, job_id: str, plan: AppendPlan) -> None:
-        self._insert_events(job_id, plan.first_version, plan.new)
-        self.conn.executemany(
-            "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)",
-            [(job_id, mark.row, mark.kind) for mark in plan.batch.marks],
-        )
-        self.conn.executemany(
-            "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
-            [(job_id, e.row, e.email, e.error) for e in plan.batch.row_errors],
-        )
-        self._save_state(plan.batch.state)
+    def _write_plan(self, job_id: str, plan: AppendPlan) -> AppendResult:
+        # Statements are skipped when they have nothing to write: under group commit each one
+        # is a round trip through the GIL for the writer thread.
+        if plan.new:
+            self._insert_events(job_id, plan.first_version, plan.new)
+        if plan.batch.marks:
+            self.conn.executemany(
+                "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)",
+                [(job_id, mark.row, mark.kind) for mark in plan.batch.marks],
+            )
+        if plan.batch.row_errors:
+            self.conn.executemany(
+                "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
+                [(job_id, e.row, e.email, e.error) for e in plan.batch.row_errors],
+            )
+        if plan.new:
+            self._save_state(plan.batch.state)
+        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
 
     def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """The projection of one job; row errors are read only for a SUCCESS body."""
@@ -283,11 +328,19 @@ class _Thread:
 
 
 class SqliteStore:
-    """The SQLite store for asyncio: one writer thread, point reads on the loop."""
+    """The SQLite store for asyncio: one writer thread, point reads on the loop.
 
-    def __init__(self, path: str, *, clock: Callable[[], str] = utc_now) -> None:
+    With `group_commit` (the default) appends that arrive while the writer is busy share one
+    transaction and one durable commit; without it every append commits alone.
+    """
+
+    def __init__(
+        self, path: str, *, clock: Callable[[], str] = utc_now, group_commit: bool = True
+    ) -> None:
         self.path = path
         self._clock = clock
+        self.group_commit = group_commit
+        self.committer = GroupCommitter(self._commit_group)
         self._writer: _Thread | None = None
         self._bulk_reader: _Thread | None = None
         self._reader: SqliteLog | None = None
@@ -307,6 +360,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
+        await self.committer.close()
         for watch in self._watches:
             watch.close()
         self._watches.clear()
@@ -337,8 +391,13 @@ class SqliteStore:
         return await self._write(lambda log: log.create_job(job_id, created))
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
-        """See `SqliteLog.append`."""
+        """See `SqliteLog.append`; grouped with concurrent appends when `group_commit` is on."""
+        if self.group_commit:
+            return await self.committer.append(job_id, items)
         return await self._write(lambda log: log.append(job_id, items))
+
+    async def _commit_group(self, requests: list[AppendRequest]) -> list[Outcome]:
+        return await self._write(lambda log: log.append_group(requests))
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """See `SqliteLog.get_job`; runs on the loop."""
@@ -411,9 +470,20 @@ class SqliteStore:
         return await self._write(lambda log: log.revoke_key(key_id))
 
 
+def _store_error(exc: sqlite3.Error) -> StoreUnavailable:
+    """A driver error as our own: the one place SQLite errors cross over."""
+    error = StoreUnavailable(f"SQLite store error: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def _translated(call: Callable[[], T]) -> T:
-    """Run `call`, turning a driver error into our own: the one place SQLite errors cross over."""
+    """Run `call`, raising a driver error as our own."""
     try:
         return call()
     except sqlite3.Error as exc:
-        raise StoreUnavailable(f"SQLite store error: {exc}") from exc
+        raise _store_error(exc) from exc
+
+
+#: `_translated` for users of `SqliteLog` outside this module (the SDK's direct transport).
+translated = _translated

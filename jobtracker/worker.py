@@ -1,0 +1,472 @@
+"""The worker SDK: report a job's progress from any Python worker, sync or asyncio.
+
+    with jobtracker.connect("http://127.0.0.1:8080", api_key=KEY) as tracker:
+        with tracker.job(job_id) as job:
+            job.started()
+            job.row_succeeded(1, "ana@uni.edu", internal=True)
+            job.succeeded()
+
+`connect` takes a server's base URL (with `api_key`) or a store URL (`sqlite:///jobs.db`) to write
+straight into the store; `connect_async` is the asyncio twin. Events are buffered and sent in
+batches: when `batch_size` are waiting, when the oldest has waited `max_delay` seconds, on a
+terminal event and on leaving the block. Each event gets its id (a UUID) before its first send, so
+a batch re-sent after a timeout is deduplicated by the log, never counted twice. Transient failures
+are retried with capped exponential backoff; a refusal raises at once with the server's `detail`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TypeVar
+
+import attrs
+
+from jobtracker.config import parse_store_url
+from jobtracker.errors import ConfigError, StoreUnavailable
+from jobtracker.events import (
+    MAX_TEXT,
+    EmailFailed,
+    EmailSent,
+    Event,
+    Failed,
+    NewEvent,
+    ProgressReported,
+    RowFailed,
+    RowSucceeded,
+    Started,
+    Succeeded,
+    new_event_ids,
+    new_job_id,
+)
+from jobtracker.store.base import AppendResult
+from jobtracker.transport import (
+    AsyncHttpTransport,
+    AsyncStoreTransport,
+    AsyncTransport,
+    BlockingStoreTransport,
+    HttpTransport,
+    SqliteTransport,
+    Transport,
+)
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How often, and how patiently, a transient failure is retried."""
+
+    attempts: int = 8
+    first_delay: float = 0.05
+    max_delay: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """The pause before retry number `attempt` (1-based): doubling, capped, jittered."""
+        ceiling = min(self.max_delay, self.first_delay * 2.0 ** (attempt - 1))
+        # Jitter spreads out workers that all lost the server at the same moment.
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+@attrs.frozen
+class Options:
+    """How a tracker batches and retries."""
+
+    batch_size: int = 500
+    max_delay: float = 0.05
+    retry: RetryPolicy = RetryPolicy()
+
+    def __attrs_post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_delay < 0 or self.retry.attempts < 1:
+            raise ConfigError("batch_size and retry attempts must be >= 1, max_delay >= 0")
+
+
+def retrying(call: Callable[[], T], policy: RetryPolicy) -> T:
+    """Run `call`, retrying `StoreUnavailable`; any other error is final and raised at once."""
+    for attempt in range(1, policy.attempts):
+        try:
+            return call()
+        except StoreUnavailable:
+            time.sleep(policy.delay(attempt))
+    return call()
+
+
+async def retrying_async(call: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
+    """The asyncio twin of `retrying`."""
+    for attempt in range(1, policy.attempts):
+        try:
+            return await call()
+        except StoreUnavailable:
+            await asyncio.sleep(policy.delay(attempt))
+    return await call()
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a `failed` event says about an exception: its message, else its class name."""
+    text = (str(exc) or type(exc).__name__).replace("\x00", "")
+    return text[:MAX_TEXT]
+
+
+class _Recorder:
+    """The events a worker reports; subclasses decide how a recorded event travels."""
+
+    _finished = False
+
+    def _record(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def started(self) -> None:
+        """The worker began processing the job (status STARTED)."""
+        self._record(Started())
+
+    def progress(self, current: int, total: int, status: str | None = None) -> None:
+        """The worker's own account of how far it got (status PROGRESS)."""
+        self._record(ProgressReported(current=current, total=total, status=status))
+
+    def row_succeeded(self, row: int, email: str, *, internal: bool) -> None:
+        """Row `row` was issued its credential; `internal` for members of the organisation."""
+        self._record(RowSucceeded(row=row, email=email, internal=internal))
+
+    def row_failed(self, row: int, email: str, error: str) -> None:
+        """Row `row` could not be processed; `error` is listed in the job's result."""
+        self._record(RowFailed(row=row, email=email, error=error))
+
+    def email_sent(self, row: int, email: str) -> None:
+        """The notification e-mail for row `row` went out."""
+        self._record(EmailSent(row=row, email=email))
+
+    def email_failed(self, row: int, email: str, error: str) -> None:
+        """The notification e-mail for row `row` could not be sent."""
+        self._record(EmailFailed(row=row, email=email, error=error))
+
+    def succeeded(self) -> None:
+        """The job is done (SUCCESS); sent at once."""
+        self._finished = True
+        self._record(Succeeded())
+
+    def failed(self, error: str) -> None:
+        """The job gave up (FAILURE); sent at once."""
+        self._finished = True
+        self._record(Failed(error=error))
+
+
+#: Events that end a job: sent at once.
+_TERMINAL = frozenset({Succeeded, Failed})
+
+
+class _Buffer:
+    """Events waiting to be sent, and since when the oldest has waited."""
+
+    def __init__(self) -> None:
+        self.items: list[Event] = []
+        self.since = 0.0
+
+    def add(self, event: Event) -> int:
+        if not self.items:
+            self.since = time.monotonic()
+        self.items.append(event)
+        return len(self.items)
+
+    def take(self) -> list[NewEvent]:
+        """Empty the buffer; its events get their ids now, before their first send."""
+        events, self.items = self.items, []
+        ids = new_event_ids(len(events))
+        return [NewEvent(event_id, event) for event_id, event in zip(ids, events, strict=True)]
+
+    def wait_left(self, max_delay: float) -> float | None:
+        """Seconds until the oldest event is due; None when there is nothing to send."""
+        if not self.items:
+            return None
+        return max(0.0, self.since + max_delay - time.monotonic())
+
+
+class Job(_Recorder):
+    """One job's reporting handle (synchronous): use it as a context manager.
+
+    A background thread sends events that have waited `max_delay`; the calling thread sends a full
+    batch itself, which also slows a worker down to what the log can take.
+    """
+
+    def __init__(self, job_id: str, transport: Transport, options: Options) -> None:
+        self.job_id = job_id
+        self.last: AppendResult | None = None
+        self._transport = transport
+        self._options = options
+        self._buffer = _Buffer()
+        self._lock = threading.Lock()
+        self._due = threading.Condition(self._lock)
+        self._sending = threading.Lock()  # batches leave in the order they were recorded
+        self._closed = True
+        self._failure: BaseException | None = None
+        self._timer: threading.Thread | None = None
+
+    def __enter__(self) -> Job:
+        self._closed = False
+        self._timer = threading.Thread(
+            target=self._send_when_due, name=f"jobtracker-job-{self.job_id}", daemon=True
+        )
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop_timer()
+        if exc is None:
+            self.flush()
+            return
+        try:
+            if not self._finished:
+                self.failed(failure_text(exc))
+            self.flush()
+        except Exception as lost:
+            exc.add_note(f"jobtracker: could not record the failure of job {self.job_id}: {lost}")
+
+    def _record(self, event: Event) -> None:
+        if self._failure is not None:
+            self._raise_background_failure()
+        with self._lock:
+            waiting = self._buffer.add(event)
+            if waiting == 1:
+                self._due.notify()
+        if waiting >= self._options.batch_size or type(event) in _TERMINAL:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every recorded event now (retrying transient failures)."""
+        self._raise_background_failure()
+        with self._sending:
+            with self._lock:
+                batch = self._buffer.take()
+            if batch:
+                send = self._transport.append
+                self.last = retrying(lambda: send(self.job_id, batch), self._options.retry)
+
+    def _raise_background_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _send_when_due(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and self._buffer.wait_left(self._options.max_delay) != 0:
+                    self._due.wait(self._buffer.wait_left(self._options.max_delay))
+                if self._closed:
+                    return
+            try:
+                self.flush()
+            except BaseException as exc:  # handed to the worker's thread at its next call
+                self._failure = exc
+                return
+
+    def _stop_timer(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._due.notify()
+        if self._timer is not None:
+            self._timer.join()
+            self._timer = None
+
+
+class Tracker:
+    """A connection to the log for a synchronous worker; see `connect`."""
+
+    def __init__(self, transport: Transport, options: Options) -> None:
+        self._transport = transport
+        self.options = options
+
+    def create_job(
+        self, *, total: int | None = None, job_id: str | None = None, label: str | None = None
+    ) -> str:
+        """Create a job (PENDING) owned by this tracker's key; return its id.
+
+        The id is chosen here when not given, so a retried creation is idempotent.
+        """
+        wanted = job_id or new_job_id()
+        create = self._transport.create_job
+        return retrying(lambda: create(wanted, total, label), self.options.retry)
+
+    def job(self, job_id: str) -> Job:
+        """A handle to report on `job_id`; use it in a `with` block."""
+        return Job(job_id, self._transport, self.options)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._transport.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def _http_key(api_key: str | None) -> str:
+    if not api_key:
+        raise ConfigError("connecting to a server needs api_key=…")
+    return api_key
+
+
+def connect(
+    url: str,
+    *,
+    api_key: str | None = None,
+    batch_size: int = 500,
+    max_delay: float = 0.05,
+    retry: RetryPolicy = RetryPolicy(),
+    timeout: float = 10.0,
+) -> Tracker:
+    """A tracker over HTTP (`http://host:8080`, with `api_key`) or straight into a store URL."""
+    options = Options(batch_size, max_delay, retry)
+    transport: Transport
+    if _is_http(url):
+        transport = HttpTransport(url, _http_key(api_key), timeout)
+    elif url.startswith("sqlite:"):
+        transport = SqliteTransport(parse_store_url(url).location, api_key)
+    else:
+        transport = BlockingStoreTransport(url, api_key)
+    return Tracker(transport, options)
+
+
+class AsyncJob(_Recorder):
+    """One job's reporting handle for asyncio: use it with `async with`.
+
+    Recording an event never blocks; sending happens in tasks on the loop. `await job.flush()`
+    waits until everything recorded so far is in the log.
+    """
+
+    def __init__(self, job_id: str, transport: AsyncTransport, options: Options) -> None:
+        self.job_id = job_id
+        self.last: AppendResult | None = None
+        self._transport = transport
+        self._options = options
+        self._buffer = _Buffer()
+        self._sending = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+
+    async def __aenter__(self) -> AsyncJob:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.flush()
+            return
+        try:
+            if not self._finished:
+                self.failed(failure_text(exc))
+            await self.flush()
+        except Exception as lost:
+            exc.add_note(f"jobtracker: could not record the failure of job {self.job_id}: {lost}")
+
+    def _record(self, event: Event) -> None:
+        self._raise_background_failure()
+        waiting = self._buffer.add(event)
+        # Exactly at the bound: one send task takes everything recorded until it runs.
+        if waiting == self._options.batch_size or type(event) in _TERMINAL:
+            self._send_soon()
+        elif waiting == 1:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._options.max_delay, self._send_soon)
+
+    def _send_soon(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task = asyncio.get_running_loop().create_task(self._send_in_background())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_in_background(self) -> None:
+        try:
+            await self._send()
+        except Exception as exc:  # handed to the worker at its next call
+            self._failure = exc
+
+    async def _send(self) -> None:
+        async with self._sending:
+            events = self._buffer.take()
+            # A worker that records without yielding to the loop may have gone past the bound.
+            size = self._options.batch_size
+            for start in range(0, len(events), size):
+                await self._send_batch(events[start : start + size])
+
+    async def _send_batch(self, batch: list[NewEvent]) -> None:
+        send = self._transport.append
+        self.last = await retrying_async(lambda: send(self.job_id, batch), self._options.retry)
+
+    async def flush(self) -> None:
+        """Send every recorded event now and wait until they are in the log."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        self._raise_background_failure()
+        await self._send()
+
+    def _raise_background_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+
+class AsyncTracker:
+    """A connection to the log for an asyncio worker; see `connect_async`."""
+
+    def __init__(self, transport: AsyncTransport, options: Options) -> None:
+        self._transport = transport
+        self.options = options
+
+    async def create_job(
+        self, *, total: int | None = None, job_id: str | None = None, label: str | None = None
+    ) -> str:
+        """Create a job (PENDING) owned by this tracker's key; return its id."""
+        wanted = job_id or new_job_id()
+        create = self._transport.create_job
+        return await retrying_async(lambda: create(wanted, total, label), self.options.retry)
+
+    def job(self, job_id: str) -> AsyncJob:
+        """A handle to report on `job_id`; use it in an `async with` block."""
+        return AsyncJob(job_id, self._transport, self.options)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncTracker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def connect_async(
+    url: str,
+    *,
+    api_key: str | None = None,
+    batch_size: int = 500,
+    max_delay: float = 0.05,
+    retry: RetryPolicy = RetryPolicy(),
+    timeout: float = 10.0,
+) -> AsyncTracker:
+    """The asyncio twin of `connect`: `async with connect_async(url, api_key=KEY) as tracker:`."""
+    options = Options(batch_size, max_delay, retry)
+    transport: AsyncTransport
+    if _is_http(url):
+        transport = AsyncHttpTransport(url, _http_key(api_key), timeout)
+    else:
+        transport = AsyncStoreTransport(url, api_key)
+    return AsyncTracker(transport, options)

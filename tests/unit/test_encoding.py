@@ -1,0 +1,42 @@
+"""The log's stored form of an event: canonical JSON, the same as the converter would write."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from jobtracker.codec import converter, decode_fields, encode_fields
+from jobtracker.events import (
+    Created,
+    EmailFailed,
+    EmailSent,
+    Event,
+    Failed,
+    ProgressReported,
+    RowFailed,
+    RowSucceeded,
+    Started,
+    Succeeded,
+)
+
+SAMPLES: list[Event] = [
+    Created(owner="key_a", total=50, label="Diplomas"),
+    Created(owner="key_a"),
+    Started(),
+    ProgressReported(current=25, total=50, status="Procesando fila 25 de 50"),
+    ProgressReported(current=1, total=2),
+    RowSucceeded(row=1, email="ana@uni.edu", internal=True),
+    RowFailed(row=12, email="invalido@test", error="Invalid email: invalido@test"),
+    EmailSent(row=1, email="ana@uni.edu"),
+    EmailFailed(row=2, email="b@gmail.com", error="bounce"),
+    Succeeded(),
+    Failed(error="Achievement not found"),
+]
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
+def test_stored_form_is_sorted_json_of_every_field_and_reads_back(event: Event) -> None:
+    """Every field, None included, under sorted keys; decoding gives the same event back."""
+    expected = orjson.dumps(converter().unstructure(event), option=orjson.OPT_SORT_KEYS).decode()
+    assert encode_fields(event) == expected
+    assert decode_fields(event.TYPE, encode_fields(event)) == event
