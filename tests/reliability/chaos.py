@@ -1,0 +1,56 @@
+"""What must hold after a writer is killed: every acknowledged row is in the log, the batch being
+written is all there or not there at all, and the projection equals a replay of the log."""
+
+from __future__ import annotations
+
+import attrs
+
+from jobtracker.events import RecordedEvent, RowFailed, RowSucceeded
+from jobtracker.projection import replay
+from jobtracker.store.sqlite import SqliteLog
+
+
+@attrs.define
+class WriterLedger:
+    """What a writer said before it died: batches begun and batches acknowledged."""
+
+    begun: list[tuple[int, int]] = attrs.field(factory=list)
+    acked: list[tuple[int, int]] = attrs.field(factory=list)
+
+    def read(self, lines: str) -> None:
+        """Parse `begin FIRST COUNT` / `ack FIRST COUNT` lines (a torn last line is ignored)."""
+        for line in lines.splitlines():
+            word, *numbers = line.split()
+            if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
+                continue
+            pair = (int(numbers[0]), int(numbers[1]))
+            (self.begun if word == "begin" else self.acked).append(pair)
+
+
+def check_after_kill(db: str, job_id: str, ledger: WriterLedger) -> int:
+    """Assert the crash invariants on the SQLite file; return how many rows are in the log."""
+    log = SqliteLog(db)
+    try:
+        history = [e.event for e in _history(log, job_id)]
+        rows = {e.row for e in history if isinstance(e, RowSucceeded | RowFailed)}
+        for first, count in ledger.acked:
+            missing = set(range(first, first + count)) - rows
+            assert not missing, f"acknowledged rows lost: {sorted(missing)[:5]}"
+        for first, count in ledger.begun:
+            present = len(set(range(first, first + count)) & rows)
+            assert present in (0, count), f"batch at row {first} is partly written"
+        view = log.get_job(job_id, 0)
+        assert view is not None
+        assert view.state == replay(job_id, history).state, "projection differs from replay"
+        return len(rows)
+    finally:
+        log.close()
+
+
+def _history(log: SqliteLog, job_id: str) -> list[RecordedEvent]:
+    events: list[RecordedEvent] = []
+    after = 0
+    while page := log.read_job_events(job_id, after, 5000):
+        events += page
+        after = page[-1].version
+    return events
