@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -28,10 +29,13 @@ from jobtracker.errors import (
     StoreUnavailable,
 )
 from jobtracker.events import Created, NewEvent
+from jobtracker.follow import Snapshot, is_terminal
 from jobtracker.keys import hash_secret
+from jobtracker.projection import DEFAULT_ERRORS_CAP, job_body
 from jobtracker.store import Store, make_store
-from jobtracker.store.base import AppendResult
+from jobtracker.store.base import AppendResult, JobView
 from jobtracker.store.sqlite import SqliteLog, sqlite_path, translated
+from jobtracker.watch import ChangeFeed
 
 T = TypeVar("T")
 
@@ -57,6 +61,9 @@ class Transport(Protocol):
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Append one batch atomically."""
 
+    def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
+        """The job's body; held up to `wait` s while its ETag is still `etag`."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -69,6 +76,9 @@ class AsyncTransport(Protocol):
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Append one batch atomically."""
+
+    async def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
+        """The job's body; held up to `wait` s while its ETag is still `etag`."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -113,6 +123,30 @@ def _append_result(data: Any) -> AppendResult:
     return AppendResult(data["appended"], data["duplicates"], data["version"])
 
 
+def _snapshot(response: httpx.Response) -> Snapshot:
+    if response.status_code >= 400:
+        raise error_from_response(response.status_code, response.content)
+    body = None if response.status_code == 304 else orjson.loads(response.content)
+    retry_after = response.headers.get("Retry-After", "")
+    hint = float(retry_after) if retry_after.isdigit() else None
+    return Snapshot(body, response.headers.get("ETag"), hint)
+
+
+def _fetch_options(etag: str | None, wait: int, timeout: float) -> dict[str, Any]:
+    held = bool(etag and wait)
+    return {
+        "params": {"wait": wait} if held else None,
+        "headers": {"If-None-Match": etag} if etag else None,
+        "timeout": timeout + (wait if held else 0),
+    }
+
+
+def _store_snapshot(job_id: str, view: JobView | None) -> Snapshot:
+    if view is None:
+        raise JobNotFound()
+    return Snapshot(job_body(view.state, view.errors), f'"{view.state.version}"')
+
+
 def _http_options(base_url: str, api_key: str, timeout: float) -> dict[str, Any]:
     headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
     return {"base_url": api_root(base_url), "headers": headers, "timeout": timeout}
@@ -123,6 +157,17 @@ class HttpTransport:
 
     def __init__(self, base_url: str, api_key: str, timeout: float = 10.0) -> None:
         self._client = httpx.Client(**_http_options(base_url, api_key, timeout))
+        self._timeout = timeout
+
+    def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
+        """`GET /api/v1/jobs/{job_id}`, long-polled with If-None-Match."""
+        try:
+            response = self._client.get(
+                f"/jobs/{job_id}", **_fetch_options(etag, wait, self._timeout)
+            )
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"could not reach the server: {exc!r}") from exc
+        return _snapshot(response)
 
     def _post(self, path: str, body: bytes) -> Any:
         try:
@@ -150,6 +195,17 @@ class AsyncHttpTransport:
 
     def __init__(self, base_url: str, api_key: str, timeout: float = 10.0) -> None:
         self._client = httpx.AsyncClient(**_http_options(base_url, api_key, timeout))
+        self._timeout = timeout
+
+    async def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
+        """`GET /api/v1/jobs/{job_id}`, long-polled with If-None-Match."""
+        try:
+            response = await self._client.get(
+                f"/jobs/{job_id}", **_fetch_options(etag, wait, self._timeout)
+            )
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"could not reach the server: {exc!r}") from exc
+        return _snapshot(response)
 
     async def _post(self, path: str, body: bytes) -> Any:
         try:
@@ -214,6 +270,19 @@ class SqliteTransport:
         with self._lock:
             return translated(lambda: self._log.append(job_id, items))
 
+    def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
+        """Read the job from the file, re-reading every 50 ms while it is unchanged."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                view = translated(lambda: self._log.get_job(job_id, DEFAULT_ERRORS_CAP))
+            answer = _store_snapshot(job_id, view)
+            if answer.etag != etag or time.monotonic() >= deadline or (
+                answer.body is not None and is_terminal(answer.body)
+            ):
+                return answer
+            time.sleep(0.05)
+
     def close(self) -> None:
         """Close the connection."""
         self._log.close()
@@ -226,6 +295,7 @@ class AsyncStoreTransport:
         self._store: Store = make_store(url)
         self._api_key = api_key
         self._opened = False
+        self._feed: ChangeFeed | None = None
 
     async def open(self) -> None:
         """Connect (and migrate) the store."""
@@ -253,8 +323,28 @@ class AsyncStoreTransport:
         await self.open()
         return await self._store.append(job_id, items)
 
+    async def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
+        """Read the job; while unchanged, wait on a change feed of the store (as a server does)."""
+        await self.open()
+
+        async def read() -> JobView | None:
+            return await self._store.get_job(job_id, DEFAULT_ERRORS_CAP)
+
+        view = await read()
+        answer = _store_snapshot(job_id, view)
+        if view is None or answer.etag != etag or not wait or view.state.status.is_terminal:
+            return answer
+        if self._feed is None:
+            self._feed = ChangeFeed(self._store)
+            await self._feed.start()
+        changed = await self._feed.wait_for_change(job_id, read, view.state.version, wait)
+        return answer if changed is None else _store_snapshot(job_id, changed)
+
     async def close(self) -> None:
         """Close the store."""
+        if self._feed is not None:
+            await self._feed.stop()
+            self._feed = None
         if self._opened:
             await self._store.close()
             self._opened = False
@@ -282,6 +372,10 @@ class BlockingStoreTransport:
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """See `AsyncStoreTransport.append`."""
         return self._call(self._inner.append(job_id, items))
+
+    def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
+        """See `AsyncStoreTransport.fetch`."""
+        return self._call(self._inner.fetch(job_id, etag, wait))
 
     def close(self) -> None:
         """Close the store, then stop its loop and thread."""

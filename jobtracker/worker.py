@@ -20,9 +20,9 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -43,6 +43,7 @@ from jobtracker.events import (
     new_event_ids,
     new_job_id,
 )
+from jobtracker.follow import Snapshot, follow, follow_async
 from jobtracker.store.base import AppendResult
 from jobtracker.transport import (
     AsyncHttpTransport,
@@ -295,6 +296,25 @@ class Tracker:
         """A handle to report on `job_id`; use it in a `with` block."""
         return Job(job_id, self._transport, self.options)
 
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Each new body of the job (the seed's shapes) until its terminal one.
+
+        Long-polls the server (or the store), so nothing is asked between changes; falls back to
+        polling at the server's Retry-After. TimeoutError if not finished within `timeout` s.
+        """
+        fetch = self._transport.fetch
+        policy = self.options.retry
+        return follow(
+            lambda etag, wait: retrying(lambda: fetch(job_id, etag, wait), policy), timeout
+        )
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The job's terminal body (SUCCESS or FAILURE); TimeoutError after `timeout` s."""
+        last: dict[str, Any] = {}
+        for body in self.watch(job_id, timeout):
+            last = body
+        return last
+
     def close(self) -> None:
         """Close the connection."""
         self._transport.close()
@@ -441,6 +461,27 @@ class AsyncTracker:
     def job(self, job_id: str) -> AsyncJob:
         """A handle to report on `job_id`; use it in an `async with` block."""
         return AsyncJob(job_id, self._transport, self.options)
+
+    def watch(self, job_id: str, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The asyncio twin of `Tracker.watch`: `async for body in tracker.watch(job_id)`."""
+        fetch = self._transport.fetch
+        policy = self.options.retry
+
+        async def fetch_retrying(etag: str | None, wait: int) -> Snapshot:
+            return await retrying_async(lambda: fetch(job_id, etag, wait), policy)
+
+        return follow_async(fetch_retrying, timeout)
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the public name, as in the sync SDK
+    ) -> dict[str, Any]:
+        """The job's terminal body; TimeoutError after `timeout` s."""
+        last: dict[str, Any] = {}
+        async for body in self.watch(job_id, timeout):
+            last = body
+        return last
 
     async def close(self) -> None:
         """Close the connection."""
