@@ -1,0 +1,423 @@
+"""The PostgreSQL append path: group commit, the pure fold inside the transaction, one write.
+
+Concurrent appends that reach one process are committed together: one transaction locks the jobs'
+rows in job-id order, plans each request with `plan_append` against the state its predecessors in
+the group left, and writes every new event, row mark, row error and job row with one statement.
+Each request is acknowledged only after COMMIT. A request the fold refuses never touches the
+database, so it cannot sink its neighbours. The one failure planning cannot foresee (another
+process recording one of our event ids for another job between our check and our write) aborts
+that fast path; the group is then redone one request per SAVEPOINT, so only the request at fault
+hears about it.
+
+Driver exceptions are not translated here: they reach the caller's `await`, which sits inside the
+store's one translation boundary (`postgres.driver_errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeAlias
+
+import asyncpg
+import attrs
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from jobtracker.codec import decode_fields, encode_fields
+from jobtracker.errors import InvalidInput, JobNotFound, JobtrackerError
+from jobtracker.events import Event, NewEvent
+from jobtracker.projection import AppendPlan, plan_append, rows_touched
+from jobtracker.state import JobState, RowMark
+from jobtracker.store.base import AppendResult
+from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+
+#: A group stops growing past this many events or requests (one request may be bigger on its own).
+MAX_GROUP_EVENTS = 10_000
+MAX_GROUP_REQUESTS = 256
+#: The session-wide advisory lock key that serializes position assignment (see `WRITE_GROUP`).
+POSITION_LOCK = 0x6A6F6274_0001
+#: The LISTEN/NOTIFY channel that hints "the log grew"; the payload is the newest position.
+APPEND_CHANNEL = "jobtracker_appended"
+
+#: PostgreSQL types of `JOB_COLUMNS`, for the arrays the job rows travel in.
+_JOB_TYPES = {
+    "job_id": "text",
+    "owner": "text",
+    "status": "text",
+    "version": "bigint",
+    "label": "text",
+    "expected_total": "bigint",
+    "progress_current": "bigint",
+    "progress_total": "bigint",
+    "progress_status": "text",
+    "successful": "bigint",
+    "failed": "bigint",
+    "internal_count": "bigint",
+    "external_count": "bigint",
+    "emails_sent": "bigint",
+    "emails_failed": "bigint",
+    "error": "text",
+}
+
+SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS)
+_LOCK_JOBS = (
+    f"SELECT {SELECT_JOB_COLUMNS} FROM jobs "  # noqa: S608
+    "WHERE job_id = ANY($1::text[]) ORDER BY job_id FOR UPDATE"
+)
+_KNOWN = "SELECT event_id, job_id, type, data FROM events WHERE event_id = ANY($1::text[])"
+_RECORDED = (
+    "SELECT r.job_id, r.row, r.kind FROM job_rows AS r "
+    "JOIN unnest($1::text[], $2::bigint[]) AS q(job_id, row) "
+    "ON r.job_id = q.job_id AND r.row = q.row"
+)
+
+
+def _write_group_sql() -> str:
+    first_job_param = 15
+    job_arrays = ", ".join(
+        f"${first_job_param + n}::{_JOB_TYPES[column]}[]" for n, column in enumerate(JOB_COLUMNS)
+    )
+    updated = ", ".join(JOB_COLUMNS[1:])
+    values = ", ".join(f"s.{column}" for column in JOB_COLUMNS[1:])
+    # Gap safety. A tailing reader keeps one cursor, the last position it saw, so positions must
+    # become visible in increasing order: a transaction that drew position 7 must never commit
+    # after one that drew 8, or a reader could see 8, move past 7 and never look back. We make
+    # that impossible by drawing positions only while holding a transaction-scoped advisory lock,
+    # which PostgreSQL releases after the commit is visible. The lock is taken in the same
+    # statement that inserts (the identity is evaluated per row of the join with `position_lock`,
+    # so only after the lock is held) to keep the serialized stretch to this statement plus
+    # COMMIT; everything before it (row locks, reads, the fold) runs in parallel. We chose this
+    # over reading below pg_snapshot_xmin because that orders by transaction id, not position,
+    # and a tailing reader's cursor is one integer. Callers reach this lock only while holding
+    # row locks, never the other way round, so lock waits cannot form a cycle.
+    # Only our own column names are interpolated below.
+    return f"""
+WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
+new_events AS (
+    INSERT INTO events (job_id, version, event_id, type, data)
+    SELECT e.job_id, e.version, e.event_id, e.type, e.data
+    FROM position_lock,
+         unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[])
+         WITH ORDINALITY AS e(job_id, version, event_id, type, data, n)
+    ORDER BY e.n
+    RETURNING job_id, position
+), new_marks AS (
+    INSERT INTO job_rows (job_id, row, kind)
+    SELECT * FROM unnest($8::text[], $9::bigint[], $10::text[])
+), new_errors AS (
+    INSERT INTO job_errors (job_id, row, email, error)
+    SELECT * FROM unnest($11::text[], $12::bigint[], $13::text[], $14::text[])
+), heads AS (
+    SELECT job_id, max(position) AS position FROM new_events GROUP BY job_id
+), saved AS (
+    UPDATE jobs SET ({updated}, updated_position) = ({values}, heads.position)
+    FROM unnest({job_arrays}) AS s({SELECT_JOB_COLUMNS}), heads
+    WHERE jobs.job_id = s.job_id AND heads.job_id = s.job_id
+)
+SELECT head, pg_notify($2, head::text) FROM (SELECT max(position) AS head FROM new_events) AS h
+"""  # noqa: S608
+
+
+WRITE_GROUP = _write_group_sql()
+
+#: A connection of our own or one lent by the pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+#: What a request ends with: its result, or the error to raise in its caller.
+Outcome: TypeAlias = AppendResult | BaseException
+#: Runs inside the append transaction just before COMMIT (a test seam for commit-order races).
+BeforeCommit = Callable[[], Awaitable[None]]
+#: Hears the newest position after each COMMIT that wrote events (wakes local waiters).
+AfterCommit = Callable[[int], None]
+
+
+@attrs.frozen
+class AppendRequest:
+    """One caller's batch, with each event's fields already encoded for the log."""
+
+    job_id: str
+    items: Sequence[NewEvent]
+    data: dict[str, str]
+
+
+def prepare(job_id: str, items: Sequence[NewEvent]) -> AppendRequest:
+    """Encode a batch up front, so text PostgreSQL cannot store fails this request alone."""
+    if not storable(job_id):
+        raise JobNotFound()
+    data: dict[str, str] = {}
+    for index, item in enumerate(items):
+        if not storable(item.event_id):
+            raise InvalidInput(f"events[{index}].event_id: must be valid UTF-8 text without NUL")
+        try:
+            data[item.event_id] = encode_fields(item.event)
+        except orjson.JSONEncodeError:
+            raise InvalidInput(f"events[{index}]: text must be valid UTF-8") from None
+    return AppendRequest(job_id, items, data)
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store `text` (valid UTF-8, no NUL)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+async def locked_states(conn: Conn, job_ids: Iterable[str]) -> dict[str, JobState]:
+    """Lock the jobs' rows in job-id order (so two groups never deadlock) and read their states."""
+    rows = await conn.fetch(_LOCK_JOBS, sorted(set(job_ids)))
+    return {row["job_id"]: state_from_row(tuple(row)) for row in rows}
+
+
+async def _known(
+    conn: Conn, requests: Sequence[AppendRequest]
+) -> dict[str, tuple[str, Event]]:
+    ids = [item.event_id for request in requests for item in request.items]
+    rows = await conn.fetch(_KNOWN, ids)
+    return {eid: (job_id, decode_fields(kind, data)) for eid, job_id, kind, data in rows}
+
+
+async def _recorded(
+    conn: Conn, requests: Sequence[AppendRequest]
+) -> dict[str, set[RowMark]]:
+    pairs = {
+        (request.job_id, row)
+        for request in requests
+        for row in rows_touched(item.event for item in request.items)
+    }
+    marks: dict[str, set[RowMark]] = {request.job_id: set() for request in requests}
+    if pairs:
+        jobs, rows = zip(*pairs, strict=True)
+        for job_id, row, kind in await conn.fetch(_RECORDED, list(jobs), list(rows)):
+            marks[job_id].add(RowMark(row, kind))
+    return marks
+
+
+def plan_group(
+    requests: Sequence[AppendRequest],
+    states: dict[str, JobState],
+    known: dict[str, tuple[str, Event]],
+    recorded: dict[str, set[RowMark]],
+) -> list[AppendPlan | JobtrackerError]:
+    """Plan each request in order, as if those before it were already written (updates states)."""
+    plans: list[AppendPlan | JobtrackerError] = []
+    for request in requests:
+        state = states.get(request.job_id)
+        if state is None:
+            plans.append(JobNotFound())
+            continue
+        prior = {
+            item.event_id: known[item.event_id] for item in request.items if item.event_id in known
+        }
+        marks = recorded.setdefault(request.job_id, set())
+        try:
+            plan = plan_append(state, request.items, prior, marks)
+        except JobtrackerError as exc:
+            plans.append(exc)
+            continue
+        states[request.job_id] = plan.batch.state
+        marks.update(plan.batch.marks)
+        known.update((item.event_id, (request.job_id, item.event)) for item in plan.new)
+        plans.append(plan)
+    return plans
+
+
+def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[Any]:
+    events: list[list[Any]] = [[], [], [], [], []]
+    marks: list[list[Any]] = [[], [], []]
+    errors: list[list[Any]] = [[], [], [], []]
+    final: dict[str, JobState] = {}
+    for request, plan in planned:
+        job_id = request.job_id
+        for version, item in enumerate(plan.new, start=plan.first_version):
+            data = request.data[item.event_id]
+            for column, value in zip(
+                events, (job_id, version, item.event_id, item.event.TYPE, data), strict=True
+            ):
+                column.append(value)
+        for mark in plan.batch.marks:
+            for column, value in zip(marks, (job_id, mark.row, mark.kind), strict=True):
+                column.append(value)
+        for e in plan.batch.row_errors:
+            for column, value in zip(errors, (job_id, e.row, e.email, e.error), strict=True):
+                column.append(value)
+        final[job_id] = plan.batch.state
+    jobs = [list(column) for column in zip(*(state_to_row(s) for s in final.values()), strict=True)]
+    return [*events, *marks, *errors, *jobs]
+
+
+async def write_plans(
+    conn: Conn, planned: Sequence[tuple[AppendRequest, AppendPlan]]
+) -> int:
+    """Write the plans' events, marks, errors and job rows in one statement; the newest position."""
+    head = await conn.fetchval(WRITE_GROUP, POSITION_LOCK, APPEND_CHANNEL, *_write_args(planned))
+    return int(head)
+
+
+async def _plan_and_write(
+    conn: Conn, requests: Sequence[AppendRequest], states: dict[str, JobState]
+) -> tuple[list[Outcome], int]:
+    known = await _known(conn, requests)
+    recorded = await _recorded(conn, requests)
+    plans = plan_group(requests, states, known, recorded)
+    planned = [
+        (request, plan)
+        for request, plan in zip(requests, plans, strict=True)
+        if isinstance(plan, AppendPlan) and plan.new
+    ]
+    head = await write_plans(conn, planned) if planned else 0
+    return [_outcome(plan) for plan in plans], head
+
+
+def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
+    if isinstance(plan, JobtrackerError):
+        return plan
+    return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+
+
+#: Write errors one request can cause without breaking the transaction's connection.
+_REQUEST_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+
+
+async def commit_group(
+    conn: Conn,
+    requests: Sequence[AppendRequest],
+    before_commit: BeforeCommit,
+) -> tuple[list[Outcome], int]:
+    """Commit a group in one transaction; each request's outcome, and the newest position."""
+    job_ids = [request.job_id for request in requests]
+    try:
+        async with conn.transaction():
+            states = await locked_states(conn, job_ids)
+            outcomes, head = await _plan_and_write(conn, requests, states)
+            await before_commit()
+        return outcomes, head
+    except _REQUEST_ERRORS:
+        # The conflicting transaction has committed by the time its conflict is reported, so the
+        # redo plans against it and answers the request at fault with our own error.
+        pass
+    async with conn.transaction():
+        states = await locked_states(conn, job_ids)
+        outcomes, head = await _one_savepoint_each(conn, requests, states)
+        await before_commit()
+    return outcomes, head
+
+
+async def _one_savepoint_each(
+    conn: Conn, requests: Sequence[AppendRequest], states: dict[str, JobState]
+) -> tuple[list[Outcome], int]:
+    outcomes: list[Outcome] = []
+    newest = 0
+    for request in requests:
+        trial = dict(states)
+        try:
+            async with conn.transaction():  # a SAVEPOINT: a failure here undoes this request only
+                (outcome,), head = await _plan_and_write(conn, [request], trial)
+        except _REQUEST_ERRORS as exc:
+            outcomes.append(exc)
+            continue
+        states.update(trial)
+        newest = max(newest, head)
+        outcomes.append(outcome)
+    return outcomes, newest
+
+
+async def _no_pause() -> None:
+    return None
+
+
+class GroupCommitter:
+    """Queues appends and commits whatever has gathered as one group, one group at a time.
+
+    With `grouped=False` every append runs its own transaction on its own pooled connection (the
+    reference the group-commit benchmark compares with).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        grouped: bool = True,
+        before_commit: BeforeCommit = _no_pause,
+        after_commit: AfterCommit | None = None,
+    ) -> None:
+        self._pool = pool
+        self._grouped = grouped
+        self._before_commit = before_commit
+        self._after_commit = after_commit
+        self._queue: asyncio.Queue[tuple[AppendRequest, asyncio.Future[AppendResult]] | None] = (
+            asyncio.Queue()
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the committing task (grouped mode only)."""
+        if self._grouped and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Commit one batch (with whatever else is waiting); its result once COMMIT returned."""
+        request = prepare(job_id, items)
+        if self._task is None:
+            (outcome,) = await self._commit([request])
+            return _unwrap(outcome)
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((request, future))
+        return await future
+
+    async def _commit(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
+        async with self._pool.acquire() as conn:
+            outcomes, head = await commit_group(conn, requests, self._before_commit)
+        if head and self._after_commit is not None:
+            self._after_commit(head)
+        return outcomes
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            size = len(first[0].items)
+            while (
+                not self._queue.empty()
+                and len(group) < MAX_GROUP_REQUESTS
+                and size < MAX_GROUP_EVENTS
+            ):
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                group.append(nxt)
+                size += len(nxt[0].items)
+            await self._commit_and_answer(group)
+
+    async def _commit_and_answer(
+        self, group: list[tuple[AppendRequest, asyncio.Future[AppendResult]]]
+    ) -> None:
+        try:
+            outcomes = await self._commit([request for request, _ in group])
+        except Exception as exc:
+            outcomes = [exc] * len(group)
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():  # the caller gave up waiting; the batch may still have committed
+                continue
+            if isinstance(outcome, AppendResult):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
+
+
+def _unwrap(outcome: Outcome) -> AppendResult:
+    if isinstance(outcome, AppendResult):
+        return outcome
+    raise outcome
