@@ -16,6 +16,7 @@ store's one translation boundary (`postgres.driver_errors`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
@@ -31,6 +32,8 @@ from jobtracker.projection import AppendPlan, plan_append, rows_touched
 from jobtracker.state import JobState, RowMark
 from jobtracker.store.base import AppendResult
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+
+log = logging.getLogger(__name__)
 
 #: A group stops growing past this many events or requests (one request may be bigger on its own).
 MAX_GROUP_EVENTS = 10_000
@@ -293,10 +296,10 @@ async def commit_group(
             outcomes, head = await _plan_and_write(conn, requests, states)
             await before_commit()
         return outcomes, head
-    except _REQUEST_ERRORS:
+    except _REQUEST_ERRORS as exc:
         # The conflicting transaction has committed by the time its conflict is reported, so the
         # redo plans against it and answers the request at fault with our own error.
-        pass
+        log.info("group of %d redone one request per savepoint: %s", len(requests), exc)
     async with conn.transaction():
         states = await locked_states(conn, job_ids)
         outcomes, head = await _one_savepoint_each(conn, requests, states)
