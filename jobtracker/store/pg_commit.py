@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import attrs
@@ -126,6 +126,15 @@ WRITE_GROUP = _write_group_sql()
 
 #: A connection of our own or one lent by the pool.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+#: Errors after which a fresh connection may well succeed: the server restarted or cut us off
+#: (a connection cut while idle can also surface as asyncpg's protocol-state InternalClientError).
+CONNECTION_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+    ConnectionResetError,
+)
+T = TypeVar("T")
 #: What a request ends with: its result, or the error to raise in its caller.
 Outcome: TypeAlias = AppendResult | BaseException
 #: Runs inside the append transaction just before COMMIT (a test seam for commit-order races).
@@ -326,6 +335,20 @@ async def _one_savepoint_each(
     return outcomes, newest
 
 
+async def once_more_if_cut(pool: asyncpg.Pool, call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call`; if its connection was cut under it, once more on fresh connections.
+
+    A cut usually hits every pooled connection at once (a server restart), so all are replaced.
+    Safe for reads, and for appends because they are idempotent by event id: if the first try
+    did commit, the second reports its events as duplicates.
+    """
+    try:
+        return await call()
+    except CONNECTION_LOST:
+        await pool.expire_connections()
+        return await call()
+
+
 async def _no_pause() -> None:
     return None
 
@@ -377,11 +400,18 @@ class GroupCommitter:
         return await future
 
     async def _commit(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
-        async with self._pool.acquire() as conn:
-            outcomes, head = await commit_group(conn, requests, self._before_commit)
+        outcomes, head = await once_more_if_cut(
+            self._pool, lambda: self._commit_on_a_connection(requests)
+        )
         if head and self._after_commit is not None:
             self._after_commit(head)
         return outcomes
+
+    async def _commit_on_a_connection(
+        self, requests: Sequence[AppendRequest]
+    ) -> tuple[list[Outcome], int]:
+        async with self._pool.acquire() as conn:
+            return await commit_group(conn, requests, self._before_commit)
 
     async def _run(self) -> None:
         stopping = False

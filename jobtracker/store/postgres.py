@@ -32,6 +32,7 @@ from jobtracker.store.pg_commit import (
     BeforeCommit,
     Conn,
     GroupCommitter,
+    once_more_if_cut,
     storable,
 )
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
@@ -191,12 +192,14 @@ class PostgresStore:
         return self._pool
 
     async def _fetch(self, where: str, query: str, *args: Any) -> list[asyncpg.Record]:
+        pool = self._open_pool()
         async with driver_errors(where):
-            return await self._open_pool().fetch(query, *args)
+            return await once_more_if_cut(pool, lambda: pool.fetch(query, *args))
 
     async def _fetchrow(self, where: str, query: str, *args: Any) -> asyncpg.Record | None:
+        pool = self._open_pool()
         async with driver_errors(where):
-            return await self._open_pool().fetchrow(query, *args)
+            return await once_more_if_cut(pool, lambda: pool.fetchrow(query, *args))
 
     async def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """Create a job durably, or return the owner's existing one."""

@@ -1,0 +1,139 @@
+"""What only the PostgreSQL store must show: its schema, errors, wake-ups and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from jobtracker.errors import StoreUnavailable
+from jobtracker.events import Created, NewEvent, Started
+from jobtracker.store import make_store
+from jobtracker.store.postgres import PostgresStore
+from tests.postgres.conftest import OpenStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE events SET type = 'failed'", "DELETE FROM events", "TRUNCATE events"],
+)
+async def test_events_table_refuses_to_change_history(
+    open_store: OpenStore, pg_url: str, statement: str
+) -> None:
+    """The log is append-only in the database itself, whoever connects to it."""
+    store = await open_store()
+    await store.create_job("job", Created(owner="key_a"))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    assert [e.event.TYPE for e in await store.read_log()] == ["created"]
+
+
+async def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str) -> None:
+    """Several stores opened at the same moment on an empty schema: each migration runs once."""
+    stores = [PostgresStore(pg_url, pool_size=1) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            names = await conn.fetch("SELECT name FROM schema_migrations")
+        finally:
+            await conn.close()
+        assert sorted(r["name"] for r in names) == ["0001_initial"]
+        await stores[0].create_job("job", Created(owner="key_a"))
+        assert await stores[3].get_job("job", 10) is not None
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_unreachable_server_is_store_unavailable_without_the_password() -> None:
+    """A server that is not there is a clear StoreUnavailable naming it, never a traceback."""
+    store = make_store("postgresql://jobs:s3cret@127.0.0.1:1/jobs")
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1/jobs") as caught:
+        await store.open()
+    assert "s3cret" not in caught.value.detail
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.get_job("job", 10)
+
+
+async def test_waiter_is_woken_by_an_append_from_another_process(open_store: OpenStore) -> None:
+    """LISTEN/NOTIFY: a waiter hears another store's append long before its next poll."""
+    waiter = await open_store(poll_interval=60)
+    writer = await open_store()
+    await writer.create_job("job", Created(owner="key_a"))
+    head = await waiter.last_position()
+    waiting = asyncio.create_task(waiter.wait_for_append(head, timeout=60))
+    await asyncio.sleep(0.2)  # the waiter is listening by now
+    await writer.append("job", [NewEvent("go", Started())])
+    assert await asyncio.wait_for(waiting, 10) is True
+    assert [e.event_id for e in await waiter.read_log(head)] == ["go"]
+
+
+async def test_waiter_polls_when_notifications_are_lost(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """With its listening connection killed, a waiter still sees the append by polling."""
+    waiter = await open_store(poll_interval=0.2)
+    writer = await open_store()
+    await writer.create_job("job", Created(owner="key_a"))
+    head = await waiter.last_position()
+    assert await waiter.wait_for_append(head, timeout=0.3) is False
+    killer = await asyncpg.connect(pg_url)
+    try:
+        killed = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        )
+    finally:
+        await killer.close()
+    assert killed == 1
+    waiting = asyncio.create_task(waiter.wait_for_append(head, timeout=10))
+    await writer.append("job", [NewEvent("go", Started())])
+    assert await asyncio.wait_for(waiting, 15) is True
+
+
+async def test_store_recovers_when_its_connections_are_cut(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """After the server drops every connection (a restart), reads and appends work again."""
+    store = await open_store()
+    await store.create_job("job", Created(owner="key_a"))
+    killer = await asyncpg.connect(pg_url)
+    try:
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    assert await store.get_job("job", 10) is not None
+    assert (await store.append("job", [NewEvent("go", Started())])).appended == 1
+
+
+def test_migrate_and_keys_commands_work_on_postgresql(pg_url: str) -> None:
+    """`jobtracker migrate` and `jobtracker keys` take a postgresql:// store URL."""
+    run = [sys.executable, "-m", "jobtracker"]
+    migrated = subprocess.run(
+        [*run, "migrate", "--store", pg_url], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    subprocess.run(
+        [*run, "keys", "create", "--name", "ops", "--store", pg_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )
+    listed = subprocess.run(
+        [*run, "keys", "list", "--store", pg_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "\towner\tactive\t" in listed.stdout
+    assert listed.stdout.rstrip().endswith("\tops")
