@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -31,99 +31,14 @@ from jobtracker.events import Event, NewEvent
 from jobtracker.projection import AppendPlan, plan_append, rows_touched
 from jobtracker.state import JobState, RowMark
 from jobtracker.store.base import AppendResult
-from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.pg_sql import APPEND_CHANNEL, LOCK_AND_READ, POSITION_LOCK, WRITE_GROUP
+from jobtracker.store.rows import state_from_row, state_to_row
 
 log = logging.getLogger(__name__)
 
 #: A group stops growing past this many events or requests (one request may be bigger on its own).
 MAX_GROUP_EVENTS = 10_000
 MAX_GROUP_REQUESTS = 256
-#: The session-wide advisory lock key that serializes position assignment (see `WRITE_GROUP`).
-POSITION_LOCK = 0x6A6F6274_0001
-#: The LISTEN/NOTIFY channel that hints "the log grew"; the payload is the newest position.
-APPEND_CHANNEL = "jobtracker_appended"
-
-#: PostgreSQL types of `JOB_COLUMNS`, for the arrays the job rows travel in.
-_JOB_TYPES = {
-    "job_id": "text",
-    "owner": "text",
-    "status": "text",
-    "version": "bigint",
-    "label": "text",
-    "expected_total": "bigint",
-    "progress_current": "bigint",
-    "progress_total": "bigint",
-    "progress_status": "text",
-    "successful": "bigint",
-    "failed": "bigint",
-    "internal_count": "bigint",
-    "external_count": "bigint",
-    "emails_sent": "bigint",
-    "emails_failed": "bigint",
-    "error": "text",
-}
-
-SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS)
-_LOCK_JOBS = (
-    f"SELECT {SELECT_JOB_COLUMNS} FROM jobs "  # noqa: S608
-    "WHERE job_id = ANY($1::text[]) ORDER BY job_id FOR UPDATE"
-)
-_KNOWN = "SELECT event_id, job_id, type, data FROM events WHERE event_id = ANY($1::text[])"
-_RECORDED = (
-    "SELECT r.job_id, r.row, r.kind FROM job_rows AS r "
-    "JOIN unnest($1::text[], $2::bigint[]) AS q(job_id, row) "
-    "ON r.job_id = q.job_id AND r.row = q.row"
-)
-
-
-def _write_group_sql() -> str:
-    first_job_param = 15
-    job_arrays = ", ".join(
-        f"${first_job_param + n}::{_JOB_TYPES[column]}[]" for n, column in enumerate(JOB_COLUMNS)
-    )
-    updated = ", ".join(JOB_COLUMNS[1:])
-    values = ", ".join(f"s.{column}" for column in JOB_COLUMNS[1:])
-    # Gap safety. A tailing reader keeps one cursor, the last position it saw, so positions must
-    # become visible in increasing order: a transaction that drew position 7 must never commit
-    # after one that drew 8, or a reader could see 8, move past 7 and never look back. We make
-    # that impossible by drawing positions only while holding a transaction-scoped advisory lock,
-    # which PostgreSQL releases after the commit is visible. The lock is taken in the same
-    # statement that inserts (the identity is evaluated per row of the join with `position_lock`,
-    # so only after the lock is held) to keep the serialized stretch to this statement plus
-    # COMMIT; everything before it (row locks, reads, the fold) runs in parallel. We chose this
-    # over reading below pg_snapshot_xmin because that orders by transaction id, not position,
-    # and a tailing reader's cursor is one integer. Callers reach this lock only while holding
-    # row locks, never the other way round, so lock waits cannot form a cycle.
-    # Only our own column names are interpolated below.
-    return f"""
-WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
-new_events AS (
-    INSERT INTO events (job_id, version, event_id, type, data)
-    SELECT e.job_id, e.version, e.event_id, e.type, e.data
-    FROM position_lock,
-         unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[])
-         WITH ORDINALITY AS e(job_id, version, event_id, type, data, n)
-    ORDER BY e.n
-    RETURNING job_id, position
-), new_marks AS (
-    INSERT INTO job_rows (job_id, row, kind)
-    SELECT * FROM unnest($8::text[], $9::bigint[], $10::text[])
-), new_errors AS (
-    INSERT INTO job_errors (job_id, row, email, error)
-    SELECT * FROM unnest($11::text[], $12::bigint[], $13::text[], $14::text[])
-), heads AS (
-    SELECT job_id, max(position) AS position FROM new_events GROUP BY job_id
-), saved AS (
-    UPDATE jobs SET ({updated}, updated_position) = ({values}, heads.position)
-    FROM unnest({job_arrays}) AS s({SELECT_JOB_COLUMNS}), heads
-    WHERE jobs.job_id = s.job_id AND heads.job_id = s.job_id
-)
-SELECT head, pg_notify($2, head::text) FROM (SELECT max(position) AS head FROM new_events) AS h
-"""  # noqa: S608
-
-
-WRITE_GROUP = _write_group_sql()
-
 #: A connection of our own or one lent by the pool.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 #: Errors after which a fresh connection may well succeed: the server restarted or cut us off
@@ -176,32 +91,65 @@ def storable(text: str) -> bool:
     return "\x00" not in text
 
 
-async def locked_states(conn: Conn, job_ids: Iterable[str]) -> dict[str, JobState]:
-    """Lock the jobs' rows in job-id order (so two groups never deadlock) and read their states."""
-    rows = await conn.fetch(_LOCK_JOBS, sorted(set(job_ids)))
-    return {row["job_id"]: state_from_row(tuple(row)) for row in rows}
+@attrs.frozen
+class Reads:
+    """What planning a group needs, read while holding its jobs' row locks."""
+
+    states: dict[str, JobState]
+    known: dict[str, tuple[str, Event]]
+    recorded: dict[str, set[RowMark]]
 
 
-async def _known(
-    conn: Conn, requests: Sequence[AppendRequest]
-) -> dict[str, tuple[str, Event]]:
-    ids = [item.event_id for request in requests for item in request.items]
-    rows = await conn.fetch(_KNOWN, ids)
-    return {eid: (job_id, decode_fields(kind, data)) for eid, job_id, kind, data in rows}
+async def lock_and_read(conn: Conn, requests: Sequence[AppendRequest]) -> Reads:
+    """Lock the jobs' rows and read their states, the batch's known event ids and row marks.
+
+    One round trip unless a writer committed to these jobs while we waited for their locks
+    (see `pg_sql.LOCK_AND_READ`); then a second read sees what it wrote.
+    """
+    job_ids = sorted({request.job_id for request in requests})
+    event_ids = [item.event_id for request in requests for item in request.items]
+    pairs = sorted(
+        {
+            (request.job_id, row)
+            for request in requests
+            for row in rows_touched(item.event for item in request.items)
+        }
+    )
+    args = (job_ids, event_ids, [job for job, _ in pairs], [row for _, row in pairs])
+    found = await conn.fetchrow(LOCK_AND_READ, *args)
+    states = _states(found)
+    if not _current(found, states):
+        log.debug("a writer committed while we waited for its lock; reading again")
+        found = await conn.fetchrow(LOCK_AND_READ, *args)
+        states = _states(found)
+    return Reads(states, _known(found), _recorded(found, job_ids))
 
 
-async def _recorded(
-    conn: Conn, requests: Sequence[AppendRequest]
-) -> dict[str, set[RowMark]]:
-    pairs = {
-        (request.job_id, row)
-        for request in requests
-        for row in rows_touched(item.event for item in request.items)
+def _states(found: asyncpg.Record | None) -> dict[str, JobState]:
+    rows = orjson.loads(found["states"]) if found and found["states"] else []
+    return {row[0]: state_from_row(row) for row in rows}
+
+
+def _current(found: asyncpg.Record | None, states: dict[str, JobState]) -> bool:
+    seen = orjson.loads(found["seen"]) if found and found["seen"] else {}
+    return all(seen.get(job_id) == state.version for job_id, state in states.items())
+
+
+def _known(found: asyncpg.Record | None) -> dict[str, tuple[str, Event]]:
+    if found is None or found["known_ids"] is None:
+        return {}
+    columns = (found["known_ids"], found["known_jobs"], found["known_types"], found["known_data"])
+    return {
+        event_id: (job_id, decode_fields(kind, data))
+        for event_id, job_id, kind, data in zip(*columns, strict=True)
     }
-    marks: dict[str, set[RowMark]] = {request.job_id: set() for request in requests}
-    if pairs:
-        jobs, rows = zip(*pairs, strict=True)
-        for job_id, row, kind in await conn.fetch(_RECORDED, list(jobs), list(rows)):
+
+
+def _recorded(found: asyncpg.Record | None, job_ids: Sequence[str]) -> dict[str, set[RowMark]]:
+    marks: dict[str, set[RowMark]] = {job_id: set() for job_id in job_ids}
+    if found is not None and found["mark_jobs"] is not None:
+        columns = (found["mark_jobs"], found["mark_rows"], found["mark_kinds"])
+        for job_id, row, kind in zip(*columns, strict=True):
             marks[job_id].add(RowMark(row, kind))
     return marks
 
@@ -268,11 +216,10 @@ async def write_plans(
 
 
 async def _plan_and_write(
-    conn: Conn, requests: Sequence[AppendRequest], states: dict[str, JobState]
+    conn: Conn, requests: Sequence[AppendRequest]
 ) -> tuple[list[Outcome], int]:
-    known = await _known(conn, requests)
-    recorded = await _recorded(conn, requests)
-    plans = plan_group(requests, states, known, recorded)
+    reads = await lock_and_read(conn, requests)
+    plans = plan_group(requests, reads.states, reads.known, reads.recorded)
     planned = [
         (request, plan)
         for request, plan in zip(requests, plans, strict=True)
@@ -298,11 +245,9 @@ async def commit_group(
     before_commit: BeforeCommit,
 ) -> tuple[list[Outcome], int]:
     """Commit a group in one transaction; each request's outcome, and the newest position."""
-    job_ids = [request.job_id for request in requests]
     try:
         async with conn.transaction():
-            states = await locked_states(conn, job_ids)
-            outcomes, head = await _plan_and_write(conn, requests, states)
+            outcomes, head = await _plan_and_write(conn, requests)
             await before_commit()
         return outcomes, head
     except _REQUEST_ERRORS as exc:
@@ -310,26 +255,24 @@ async def commit_group(
         # redo plans against it and answers the request at fault with our own error.
         log.info("group of %d redone one request per savepoint: %s", len(requests), exc)
     async with conn.transaction():
-        states = await locked_states(conn, job_ids)
-        outcomes, head = await _one_savepoint_each(conn, requests, states)
+        await lock_and_read(conn, requests)  # every row lock first, in order, as the fast path
+        outcomes, head = await _one_savepoint_each(conn, requests)
         await before_commit()
     return outcomes, head
 
 
 async def _one_savepoint_each(
-    conn: Conn, requests: Sequence[AppendRequest], states: dict[str, JobState]
+    conn: Conn, requests: Sequence[AppendRequest]
 ) -> tuple[list[Outcome], int]:
     outcomes: list[Outcome] = []
     newest = 0
     for request in requests:
-        trial = dict(states)
         try:
             async with conn.transaction():  # a SAVEPOINT: a failure here undoes this request only
-                (outcome,), head = await _plan_and_write(conn, [request], trial)
+                (outcome,), head = await _plan_and_write(conn, [request])
         except _REQUEST_ERRORS as exc:
             outcomes.append(exc)
             continue
-        states.update(trial)
         newest = max(newest, head)
         outcomes.append(outcome)
     return outcomes, newest

@@ -26,21 +26,24 @@ from jobtracker.projection import start
 from jobtracker.state import JobState, RowError, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobView, utc_now
 from jobtracker.store.pg_commit import (
-    APPEND_CHANNEL,
-    POSITION_LOCK,
-    SELECT_JOB_COLUMNS,
     BeforeCommit,
     Conn,
     GroupCommitter,
     once_more_if_cut,
     storable,
 )
-from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.pg_sql import (
+    APPEND_CHANNEL,
+    INSERT_CREATED,
+    INSERT_JOB,
+    MIGRATION_LOCK,
+    POSITION_LOCK,
+    SELECT_JOB,
+)
+from jobtracker.store.rows import state_from_row, state_to_row
 
 T = TypeVar("T")
 
-#: Serializes migrations when several processes open a fresh database at once.
-MIGRATION_LOCK = 0x6A6F6274_0002
 #: Every driver failure we turn into `StoreUnavailable` (connection refused arrives as OSError).
 DRIVER_ERRORS = (
     asyncpg.PostgresError,
@@ -50,24 +53,6 @@ DRIVER_ERRORS = (
     TimeoutError,
 )
 
-_SELECT_JOB = f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = $1"  # noqa: S608
-_INSERT_JOB = (
-    f"INSERT INTO jobs ({SELECT_JOB_COLUMNS}, updated_position) "  # noqa: S608
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(JOB_COLUMNS) + 1))}, 0) "
-    "ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
-)
-# Takes the position lock the way `pg_commit.WRITE_GROUP` does; its comment says why.
-_INSERT_CREATED = """
-WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
-created AS (
-    INSERT INTO events (job_id, version, event_id, type, data)
-    SELECT $3, 1, $4, 'created', $5::jsonb FROM position_lock
-    RETURNING position
-), saved AS (
-    UPDATE jobs SET updated_position = created.position FROM created WHERE jobs.job_id = $3
-)
-SELECT position, pg_notify($2, position::text) FROM created
-"""
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, data"
 _KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
 
@@ -209,13 +194,13 @@ class PostgresStore:
         data = _encoded(created)
         pool = self._open_pool()
         async with driver_errors("creating a job"), pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(_INSERT_JOB, *state_to_row(state)) is None:
-                existing = state_from_row(tuple(await conn.fetchrow(_SELECT_JOB, job_id) or ()))
+            if await conn.fetchval(INSERT_JOB, *state_to_row(state)) is None:
+                existing = state_from_row(tuple(await conn.fetchrow(SELECT_JOB, job_id) or ()))
                 if existing.owner != created.owner:
                     raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
                 return existing, False
             await conn.fetchval(
-                _INSERT_CREATED, POSITION_LOCK, APPEND_CHANNEL, job_id, new_event_id(), data
+                INSERT_CREATED, POSITION_LOCK, APPEND_CHANNEL, job_id, new_event_id(), data
             )
         self._wake()
         return state, True
@@ -231,7 +216,7 @@ class PostgresStore:
         """The projection of one job; row errors are read only for a SUCCESS body."""
         if not storable(job_id):
             return None
-        row = await self._fetchrow("reading a job", _SELECT_JOB, job_id)
+        row = await self._fetchrow("reading a job", SELECT_JOB, job_id)
         if row is None:
             return None
         state = state_from_row(tuple(row))

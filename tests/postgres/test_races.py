@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from jobtracker.errors import EventIdReused, JobFinished
+from jobtracker.errors import EventIdReused, JobFinished, RowAlreadyReported
 from jobtracker.events import (
     Created,
     Event,
@@ -144,3 +144,27 @@ async def test_refused_request_does_not_sink_its_group(open_store: OpenStore) ->
         "AppendResult",
     ]
     assert [e.event_id for e in await store.read_job_events("open")][1:] == ["a", "c"]
+
+
+async def test_same_row_reported_by_racing_workers_gets_exactly_one_outcome(
+    open_store: OpenStore,
+) -> None:
+    """Eight workers report row 1 at once under different event ids: one outcome, seven refusals."""
+    stores = [await open_store(group_commit=n % 2 == 0) for n in range(4)]
+    await stores[0].create_job("one-row", Created(owner="key_a"))
+    for attempt in range(10):
+        results = await asyncio.gather(
+            *(
+                stores[w % 4].append(
+                    "one-row",
+                    [NewEvent(f"try-{attempt}-{w}", RowSucceeded(attempt, "a@uni.edu", True))],
+                )
+                for w in range(8)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, AppendResult) for r in results) == 1
+        assert sum(isinstance(r, RowAlreadyReported) for r in results) == 7
+    view = await stores[1].get_job("one-row", 10)
+    assert view is not None
+    assert (view.state.successful, view.state.version) == (10, 11)
