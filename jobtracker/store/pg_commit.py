@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import repeat
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -32,7 +33,7 @@ from jobtracker.projection import AppendPlan, plan_append, rows_touched
 from jobtracker.state import JobState, RowMark
 from jobtracker.store.base import AppendResult
 from jobtracker.store.pg_sql import APPEND_CHANNEL, LOCK_AND_READ, POSITION_LOCK, WRITE_GROUP
-from jobtracker.store.rows import state_from_row, state_to_row
+from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +101,18 @@ class Reads:
     recorded: dict[str, set[RowMark]]
 
 
-async def lock_and_read(conn: Conn, requests: Sequence[AppendRequest]) -> Reads:
-    """Lock the jobs' rows and read their states, the batch's known event ids and row marks.
+async def lock_and_read(
+    conn: Conn, requests: Sequence[AppendRequest], *, with_marks: bool
+) -> Reads:
+    """Lock the jobs' rows and read their states, the batch's known event ids and (if asked)
+    the row marks its rows already have.
 
     One round trip unless a writer committed to these jobs while we waited for their locks
     (see `pg_sql.LOCK_AND_READ`); then a second read sees what it wrote.
     """
     job_ids = sorted({request.job_id for request in requests})
     event_ids = [item.event_id for request in requests for item in request.items]
-    pairs = sorted(
-        {
-            (request.job_id, row)
-            for request in requests
-            for row in rows_touched(item.event for item in request.items)
-        }
-    )
+    pairs = sorted(_rows_reported(requests)) if with_marks else []
     args = (job_ids, event_ids, [job for job, _ in pairs], [row for _, row in pairs])
     found = await conn.fetchrow(LOCK_AND_READ, *args)
     states = _states(found)
@@ -123,6 +121,14 @@ async def lock_and_read(conn: Conn, requests: Sequence[AppendRequest]) -> Reads:
         found = await conn.fetchrow(LOCK_AND_READ, *args)
         states = _states(found)
     return Reads(states, _known(found), _recorded(found, job_ids))
+
+
+def _rows_reported(requests: Sequence[AppendRequest]) -> set[tuple[str, int]]:
+    return {
+        (request.job_id, row)
+        for request in requests
+        for row in rows_touched(item.event for item in request.items)
+    }
 
 
 def _states(found: asyncpg.Record | None) -> dict[str, JobState]:
@@ -184,27 +190,33 @@ def plan_group(
 
 
 def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[Any]:
-    events: list[list[Any]] = [[], [], [], [], []]
-    marks: list[list[Any]] = [[], [], []]
-    errors: list[list[Any]] = [[], [], [], []]
+    ev_jobs: list[str] = []
+    ev_versions: list[int] = []
+    ev_ids: list[str] = []
+    ev_types: list[str] = []
+    ev_data: list[str] = []
+    marks: list[tuple[str, int, str]] = []
+    errors: list[tuple[str, int, str, str]] = []
     final: dict[str, JobState] = {}
     for request, plan in planned:
-        job_id = request.job_id
-        for version, item in enumerate(plan.new, start=plan.first_version):
-            data = request.data[item.event_id]
-            for column, value in zip(
-                events, (job_id, version, item.event_id, item.event.TYPE, data), strict=True
-            ):
-                column.append(value)
-        for mark in plan.batch.marks:
-            for column, value in zip(marks, (job_id, mark.row, mark.kind), strict=True):
-                column.append(value)
-        for e in plan.batch.row_errors:
-            for column, value in zip(errors, (job_id, e.row, e.email, e.error), strict=True):
-                column.append(value)
+        job_id, new = request.job_id, plan.new
+        ev_jobs.extend(repeat(job_id, len(new)))
+        ev_versions.extend(range(plan.first_version, plan.first_version + len(new)))
+        ev_ids.extend(item.event_id for item in new)
+        ev_types.extend(item.event.TYPE for item in new)
+        ev_data.extend(request.data[item.event_id] for item in new)
+        marks.extend((job_id, mark.row, mark.kind) for mark in plan.batch.marks)
+        errors.extend((job_id, e.row, e.email, e.error) for e in plan.batch.row_errors)
         final[job_id] = plan.batch.state
-    jobs = [list(column) for column in zip(*(state_to_row(s) for s in final.values()), strict=True)]
-    return [*events, *marks, *errors, *jobs]
+    events = [ev_jobs, ev_versions, ev_ids, ev_types, ev_data]
+    return [*events, *_columns(marks, 3), *_columns(errors, 4), *_columns(
+        [state_to_row(state) for state in final.values()], len(JOB_COLUMNS)
+    )]
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows turned into `width` column lists (empty lists when there are no rows)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 async def write_plans(
@@ -216,9 +228,9 @@ async def write_plans(
 
 
 async def _plan_and_write(
-    conn: Conn, requests: Sequence[AppendRequest]
+    conn: Conn, requests: Sequence[AppendRequest], *, with_marks: bool
 ) -> tuple[list[Outcome], int]:
-    reads = await lock_and_read(conn, requests)
+    reads = await lock_and_read(conn, requests, with_marks=with_marks)
     plans = plan_group(requests, reads.states, reads.known, reads.recorded)
     planned = [
         (request, plan)
@@ -245,17 +257,22 @@ async def commit_group(
     before_commit: BeforeCommit,
 ) -> tuple[list[Outcome], int]:
     """Commit a group in one transaction; each request's outcome, and the newest position."""
+    # The fast path plans without reading row marks: the fold only refuses a row because of a
+    # mark, and job_rows' primary key refuses the same write, so a plan made without marks is
+    # right whenever its write succeeds. A batch that does re-report a row (a client's mistake)
+    # fails that write, and the redo below plans with the marks and names the row.
     try:
         async with conn.transaction():
-            outcomes, head = await _plan_and_write(conn, requests)
+            outcomes, head = await _plan_and_write(conn, requests, with_marks=False)
             await before_commit()
         return outcomes, head
     except _REQUEST_ERRORS as exc:
-        # The conflicting transaction has committed by the time its conflict is reported, so the
+        # A conflicting transaction has committed by the time its conflict is reported, so the
         # redo plans against it and answers the request at fault with our own error.
         log.info("group of %d redone one request per savepoint: %s", len(requests), exc)
     async with conn.transaction():
-        await lock_and_read(conn, requests)  # every row lock first, in order, as the fast path
+        # every row lock first, in job-id order, as on the fast path
+        await lock_and_read(conn, requests, with_marks=False)
         outcomes, head = await _one_savepoint_each(conn, requests)
         await before_commit()
     return outcomes, head
@@ -269,7 +286,7 @@ async def _one_savepoint_each(
     for request in requests:
         try:
             async with conn.transaction():  # a SAVEPOINT: a failure here undoes this request only
-                (outcome,), head = await _plan_and_write(conn, [request])
+                (outcome,), head = await _plan_and_write(conn, [request], with_marks=True)
         except _REQUEST_ERRORS as exc:
             outcomes.append(exc)
             continue
