@@ -4,10 +4,10 @@ Concurrent appends that reach one process are committed together: one transactio
 rows in job-id order, plans each request with `plan_append` against the state its predecessors in
 the group left, and writes every new event, row mark, row error and job row with one statement.
 Each request is acknowledged only after COMMIT. A request the fold refuses never touches the
-database, so it cannot sink its neighbours. The one failure planning cannot foresee (another
-process recording one of our event ids for another job between our check and our write) aborts
-that fast path; the group is then redone one request per SAVEPOINT, so only the request at fault
-hears about it.
+database, so it cannot sink its neighbours. What planning leaves to the database's keys (a row
+reported twice, since the fast path does not read row marks; another process recording one of our
+event ids for another job between our check and our write) aborts that fast path; the group is
+then redone one request per SAVEPOINT, so only the request at fault hears about it.
 
 Driver exceptions are not translated here: they reach the caller's `await`, which sits inside the
 store's one translation boundary (`postgres.driver_errors`).
@@ -104,8 +104,7 @@ class Reads:
 async def lock_and_read(
     conn: Conn, requests: Sequence[AppendRequest], *, with_marks: bool
 ) -> Reads:
-    """Lock the jobs' rows and read their states, the batch's known event ids and (if asked)
-    the row marks its rows already have.
+    """Lock the jobs' rows; read their states, known event ids and (if asked) rows' marks.
 
     One round trip unless a writer committed to these jobs while we waited for their locks
     (see `pg_sql.LOCK_AND_READ`); then a second read sees what it wrote.
@@ -232,6 +231,11 @@ async def _plan_and_write(
 ) -> tuple[list[Outcome], int]:
     reads = await lock_and_read(conn, requests, with_marks=with_marks)
     plans = plan_group(requests, reads.states, reads.known, reads.recorded)
+    if not with_marks and any(isinstance(plan, JobtrackerError) for plan in plans):
+        # A refusal planned without marks may not be the one the fold gives first with them
+        # (a row reported twice outranks a full total): plan again with the marks.
+        reads = await lock_and_read(conn, requests, with_marks=True)
+        plans = plan_group(requests, reads.states, reads.known, reads.recorded)
     planned = [
         (request, plan)
         for request, plan in zip(requests, plans, strict=True)

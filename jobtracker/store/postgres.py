@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -41,8 +41,6 @@ from jobtracker.store.pg_sql import (
     SELECT_JOB,
 )
 from jobtracker.store.rows import state_from_row, state_to_row
-
-T = TypeVar("T")
 
 #: Every driver failure we turn into `StoreUnavailable` (connection refused arrives as OSError).
 DRIVER_ERRORS = (
@@ -146,16 +144,21 @@ class PostgresStore:
     async def open(self) -> None:
         """Connect the pool, migrate, start the group committer."""
         async with driver_errors(f"connecting to {redacted(self.url)}"):
-            self._pool = await asyncpg.create_pool(
+            pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=self._pool_size, timeout=10, command_timeout=60
             )
-        async with driver_errors("migrating"), self._pool.acquire() as conn:
-            await migrate_postgres(conn)
+        try:
+            async with driver_errors("migrating"), pool.acquire() as conn:
+                await migrate_postgres(conn)
+        except BaseException:
+            pool.terminate()  # a store that failed to open holds no connections
+            raise
+        self._pool = pool
         extra: dict[str, Any] = {}
         if self._before_commit is not None:
             extra["before_commit"] = self._before_commit
         self._committer = GroupCommitter(
-            self._pool, grouped=self._group_commit, after_commit=self._appended, **extra
+            pool, grouped=self._group_commit, after_commit=self._appended, **extra
         )
         self._committer.start()
 

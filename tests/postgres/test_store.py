@@ -137,3 +137,23 @@ def test_migrate_and_keys_commands_work_on_postgresql(pg_url: str) -> None:
     )
     assert "\towner\tactive\t" in listed.stdout
     assert listed.stdout.rstrip().endswith("\tops")
+
+
+async def test_database_holding_a_foreign_events_table_is_refused_clearly(pg_url: str) -> None:
+    """A schema with an unrelated `events` table: a clear error, not a half-migration."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("CREATE TABLE events (id serial PRIMARY KEY)")
+    finally:
+        await conn.close()
+    store = PostgresStore(pg_url, pool_size=1)
+    with pytest.raises(StoreUnavailable, match='while migrating: relation "events" already exists'):
+        await store.open()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.read_log()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('jobs') IS NULL") is True
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations') IS NULL") is True
+    finally:
+        await conn.close()
