@@ -13,7 +13,12 @@ from jobtracker.events import Created
 from jobtracker.keys import IssuedKey, issue_key
 from jobtracker.store import MemoryStore, SqliteStore, Store, make_store
 from jobtracker.web import create_app
-from tests.pg_database import drop_schema, new_schema_url, postgres_database  # noqa: F401
+from tests.pg_database import (  # noqa: F401 - postgres_database is a fixture
+    drop_schema,
+    new_schema_url,
+    postgres_database,
+    run_database,
+)
 
 STORE_KINDS = ["memory", "sqlite", "postgres"]
 
@@ -24,8 +29,8 @@ def make_test_store(kind: str, tmp_path: Path, postgres_url: str | None = None) 
         return MemoryStore()
     if kind == "sqlite":
         return SqliteStore(str(tmp_path / "jobs.db"))
-    if kind == "postgres" and postgres_url is not None:
-        return make_store(postgres_url)
+    if kind == "postgres":
+        return make_store(postgres_url or new_schema_url(run_database()))
     raise ValueError(kind)
 
 

@@ -8,9 +8,10 @@ without PostgreSQL can never pass by running less.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import secrets
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -62,21 +63,41 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """This run's own database, dropped at the end; skips (fails in CI) without a server."""
-    name = unique_name("jobtracker_test")
-    try:
-        run_sync(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = f"PostgreSQL at {server_url()} is unreachable ({exc}); set {TEST_SERVER_ENV}"
+_run: dict[str, str] = {}
+
+
+def run_database() -> str:
+    """This run's own database, made on first use and dropped at exit.
+
+    Without a server the calling test is skipped, or failed under CI=true.
+    """
+    if "url" not in _run and "unreachable" not in _run:
+        name = unique_name("jobtracker_test")
+        try:
+            run_sync(_admin(f'CREATE DATABASE "{name}"'))
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            _run["unreachable"] = (
+                f"PostgreSQL at {server_url()} is unreachable ({exc}); set {TEST_SERVER_ENV}"
+            )
+        else:
+            _run["url"] = with_path(server_url(), f"/{name}")
+            atexit.register(_drop_database, name)
+    if "unreachable" in _run:
         if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    try:
-        yield with_path(server_url(), f"/{name}")
-    finally:
-        run_sync(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            pytest.fail(_run["unreachable"], pytrace=False)
+        pytest.skip(_run["unreachable"])
+    return _run["url"]
+
+
+def _drop_database(name: str) -> None:
+    # At exit no loop runs any more, and executors refuse new work: plain asyncio.run.
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> str:
+    """This run's own database (see `run_database`)."""
+    return run_database()
 
 
 def new_schema_url(database_url: str) -> str:

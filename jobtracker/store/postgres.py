@@ -249,6 +249,22 @@ class PostgresStore:
         )
         return [_recorded_event(row) for row in rows]
 
+    async def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors with a row above `after_row`, in row order."""
+        if not storable(job_id):
+            return []
+        rows = await self._fetch(
+            "reading row errors",
+            "SELECT row, email, error FROM job_errors "
+            "WHERE job_id = $1 AND row > $2 ORDER BY row LIMIT $3",
+            job_id,
+            after_row,
+            limit,
+        )
+        return [RowError(*row) for row in rows]
+
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order; safe to tail (positions become visible in order)."""
         rows = await self._fetch(

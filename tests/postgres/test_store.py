@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from jobtracker.errors import StoreUnavailable
-from jobtracker.events import Created, NewEvent, Started
+from jobtracker.events import Created, NewEvent, RowFailed, Started
 from jobtracker.store import make_store
 from jobtracker.store.postgres import PostgresStore
 from tests.postgres.conftest import OpenStore
@@ -157,3 +157,21 @@ async def test_database_holding_a_foreign_events_table_is_refused_clearly(pg_url
         assert await conn.fetchval("SELECT to_regclass('schema_migrations') IS NULL") is True
     finally:
         await conn.close()
+
+
+async def test_row_errors_page_in_row_order(open_store: OpenStore) -> None:
+    """Every row error of a job can be read in pages, in row order, whatever the arrival order."""
+    store = await open_store()
+    await store.create_job("job", Created(owner="key_a"))
+    rows = [9, 2, 7, 4, 5]
+    await store.append(
+        "job", [NewEvent(f"f{row}", RowFailed(row, f"r{row}@uni.edu", "bad")) for row in rows]
+    )
+    first = await store.read_job_errors("job", limit=3)
+    rest = await store.read_job_errors("job", after_row=first[-1].row)
+    assert [e.row for e in first] == [2, 4, 5]
+    assert [(e.row, e.email, e.error) for e in rest] == [
+        (7, "r7@uni.edu", "bad"),
+        (9, "r9@uni.edu", "bad"),
+    ]
+    assert await store.read_job_errors("no-such-job") == []
