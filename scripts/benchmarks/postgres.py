@@ -1,6 +1,6 @@
 """PostgreSQL store benchmarks: batched appends vs raw executemany; group commit vs one per event.
 
-Each round creates its own database on $JOBTRACKER_BENCH_POSTGRES (default: the local server) and
+Each round creates its own database on $JOBTRACKER_BENCH_PG_URL (default: the local server) and
 drops it after, so rounds never see each other's rows.
 """
 
@@ -19,9 +19,11 @@ import asyncpg
 from jobtracker.codec import encode_fields
 from jobtracker.events import Created, NewEvent, RowFailed, RowSucceeded, Started
 from jobtracker.store.postgres import PostgresStore
-from scripts.benchmarks.base import BenchConfig, Benchmark, Round
 
-SERVER_ENV = "JOBTRACKER_BENCH_POSTGRES"
+from .base import BenchConfig, Benchmark, Round
+
+#: The same variable the GET benchmark reads.
+SERVER_ENV = "JOBTRACKER_BENCH_PG_URL"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 1000
 WRITERS = 8
