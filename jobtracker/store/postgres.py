@@ -13,13 +13,13 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 
 from jobtracker.codec import decode_fields, encode_fields
-from jobtracker.errors import InvalidInput, JobIdTaken, StoreUnavailable
+from jobtracker.errors import ConfigError, InvalidInput, JobIdTaken, StoreUnavailable
 from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.migrate import migrations
 from jobtracker.projection import start
@@ -51,6 +51,10 @@ DRIVER_ERRORS = (
     TimeoutError,
 )
 
+#: Connections each store may open (plus one that LISTENs); `?pool_size=N` in the URL changes it.
+DEFAULT_POOL_SIZE = 10
+POOL_SIZE_PARAM = "pool_size"
+
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, data"
 _KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
 
@@ -63,6 +67,19 @@ async def driver_errors(where: str) -> AsyncIterator[None]:
     except DRIVER_ERRORS as exc:
         detail = str(exc) or type(exc).__name__
         raise StoreUnavailable(f"PostgreSQL store error while {where}: {detail}") from exc
+
+
+def pool_size_from(url: str) -> tuple[str, int | None]:
+    """Take our own `pool_size=N` out of the URL's query (the rest are server settings)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sizes = [value for key, value in query if key == POOL_SIZE_PARAM]
+    if not sizes:
+        return url, None
+    if not sizes[-1].isdigit() or int(sizes[-1]) < 1:
+        raise ConfigError(f"store URL: {POOL_SIZE_PARAM} must be a whole number >= 1")
+    rest = urlencode([(key, value) for key, value in query if key != POOL_SIZE_PARAM])
+    return urlunsplit(parts._replace(query=rest)), int(sizes[-1])
 
 
 def redacted(url: str) -> str:
@@ -125,13 +142,13 @@ class PostgresStore:
         self,
         url: str,
         *,
-        pool_size: int = 10,
+        pool_size: int | None = None,
         group_commit: bool = True,
         poll_interval: float = 1.0,
         before_commit: BeforeCommit | None = None,
     ) -> None:
-        self.url = url
-        self._pool_size = pool_size
+        self.url, from_url = pool_size_from(url)
+        self._pool_size = pool_size or from_url or DEFAULT_POOL_SIZE
         self._group_commit = group_commit
         self._poll_interval = poll_interval
         self._before_commit = before_commit

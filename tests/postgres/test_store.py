@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from jobtracker.errors import StoreUnavailable
+from jobtracker.errors import ConfigError, StoreUnavailable
 from jobtracker.events import Created, NewEvent, RowFailed, Started
 from jobtracker.store import make_store
 from jobtracker.store.postgres import PostgresStore
@@ -175,3 +175,26 @@ async def test_row_errors_page_in_row_order(open_store: OpenStore) -> None:
         (9, "r9@uni.edu", "bad"),
     ]
     assert await store.read_job_errors("no-such-job") == []
+
+
+async def test_pool_size_in_the_url_bounds_the_connections(pg_url: str) -> None:
+    """`?pool_size=N` caps the connections a store opens; the other parameters still apply."""
+    store = make_store(f"{pg_url}&pool_size=2")
+    await store.open()
+    try:
+        await store.create_job("job", Created(owner="key_a"))
+        await asyncio.gather(*(store.get_job("job", 10) for _ in range(20)))
+        conn = await asyncpg.connect(pg_url)
+        try:
+            opened = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            in_schema = await conn.fetchval("SELECT count(*) FROM jobs")
+        finally:
+            await conn.close()
+        assert (opened, in_schema) == (2, 1)
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="pool_size"):
+        make_store(f"{pg_url}&pool_size=many")
