@@ -313,7 +313,8 @@ async def once_more_if_cut(pool: asyncpg.Pool, call: Callable[[], Awaitable[T]])
         return await call()
 
 
-async def _no_pause() -> None:
+async def no_pause() -> None:
+    """The default `BeforeCommit`: commit at once."""
     return None
 
 
@@ -329,7 +330,7 @@ class GroupCommitter:
         pool: asyncpg.Pool,
         *,
         grouped: bool = True,
-        before_commit: BeforeCommit = _no_pause,
+        before_commit: BeforeCommit = no_pause,
         after_commit: AfterCommit | None = None,
     ) -> None:
         self._pool = pool

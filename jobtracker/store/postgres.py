@@ -29,6 +29,7 @@ from jobtracker.store.pg_commit import (
     BeforeCommit,
     Conn,
     GroupCommitter,
+    no_pause,
     once_more_if_cut,
     storable,
 )
@@ -171,11 +172,11 @@ class PostgresStore:
             pool.terminate()  # a store that failed to open holds no connections
             raise
         self._pool = pool
-        extra: dict[str, Any] = {}
-        if self._before_commit is not None:
-            extra["before_commit"] = self._before_commit
         self._committer = GroupCommitter(
-            pool, grouped=self._group_commit, after_commit=self._appended, **extra
+            pool,
+            grouped=self._group_commit,
+            before_commit=self._before_commit or no_pause,
+            after_commit=self._appended,
         )
         self._committer.start()
 
@@ -215,6 +216,7 @@ class PostgresStore:
         pool = self._open_pool()
         async with driver_errors("creating a job"), pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(INSERT_JOB, *state_to_row(state)) is None:
+                # Taken: ON CONFLICT waited for the other creator to commit, so its row is here.
                 existing = state_from_row(tuple(await conn.fetchrow(SELECT_JOB, job_id) or ()))
                 if existing.owner != created.owner:
                     raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
