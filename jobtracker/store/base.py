@@ -30,6 +30,15 @@ class JobView:
 
 
 @attrs.frozen
+class JobChange:
+    """A job that changed in the log: its newest version and the position of that event."""
+
+    job_id: str
+    version: int
+    position: int
+
+
+@attrs.frozen
 class ApiKey:
     """A stored API key: never the secret, only its hash."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -24,7 +24,7 @@ from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.migrate import migrations
 from jobtracker.projection import start
 from jobtracker.state import JobState, RowError, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobView, utc_now
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.pg_commit import (
     BeforeCommit,
     Conn,
@@ -33,6 +33,7 @@ from jobtracker.store.pg_commit import (
     once_more_if_cut,
     storable,
 )
+from jobtracker.store.pg_listen import AppendHints
 from jobtracker.store.pg_sql import (
     APPEND_CHANNEL,
     INSERT_CREATED,
@@ -155,9 +156,7 @@ class PostgresStore:
         self._before_commit = before_commit
         self._pool: asyncpg.Pool | None = None
         self._committer: GroupCommitter | None = None
-        self._listener: asyncpg.Connection | None = None
-        self._next_listen_try = 0.0
-        self._changed = asyncio.Event()
+        self._hints: AppendHints | None = None
 
     async def open(self) -> None:
         """Connect the pool, migrate, start the group committer."""
@@ -172,6 +171,7 @@ class PostgresStore:
             pool.terminate()  # a store that failed to open holds no connections
             raise
         self._pool = pool
+        self._hints = AppendHints(self.url, self._poll_interval)
         self._committer = GroupCommitter(
             pool,
             grouped=self._group_commit,
@@ -182,13 +182,13 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Commit what is queued, close the listener and the pool; closing twice is harmless."""
-        committer, pool, listener = self._committer, self._pool, self._listener
-        self._committer = self._pool = self._listener = None
+        committer, pool, hints = self._committer, self._pool, self._hints
+        self._committer = self._pool = self._hints = None
         async with driver_errors("closing"):
             if committer is not None:
                 await committer.stop()
-            if listener is not None:
-                await listener.close()
+            if hints is not None:
+                await hints.close()
             if pool is not None:
                 await pool.close()
 
@@ -224,7 +224,7 @@ class PostgresStore:
             await conn.fetchval(
                 INSERT_CREATED, POSITION_LOCK, APPEND_CHANNEL, job_id, new_event_id(), data
             )
-        self._wake()
+        self._appended(0)
         return state, True
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
@@ -295,12 +295,32 @@ class PostgresStore:
         )
         return [_recorded_event(row) for row in rows]
 
+    async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """Jobs with events after `after_position`, oldest change first, one entry per job.
+
+        Never skips an event: positions become visible in order (see `pg_sql.WRITE_GROUP`).
+        """
+        rows = await self._fetch(
+            "reading changes",
+            "SELECT job_id, max(version), max(position) FROM "
+            "(SELECT job_id, version, position FROM events WHERE position > $1 "
+            "ORDER BY position LIMIT $2) AS recent GROUP BY job_id ORDER BY max(position)",
+            after_position,
+            limit,
+        )
+        return [JobChange(*row) for row in rows]
+
     async def last_position(self) -> int:
         """The newest position in the log, 0 when it is empty."""
         row = await self._fetchrow(
             "reading the log head", "SELECT coalesce(max(position), 0) AS head FROM events"
         )
         return int(row["head"]) if row is not None else 0
+
+    def on_append(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` when any process may have appended: our commits, and NOTIFY from others."""
+        self._open_hints().subscribe(wake)
+        return True
 
     async def wait_for_append(self, after_position: int, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until the log holds an event past `after_position`; False if `timeout` passed first.
@@ -309,47 +329,28 @@ class PostgresStore:
         error. Notifications only cut the wait short: the answer always comes from reading the
         store, and without them (listener down, notification lost) it polls every `poll_interval`.
         """
+        hints = self._open_hints()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            changed = self._changed  # taken before reading, so a later append still wakes us
+            changed = hints.changed()  # taken before reading, so a later append still wakes us
             if await self.last_position() > after_position:
                 return True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            await self._listen()
+            await hints.ensure_listening()
             with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, self._poll_interval))
 
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+    def _open_hints(self) -> AppendHints:
+        if self._hints is None:
+            raise StoreUnavailable("The PostgreSQL store is not open")
+        return self._hints
 
     def _appended(self, head: int) -> None:
-        self._wake()
-
-    async def _listen(self) -> None:
-        """Make sure a connection LISTENs, retrying at most once per poll interval."""
-        loop = asyncio.get_running_loop()
-        if self._pool is None or self._listener is not None or loop.time() < self._next_listen_try:
-            return
-        self._next_listen_try = loop.time() + self._poll_interval
-        try:
-            listener = await asyncpg.connect(self.url, timeout=self._poll_interval)
-            await listener.add_listener(APPEND_CHANNEL, self._heard)
-        except DRIVER_ERRORS:
-            return  # polling carries on; we try again later
-        listener.add_termination_listener(self._lost)
-        self._listener = listener
-
-    def _heard(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self._wake()
-
-    def _lost(self, conn: object) -> None:
-        if conn is self._listener:
-            self._listener = None
-        self._wake()
+        if self._hints is not None:
+            self._hints.wake()
 
     async def add_key(self, key: ApiKey) -> None:
         """Store a key record."""

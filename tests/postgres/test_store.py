@@ -198,3 +198,24 @@ async def test_pool_size_in_the_url_bounds_the_connections(pg_url: str) -> None:
         await store.close()
     with pytest.raises(ConfigError, match="pool_size"):
         make_store(f"{pg_url}&pool_size=many")
+
+
+async def test_change_feed_hears_appends_from_every_process(open_store: OpenStore) -> None:
+    """`on_append` fires for this store's own appends and, through NOTIFY, for another's."""
+    feed = await open_store()
+    other = await open_store()
+    woken = asyncio.Event()
+    assert feed.on_append(woken.set) is True
+    await asyncio.sleep(0.2)  # the listening connection is up by now
+    await feed.create_job("mine", Created(owner="key_a"))
+    await asyncio.wait_for(woken.wait(), 5)
+    await other.create_job("theirs", Created(owner="key_a"))
+    head = await feed.last_position()
+    await other.append("theirs", [NewEvent("go", Started())])
+    changes = []
+    while not changes:  # a late wake-up for the creation may come first: wait for the next
+        await asyncio.wait_for(woken.wait(), 5)
+        woken.clear()
+        changes = await feed.changes_since(head)
+    assert [(c.job_id, c.version) for c in changes] == [("theirs", 2)]
+    assert changes[0].position == await feed.last_position()
