@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,18 +11,26 @@ from aiohttp.test_utils import TestClient
 from jobtracker.config import Settings
 from jobtracker.events import Created
 from jobtracker.keys import IssuedKey, issue_key
-from jobtracker.store import MemoryStore, SqliteStore, Store
+from jobtracker.store import MemoryStore, SqliteStore, Store, make_store
 from jobtracker.web import create_app
+from tests.pg_database import (  # noqa: F401 - postgres_database is a fixture
+    drop_schema,
+    new_schema_url,
+    postgres_database,
+    run_database,
+)
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "postgres"]
 
 
-def make_test_store(kind: str, tmp_path: Path) -> Store:
+def make_test_store(kind: str, tmp_path: Path, postgres_url: str | None = None) -> Store:
     """A closed store of `kind` that lives only for this test."""
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite":
         return SqliteStore(str(tmp_path / "jobs.db"))
+    if kind == "postgres":
+        return make_store(postgres_url or new_schema_url(run_database()))
     raise ValueError(kind)
 
 
@@ -34,9 +42,22 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+def postgres_url(store_kind: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """For the postgres kind, a fresh schema in this run's database (None for other kinds)."""
+    if store_kind != "postgres":
+        yield None
+        return
+    url = new_schema_url(request.getfixturevalue("postgres_database"))
+    yield url
+    drop_schema(url)
+
+
+@pytest.fixture
+async def store(
+    store_kind: str, tmp_path: Path, postgres_url: str | None
+) -> AsyncIterator[Store]:
     """An open, empty store of each kind."""
-    opened = make_test_store(store_kind, tmp_path)
+    opened = make_test_store(store_kind, tmp_path, postgres_url)
     await opened.open()
     yield opened
     await opened.close()

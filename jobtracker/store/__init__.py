@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jobtracker.config import parse_store_url
-from jobtracker.errors import ConfigError
 from jobtracker.store.base import ApiKey, AppendResult, JobView, Store
 from jobtracker.store.memory import MemoryStore
 from jobtracker.store.sqlite import SqliteStore
@@ -21,6 +20,7 @@ def make_store(url: str, *, group_commit: bool = True) -> Store:
         return SqliteStore(parsed.location, group_commit=group_commit)
     if parsed.kind == "memory":
         return MemoryStore()
-    raise ConfigError(
-        "the PostgreSQL store is not available yet; use sqlite:///path.db or memory:// for now"
-    )
+    # Imported here so SQLite-only users never load the PostgreSQL driver.
+    from jobtracker.store.postgres import PostgresStore
+
+    return PostgresStore(parsed.location, group_commit=group_commit)

@@ -1,0 +1,421 @@
+"""The PostgreSQL append path: group commit, the pure fold inside the transaction, one write.
+
+Concurrent appends that reach one process are committed together: one transaction locks the jobs'
+rows in job-id order, plans each request with `plan_append` against the state its predecessors in
+the group left, and writes every new event, row mark, row error and job row with one statement.
+Each request is acknowledged only after COMMIT. A request the fold refuses never touches the
+database, so it cannot sink its neighbours. What planning leaves to the database's keys (a row
+reported twice, since the fast path does not read row marks; another process recording one of our
+event ids for another job between our check and our write) aborts that fast path; the group is
+then redone one request per SAVEPOINT, so only the request at fault hears about it.
+
+Driver exceptions are not translated here: they reach the caller's `await`, which sits inside the
+store's one translation boundary (`postgres.driver_errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import repeat
+from typing import Any, TypeAlias, TypeVar
+
+import asyncpg
+import attrs
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from jobtracker.codec import decode_fields, encode_fields
+from jobtracker.errors import InvalidInput, JobNotFound, JobtrackerError
+from jobtracker.events import Event, NewEvent
+from jobtracker.projection import AppendPlan, plan_append, rows_touched
+from jobtracker.state import JobState, RowMark
+from jobtracker.store.base import AppendResult
+from jobtracker.store.pg_sql import APPEND_CHANNEL, LOCK_AND_READ, POSITION_LOCK, WRITE_GROUP
+from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+
+log = logging.getLogger(__name__)
+
+#: A group stops growing past this many events or requests (one request may be bigger on its own).
+MAX_GROUP_EVENTS = 10_000
+MAX_GROUP_REQUESTS = 256
+#: A connection of our own or one lent by the pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+#: Errors after which a fresh connection may well succeed: the server restarted or cut us off
+#: (a connection cut while idle can also surface as asyncpg's protocol-state InternalClientError).
+CONNECTION_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+    ConnectionResetError,
+)
+T = TypeVar("T")
+#: What a request ends with: its result, or the error to raise in its caller.
+Outcome: TypeAlias = AppendResult | BaseException
+#: Runs inside the append transaction just before COMMIT (a test seam for commit-order races).
+BeforeCommit = Callable[[], Awaitable[None]]
+#: Hears the newest position after each COMMIT that wrote events (wakes local waiters).
+AfterCommit = Callable[[int], None]
+
+
+@attrs.frozen
+class AppendRequest:
+    """One caller's batch, with each event's fields already encoded for the log."""
+
+    job_id: str
+    items: Sequence[NewEvent]
+    data: dict[str, str]
+
+
+def prepare(job_id: str, items: Sequence[NewEvent]) -> AppendRequest:
+    """Encode a batch up front, so text PostgreSQL cannot store fails this request alone."""
+    if not storable(job_id):
+        raise JobNotFound()
+    data: dict[str, str] = {}
+    for index, item in enumerate(items):
+        if not storable(item.event_id):
+            raise InvalidInput(f"events[{index}].event_id: must be valid UTF-8 text without NUL")
+        try:
+            data[item.event_id] = encode_fields(item.event)
+        except orjson.JSONEncodeError:
+            raise InvalidInput(f"events[{index}]: text must be valid UTF-8") from None
+    return AppendRequest(job_id, items, data)
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store `text` (valid UTF-8, no NUL)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+@attrs.frozen
+class Reads:
+    """What planning a group needs, read while holding its jobs' row locks."""
+
+    states: dict[str, JobState]
+    known: dict[str, tuple[str, Event]]
+    recorded: dict[str, set[RowMark]]
+
+
+async def lock_and_read(
+    conn: Conn, requests: Sequence[AppendRequest], *, with_marks: bool
+) -> Reads:
+    """Lock the jobs' rows; read their states, known event ids and (if asked) rows' marks.
+
+    One round trip unless a writer committed to these jobs while we waited for their locks
+    (see `pg_sql.LOCK_AND_READ`); then a second read sees what it wrote.
+    """
+    job_ids = sorted({request.job_id for request in requests})
+    event_ids = [item.event_id for request in requests for item in request.items]
+    pairs = sorted(_rows_reported(requests)) if with_marks else []
+    args = (job_ids, event_ids, [job for job, _ in pairs], [row for _, row in pairs])
+    found = await conn.fetchrow(LOCK_AND_READ, *args)
+    states = _states(found)
+    if not _current(found, states):
+        log.debug("a writer committed while we waited for its lock; reading again")
+        found = await conn.fetchrow(LOCK_AND_READ, *args)
+        states = _states(found)
+    return Reads(states, _known(found), _recorded(found, job_ids))
+
+
+def _rows_reported(requests: Sequence[AppendRequest]) -> set[tuple[str, int]]:
+    return {
+        (request.job_id, row)
+        for request in requests
+        for row in rows_touched(item.event for item in request.items)
+    }
+
+
+def _states(found: asyncpg.Record | None) -> dict[str, JobState]:
+    rows = orjson.loads(found["states"]) if found and found["states"] else []
+    return {row[0]: state_from_row(row) for row in rows}
+
+
+def _current(found: asyncpg.Record | None, states: dict[str, JobState]) -> bool:
+    seen = orjson.loads(found["seen"]) if found and found["seen"] else {}
+    return all(seen.get(job_id) == state.version for job_id, state in states.items())
+
+
+def _known(found: asyncpg.Record | None) -> dict[str, tuple[str, Event]]:
+    if found is None or found["known_ids"] is None:
+        return {}
+    columns = (found["known_ids"], found["known_jobs"], found["known_types"], found["known_data"])
+    return {
+        event_id: (job_id, decode_fields(kind, data))
+        for event_id, job_id, kind, data in zip(*columns, strict=True)
+    }
+
+
+def _recorded(found: asyncpg.Record | None, job_ids: Sequence[str]) -> dict[str, set[RowMark]]:
+    marks: dict[str, set[RowMark]] = {job_id: set() for job_id in job_ids}
+    if found is not None and found["mark_jobs"] is not None:
+        columns = (found["mark_jobs"], found["mark_rows"], found["mark_kinds"])
+        for job_id, row, kind in zip(*columns, strict=True):
+            marks[job_id].add(RowMark(row, kind))
+    return marks
+
+
+def plan_group(
+    requests: Sequence[AppendRequest],
+    states: dict[str, JobState],
+    known: dict[str, tuple[str, Event]],
+    recorded: dict[str, set[RowMark]],
+) -> list[AppendPlan | JobtrackerError]:
+    """Plan each request in order, as if those before it were already written (updates states)."""
+    plans: list[AppendPlan | JobtrackerError] = []
+    for request in requests:
+        state = states.get(request.job_id)
+        if state is None:
+            plans.append(JobNotFound())
+            continue
+        prior = {
+            item.event_id: known[item.event_id] for item in request.items if item.event_id in known
+        }
+        marks = recorded.setdefault(request.job_id, set())
+        try:
+            plan = plan_append(state, request.items, prior, marks)
+        except JobtrackerError as exc:
+            plans.append(exc)
+            continue
+        states[request.job_id] = plan.batch.state
+        marks.update(plan.batch.marks)
+        known.update((item.event_id, (request.job_id, item.event)) for item in plan.new)
+        plans.append(plan)
+    return plans
+
+
+def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[Any]:
+    ev_jobs: list[str] = []
+    ev_versions: list[int] = []
+    ev_ids: list[str] = []
+    ev_types: list[str] = []
+    ev_data: list[str] = []
+    marks: list[tuple[str, int, str]] = []
+    errors: list[tuple[str, int, str, str]] = []
+    final: dict[str, JobState] = {}
+    for request, plan in planned:
+        job_id, new = request.job_id, plan.new
+        ev_jobs.extend(repeat(job_id, len(new)))
+        ev_versions.extend(range(plan.first_version, plan.first_version + len(new)))
+        ev_ids.extend(item.event_id for item in new)
+        ev_types.extend(item.event.TYPE for item in new)
+        ev_data.extend(request.data[item.event_id] for item in new)
+        marks.extend((job_id, mark.row, mark.kind) for mark in plan.batch.marks)
+        errors.extend((job_id, e.row, e.email, e.error) for e in plan.batch.row_errors)
+        final[job_id] = plan.batch.state
+    events = [ev_jobs, ev_versions, ev_ids, ev_types, ev_data]
+    return [*events, *_columns(marks, 3), *_columns(errors, 4), *_columns(
+        [state_to_row(state) for state in final.values()], len(JOB_COLUMNS)
+    )]
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows turned into `width` column lists (empty lists when there are no rows)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+async def write_plans(
+    conn: Conn, planned: Sequence[tuple[AppendRequest, AppendPlan]]
+) -> int:
+    """Write the plans' events, marks, errors and job rows in one statement; the newest position."""
+    head = await conn.fetchval(WRITE_GROUP, POSITION_LOCK, APPEND_CHANNEL, *_write_args(planned))
+    return int(head)
+
+
+async def _plan_and_write(
+    conn: Conn, requests: Sequence[AppendRequest], *, with_marks: bool
+) -> tuple[list[Outcome], int]:
+    reads = await lock_and_read(conn, requests, with_marks=with_marks)
+    plans = plan_group(requests, reads.states, reads.known, reads.recorded)
+    if not with_marks and any(isinstance(plan, JobtrackerError) for plan in plans):
+        # A refusal planned without marks may not be the one the fold gives first with them
+        # (a row reported twice outranks a full total): plan again with the marks.
+        reads = await lock_and_read(conn, requests, with_marks=True)
+        plans = plan_group(requests, reads.states, reads.known, reads.recorded)
+    planned = [
+        (request, plan)
+        for request, plan in zip(requests, plans, strict=True)
+        if isinstance(plan, AppendPlan) and plan.new
+    ]
+    head = await write_plans(conn, planned) if planned else 0
+    return [_outcome(plan) for plan in plans], head
+
+
+def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
+    if isinstance(plan, JobtrackerError):
+        return plan
+    return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+
+
+#: Write errors one request can cause without breaking the transaction's connection.
+_REQUEST_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+
+
+async def commit_group(
+    conn: Conn,
+    requests: Sequence[AppendRequest],
+    before_commit: BeforeCommit,
+) -> tuple[list[Outcome], int]:
+    """Commit a group in one transaction; each request's outcome, and the newest position."""
+    # The fast path plans without reading row marks: the fold only refuses a row because of a
+    # mark, and job_rows' primary key refuses the same write, so a plan made without marks is
+    # right whenever its write succeeds. A batch that does re-report a row (a client's mistake)
+    # fails that write, and the redo below plans with the marks and names the row.
+    try:
+        async with conn.transaction():
+            outcomes, head = await _plan_and_write(conn, requests, with_marks=False)
+            await before_commit()
+        return outcomes, head
+    except _REQUEST_ERRORS as exc:
+        # A conflicting transaction has committed by the time its conflict is reported, so the
+        # redo plans against it and answers the request at fault with our own error.
+        log.info("group of %d redone one request per savepoint: %s", len(requests), exc)
+    async with conn.transaction():
+        # every row lock first, in job-id order, as on the fast path
+        await lock_and_read(conn, requests, with_marks=False)
+        outcomes, head = await _one_savepoint_each(conn, requests)
+        await before_commit()
+    return outcomes, head
+
+
+async def _one_savepoint_each(
+    conn: Conn, requests: Sequence[AppendRequest]
+) -> tuple[list[Outcome], int]:
+    outcomes: list[Outcome] = []
+    newest = 0
+    for request in requests:
+        try:
+            async with conn.transaction():  # a SAVEPOINT: a failure here undoes this request only
+                (outcome,), head = await _plan_and_write(conn, [request], with_marks=True)
+        except _REQUEST_ERRORS as exc:
+            outcomes.append(exc)
+            continue
+        newest = max(newest, head)
+        outcomes.append(outcome)
+    return outcomes, newest
+
+
+async def once_more_if_cut(pool: asyncpg.Pool, call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call`; if its connection was cut under it, once more on fresh connections.
+
+    A cut usually hits every pooled connection at once (a server restart), so all are replaced.
+    Safe for reads, and for appends because they are idempotent by event id: if the first try
+    did commit, the second reports its events as duplicates.
+    """
+    try:
+        return await call()
+    except CONNECTION_LOST:
+        await pool.expire_connections()
+        return await call()
+
+
+async def no_pause() -> None:
+    """The default `BeforeCommit`: commit at once."""
+    return None
+
+
+class GroupCommitter:
+    """Queues appends and commits whatever has gathered as one group, one group at a time.
+
+    With `grouped=False` every append runs its own transaction on its own pooled connection (the
+    reference the group-commit benchmark compares with).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        grouped: bool = True,
+        before_commit: BeforeCommit = no_pause,
+        after_commit: AfterCommit | None = None,
+    ) -> None:
+        self._pool = pool
+        self._grouped = grouped
+        self._before_commit = before_commit
+        self._after_commit = after_commit
+        self._queue: asyncio.Queue[tuple[AppendRequest, asyncio.Future[AppendResult]] | None] = (
+            asyncio.Queue()
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the committing task (grouped mode only)."""
+        if self._grouped and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Commit one batch (with whatever else is waiting); its result once COMMIT returned."""
+        request = prepare(job_id, items)
+        if self._task is None:
+            (outcome,) = await self._commit([request])
+            return _unwrap(outcome)
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((request, future))
+        return await future
+
+    async def _commit(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
+        outcomes, head = await once_more_if_cut(
+            self._pool, lambda: self._commit_on_a_connection(requests)
+        )
+        if head and self._after_commit is not None:
+            self._after_commit(head)
+        return outcomes
+
+    async def _commit_on_a_connection(
+        self, requests: Sequence[AppendRequest]
+    ) -> tuple[list[Outcome], int]:
+        async with self._pool.acquire() as conn:
+            return await commit_group(conn, requests, self._before_commit)
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            size = len(first[0].items)
+            while (
+                not self._queue.empty()
+                and len(group) < MAX_GROUP_REQUESTS
+                and size < MAX_GROUP_EVENTS
+            ):
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                group.append(nxt)
+                size += len(nxt[0].items)
+            await self._commit_and_answer(group)
+
+    async def _commit_and_answer(
+        self, group: list[tuple[AppendRequest, asyncio.Future[AppendResult]]]
+    ) -> None:
+        try:
+            outcomes = await self._commit([request for request, _ in group])
+        except Exception as exc:
+            outcomes = [exc] * len(group)
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():  # the caller gave up waiting; the batch may still have committed
+                continue
+            if isinstance(outcome, AppendResult):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
+
+
+def _unwrap(outcome: Outcome) -> AppendResult:
+    if isinstance(outcome, AppendResult):
+        return outcome
+    raise outcome

@@ -1,0 +1,137 @@
+"""The PostgreSQL store's SQL: the statements that carry its guarantees, with the reasons."""
+
+from __future__ import annotations
+
+from jobtracker.store.rows import JOB_COLUMNS
+
+#: Serializes migrations when several processes open a fresh database at once.
+MIGRATION_LOCK = 0x6A6F6274_0002
+
+#: The session-wide advisory lock key that serializes position assignment (see `WRITE_GROUP`).
+POSITION_LOCK = 0x6A6F6274_0001
+#: The LISTEN/NOTIFY channel that hints "the log grew"; the payload is the newest position.
+APPEND_CHANNEL = "jobtracker_appended"
+
+#: PostgreSQL types of `JOB_COLUMNS`, for the arrays the job rows travel in.
+_JOB_TYPES = {
+    "job_id": "text",
+    "owner": "text",
+    "status": "text",
+    "version": "bigint",
+    "label": "text",
+    "expected_total": "bigint",
+    "progress_current": "bigint",
+    "progress_total": "bigint",
+    "progress_status": "text",
+    "successful": "bigint",
+    "failed": "bigint",
+    "internal_count": "bigint",
+    "external_count": "bigint",
+    "emails_sent": "bigint",
+    "emails_failed": "bigint",
+    "error": "text",
+}
+
+SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS)
+SELECT_JOB = f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = $1"  # noqa: S608
+INSERT_JOB = (
+    f"INSERT INTO jobs ({SELECT_JOB_COLUMNS}, updated_position) "  # noqa: S608
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(JOB_COLUMNS) + 1))}, 0) "
+    "ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
+)
+# Takes the position lock the way `WRITE_GROUP` does; its comment there says why.
+INSERT_CREATED = """
+WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
+created AS (
+    INSERT INTO events (job_id, version, event_id, type, data)
+    SELECT $3, 1, $4, 'created', $5::jsonb FROM position_lock
+    RETURNING position
+), saved AS (
+    UPDATE jobs SET updated_position = created.position FROM created WHERE jobs.job_id = $3
+)
+SELECT position, pg_notify($2, position::text) FROM created
+"""
+
+
+def _write_group_sql() -> str:
+    first_job_param = 15
+    job_arrays = ", ".join(
+        f"${first_job_param + n}::{_JOB_TYPES[column]}[]" for n, column in enumerate(JOB_COLUMNS)
+    )
+    updated = ", ".join(JOB_COLUMNS[1:])
+    values = ", ".join(f"s.{column}" for column in JOB_COLUMNS[1:])
+    # Gap safety. A tailing reader keeps one cursor, the last position it saw, so positions must
+    # become visible in increasing order: a transaction that drew position 7 must never commit
+    # after one that drew 8, or a reader could see 8, move past 7 and never look back. We make
+    # that impossible by drawing positions only while holding a transaction-scoped advisory lock,
+    # which PostgreSQL releases after the commit is visible. The lock is taken in the same
+    # statement that inserts (the identity is evaluated per row of the join with `position_lock`,
+    # so only after the lock is held) to keep the serialized stretch to this statement plus
+    # COMMIT; everything before it (row locks, reads, the fold) runs in parallel. We chose this
+    # over reading below pg_snapshot_xmin because that orders by transaction id, not position,
+    # and a tailing reader's cursor is one integer. Callers reach this lock only while holding
+    # row locks, never the other way round, so lock waits cannot form a cycle.
+    # Only our own column names are interpolated below.
+    return f"""
+WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
+new_events AS (
+    INSERT INTO events (job_id, version, event_id, type, data)
+    SELECT e.job_id, e.version, e.event_id, e.type, e.data
+    FROM position_lock,
+         unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[])
+         WITH ORDINALITY AS e(job_id, version, event_id, type, data, n)
+    ORDER BY e.n
+    RETURNING job_id, position
+), new_marks AS (
+    INSERT INTO job_rows (job_id, row, kind)
+    SELECT * FROM unnest($8::text[], $9::bigint[], $10::text[])
+), new_errors AS (
+    INSERT INTO job_errors (job_id, row, email, error)
+    SELECT * FROM unnest($11::text[], $12::bigint[], $13::text[], $14::text[])
+), heads AS (
+    SELECT job_id, max(position) AS position FROM new_events GROUP BY job_id
+), saved AS (
+    UPDATE jobs SET ({updated}, updated_position) = ({values}, heads.position)
+    FROM unnest({job_arrays}) AS s({SELECT_JOB_COLUMNS}), heads
+    WHERE jobs.job_id = s.job_id AND heads.job_id = s.job_id
+)
+SELECT head, pg_notify($2, head::text) FROM (SELECT max(position) AS head FROM new_events) AS h
+"""  # noqa: S608
+
+
+WRITE_GROUP = _write_group_sql()
+
+
+def _lock_and_read_sql() -> str:
+    states = ", ".join(JOB_COLUMNS)
+    # One round trip for everything planning needs. The FOR UPDATE rows come back in their newest
+    # version (after waiting for any writer holding them, locked in job-id order so two groups
+    # never deadlock), but in READ COMMITTED the rest of the statement reads the snapshot taken
+    # when it started. `seen` is that snapshot's version of each job: when it equals the locked
+    # version, no writer touched those jobs in between, and the events and row marks read here
+    # are current (every write of marks bumps its job's version). When they differ, the caller
+    # reads again in a new statement, which now sees everything committed before our locks.
+    return f"""
+WITH locked AS MATERIALIZED (
+    SELECT {states} FROM jobs WHERE job_id = ANY($1::text[]) ORDER BY job_id FOR UPDATE
+), seen AS MATERIALIZED (
+    SELECT job_id, version FROM jobs WHERE job_id = ANY($1::text[])
+)
+SELECT
+    (SELECT json_agg(json_build_array({states})) FROM locked) AS states,
+    (SELECT json_object_agg(job_id, version) FROM seen) AS seen,
+    known.*, marks.*
+FROM (
+    SELECT array_agg(event_id) AS known_ids, array_agg(job_id) AS known_jobs,
+           array_agg(type) AS known_types, array_agg(data::text) AS known_data
+    FROM events WHERE event_id = ANY($2::text[])
+) AS known, (
+    SELECT array_agg(r.job_id) AS mark_jobs, array_agg(r.row) AS mark_rows,
+           array_agg(r.kind) AS mark_kinds
+    FROM job_rows AS r
+    JOIN unnest($3::text[], $4::bigint[]) AS q(job_id, row) ON r.job_id = q.job_id AND r.row = q.row
+) AS marks
+"""  # noqa: S608
+
+
+LOCK_AND_READ = _lock_and_read_sql()

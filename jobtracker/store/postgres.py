@@ -1,0 +1,395 @@
+"""The PostgreSQL store: one database shared by many workers and many API servers.
+
+asyncpg with a connection pool. Appends go through `pg_commit` (group commit, the pure fold inside
+the transaction, gap-safe positions); job creation, reads and keys are single statements here.
+LISTEN/NOTIFY only hints that the log grew: `wait_for_append` always re-reads the store and polls
+when no hint comes, so a lost notification costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+from jobtracker.codec import decode_fields, encode_fields
+from jobtracker.errors import ConfigError, InvalidInput, JobIdTaken, StoreUnavailable
+from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
+from jobtracker.migrate import migrations
+from jobtracker.projection import start
+from jobtracker.state import JobState, RowError, Status
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.pg_commit import (
+    BeforeCommit,
+    Conn,
+    GroupCommitter,
+    no_pause,
+    once_more_if_cut,
+    storable,
+)
+from jobtracker.store.pg_listen import AppendHints
+from jobtracker.store.pg_sql import (
+    APPEND_CHANNEL,
+    INSERT_CREATED,
+    INSERT_JOB,
+    MIGRATION_LOCK,
+    POSITION_LOCK,
+    SELECT_JOB,
+)
+from jobtracker.store.rows import state_from_row, state_to_row
+
+#: Every driver failure we turn into `StoreUnavailable` (connection refused arrives as OSError).
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+#: Connections each store may open (plus one that LISTENs); `?pool_size=N` in the URL changes it.
+DEFAULT_POOL_SIZE = 10
+POOL_SIZE_PARAM = "pool_size"
+
+_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, data"
+_KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
+
+
+@asynccontextmanager
+async def driver_errors(where: str) -> AsyncIterator[None]:
+    """The one place PostgreSQL errors cross over: a driver error becomes `StoreUnavailable`."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        detail = str(exc) or type(exc).__name__
+        raise StoreUnavailable(f"PostgreSQL store error while {where}: {detail}") from exc
+
+
+def pool_size_from(url: str) -> tuple[str, int | None]:
+    """Take our own `pool_size=N` out of the URL's query (the rest are server settings)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sizes = [value for key, value in query if key == POOL_SIZE_PARAM]
+    if not sizes:
+        return url, None
+    if not sizes[-1].isdigit() or int(sizes[-1]) < 1:
+        raise ConfigError(f"store URL: {POOL_SIZE_PARAM} must be a whole number >= 1")
+    rest = urlencode([(key, value) for key, value in query if key != POOL_SIZE_PARAM])
+    return urlunsplit(parts._replace(query=rest)), int(sizes[-1])
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def recorded_at(value: dt.datetime) -> str:
+    """A `timestamptz` in the log's text form (the same as SQLite's: ISO 8601, UTC, `Z`)."""
+    text = value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _recorded_event(row: asyncpg.Record) -> RecordedEvent:
+    job_id, version, position, event_id, at, kind, data = row
+    event = decode_fields(kind, data)
+    return RecordedEvent(job_id, version, position, event_id, recorded_at(at), event)
+
+
+async def migrate_postgres(conn: Conn) -> list[str]:
+    """Apply what is missing, each migration in one transaction with its record; their names.
+
+    A transaction-level advisory lock makes a second process wait for the first, then find the
+    record and skip: two servers starting on a fresh database never apply anything twice.
+    """
+    done: list[str] = []
+    for migration in migrations("postgres"):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            found = await conn.fetchval(
+                "SELECT 1 FROM schema_migrations WHERE name = $1", migration.name
+            )
+            if found:
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", migration.name)
+        done.append(migration.name)
+    return done
+
+
+def _encoded(created: Created) -> str:
+    try:
+        return encode_fields(created)
+    except orjson.JSONEncodeError:
+        raise InvalidInput("created: text must be valid UTF-8") from None
+
+
+class PostgresStore:
+    """The PostgreSQL store: a pool of connections, group-committed appends, gap-safe positions."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int | None = None,
+        group_commit: bool = True,
+        poll_interval: float = 1.0,
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        self.url, from_url = pool_size_from(url)
+        self._pool_size = pool_size or from_url or DEFAULT_POOL_SIZE
+        self._group_commit = group_commit
+        self._poll_interval = poll_interval
+        self._before_commit = before_commit
+        self._pool: asyncpg.Pool | None = None
+        self._committer: GroupCommitter | None = None
+        self._hints: AppendHints | None = None
+
+    async def open(self) -> None:
+        """Connect the pool, migrate, start the group committer."""
+        async with driver_errors(f"connecting to {redacted(self.url)}"):
+            pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self._pool_size, timeout=10, command_timeout=60
+            )
+        try:
+            async with driver_errors("migrating"), pool.acquire() as conn:
+                await migrate_postgres(conn)
+        except BaseException:
+            pool.terminate()  # a store that failed to open holds no connections
+            raise
+        self._pool = pool
+        self._hints = AppendHints(self.url, self._poll_interval)
+        self._committer = GroupCommitter(
+            pool,
+            grouped=self._group_commit,
+            before_commit=self._before_commit or no_pause,
+            after_commit=self._appended,
+        )
+        self._committer.start()
+
+    async def close(self) -> None:
+        """Commit what is queued, close the listener and the pool; closing twice is harmless."""
+        committer, pool, hints = self._committer, self._pool, self._hints
+        self._committer = self._pool = self._hints = None
+        async with driver_errors("closing"):
+            if committer is not None:
+                await committer.stop()
+            if hints is not None:
+                await hints.close()
+            if pool is not None:
+                await pool.close()
+
+    def _open_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreUnavailable("The PostgreSQL store is not open")
+        return self._pool
+
+    async def _fetch(self, where: str, query: str, *args: Any) -> list[asyncpg.Record]:
+        pool = self._open_pool()
+        async with driver_errors(where):
+            return await once_more_if_cut(pool, lambda: pool.fetch(query, *args))
+
+    async def _fetchrow(self, where: str, query: str, *args: Any) -> asyncpg.Record | None:
+        pool = self._open_pool()
+        async with driver_errors(where):
+            return await once_more_if_cut(pool, lambda: pool.fetchrow(query, *args))
+
+    async def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
+        """Create a job durably, or return the owner's existing one."""
+        if not storable(job_id):
+            raise InvalidInput("job_id: must be valid UTF-8 text without NUL")
+        state = start(job_id, created)
+        data = _encoded(created)
+        pool = self._open_pool()
+        async with driver_errors("creating a job"), pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(INSERT_JOB, *state_to_row(state)) is None:
+                # Taken: ON CONFLICT waited for the other creator to commit, so its row is here.
+                existing = state_from_row(tuple(await conn.fetchrow(SELECT_JOB, job_id) or ()))
+                if existing.owner != created.owner:
+                    raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
+                return existing, False
+            await conn.fetchval(
+                INSERT_CREATED, POSITION_LOCK, APPEND_CHANNEL, job_id, new_event_id(), data
+            )
+        self._appended(0)
+        return state, True
+
+    async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Validate the batch with the fold and write it with its projection, or write nothing."""
+        async with driver_errors("appending"):
+            if self._committer is None:
+                raise StoreUnavailable("The PostgreSQL store is not open")
+            return await self._committer.append(job_id, items)
+
+    async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
+        """The projection of one job; row errors are read only for a SUCCESS body."""
+        if not storable(job_id):
+            return None
+        row = await self._fetchrow("reading a job", SELECT_JOB, job_id)
+        if row is None:
+            return None
+        state = state_from_row(tuple(row))
+        if state.status is not Status.SUCCESS or state.failed == 0:
+            return JobView(state)
+        rows = await self._fetch(
+            "reading row errors",
+            "SELECT row, email, error FROM job_errors WHERE job_id = $1 ORDER BY row LIMIT $2",
+            job_id,
+            errors_limit,
+        )
+        return JobView(state, tuple(RowError(*r) for r in rows))
+
+    async def read_job_events(
+        self, job_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """One job's history, oldest first."""
+        if not storable(job_id):
+            return []
+        rows = await self._fetch(
+            "reading a job's events",
+            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
+            "WHERE job_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+            job_id,
+            after_version,
+            limit,
+        )
+        return [_recorded_event(row) for row in rows]
+
+    async def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors with a row above `after_row`, in row order."""
+        if not storable(job_id):
+            return []
+        rows = await self._fetch(
+            "reading row errors",
+            "SELECT row, email, error FROM job_errors "
+            "WHERE job_id = $1 AND row > $2 ORDER BY row LIMIT $3",
+            job_id,
+            after_row,
+            limit,
+        )
+        return [RowError(*row) for row in rows]
+
+    async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """The log in position order; safe to tail (positions become visible in order)."""
+        rows = await self._fetch(
+            "reading the log",
+            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
+            "WHERE position > $1 ORDER BY position LIMIT $2",
+            after_position,
+            limit,
+        )
+        return [_recorded_event(row) for row in rows]
+
+    async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """Jobs with events after `after_position`, oldest change first, one entry per job.
+
+        Never skips an event: positions become visible in order (see `pg_sql.WRITE_GROUP`).
+        """
+        rows = await self._fetch(
+            "reading changes",
+            "SELECT job_id, max(version), max(position) FROM "
+            "(SELECT job_id, version, position FROM events WHERE position > $1 "
+            "ORDER BY position LIMIT $2) AS recent GROUP BY job_id ORDER BY max(position)",
+            after_position,
+            limit,
+        )
+        return [JobChange(*row) for row in rows]
+
+    async def last_position(self) -> int:
+        """The newest position in the log, 0 when it is empty."""
+        row = await self._fetchrow(
+            "reading the log head", "SELECT coalesce(max(position), 0) AS head FROM events"
+        )
+        return int(row["head"]) if row is not None else 0
+
+    def on_append(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` when any process may have appended: our commits, and NOTIFY from others."""
+        self._open_hints().subscribe(wake)
+        return True
+
+    async def wait_for_append(self, after_position: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the log holds an event past `after_position`; False if `timeout` passed first.
+
+        `timeout` is a parameter (not `asyncio.timeout`) because running out is an answer, not an
+        error. Notifications only cut the wait short: the answer always comes from reading the
+        store, and without them (listener down, notification lost) it polls every `poll_interval`.
+        """
+        hints = self._open_hints()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            changed = hints.changed()  # taken before reading, so a later append still wakes us
+            if await self.last_position() > after_position:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await hints.ensure_listening()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, self._poll_interval))
+
+    def _open_hints(self) -> AppendHints:
+        if self._hints is None:
+            raise StoreUnavailable("The PostgreSQL store is not open")
+        return self._hints
+
+    def _appended(self, head: int) -> None:
+        if self._hints is not None:
+            self._hints.wake()
+
+    async def add_key(self, key: ApiKey) -> None:
+        """Store a key record."""
+        await self._fetch(
+            "adding a key",
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",  # noqa: S608
+            key.key_id,
+            key.name,
+            key.scope,
+            key.key_hash,
+            key.created_at,
+            key.revoked_at,
+        )
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not."""
+        row = await self._fetchrow(
+            "reading a key",
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1",  # noqa: S608
+            key_hash,
+        )
+        return None if row is None else ApiKey(*row)
+
+    async def list_keys(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+        rows = await self._fetch(
+            "listing keys",
+            f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, key_id",  # noqa: S608
+        )
+        return [ApiKey(*row) for row in rows]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key at once; False when there is none with that id."""
+        row = await self._fetchrow(
+            "revoking a key",
+            "WITH revoked AS (UPDATE api_keys SET revoked_at = $2 "
+            "WHERE key_id = $1 AND revoked_at IS NULL) "
+            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_id = $1) AS found",
+            key_id,
+            utc_now(),
+        )
+        return bool(row and row["found"])

@@ -1,0 +1,221 @@
+"""What only the PostgreSQL store must show: its schema, errors, wake-ups and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from jobtracker.errors import ConfigError, StoreUnavailable
+from jobtracker.events import Created, NewEvent, RowFailed, Started
+from jobtracker.store import make_store
+from jobtracker.store.postgres import PostgresStore
+from tests.postgres.conftest import OpenStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE events SET type = 'failed'", "DELETE FROM events", "TRUNCATE events"],
+)
+async def test_events_table_refuses_to_change_history(
+    open_store: OpenStore, pg_url: str, statement: str
+) -> None:
+    """The log is append-only in the database itself, whoever connects to it."""
+    store = await open_store()
+    await store.create_job("job", Created(owner="key_a"))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    assert [e.event.TYPE for e in await store.read_log()] == ["created"]
+
+
+async def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str) -> None:
+    """Several stores opened at the same moment on an empty schema: each migration runs once."""
+    stores = [PostgresStore(pg_url, pool_size=1) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            names = await conn.fetch("SELECT name FROM schema_migrations")
+        finally:
+            await conn.close()
+        assert sorted(r["name"] for r in names) == ["0001_initial"]
+        await stores[0].create_job("job", Created(owner="key_a"))
+        assert await stores[3].get_job("job", 10) is not None
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_unreachable_server_is_store_unavailable_without_the_password() -> None:
+    """A server that is not there is a clear StoreUnavailable naming it, never a traceback."""
+    store = make_store("postgresql://jobs:s3cret@127.0.0.1:1/jobs")
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1/jobs") as caught:
+        await store.open()
+    assert "s3cret" not in caught.value.detail
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.get_job("job", 10)
+
+
+async def test_waiter_is_woken_by_an_append_from_another_process(open_store: OpenStore) -> None:
+    """LISTEN/NOTIFY: a waiter hears another store's append long before its next poll."""
+    waiter = await open_store(poll_interval=60)
+    writer = await open_store()
+    await writer.create_job("job", Created(owner="key_a"))
+    head = await waiter.last_position()
+    waiting = asyncio.create_task(waiter.wait_for_append(head, timeout=60))
+    await asyncio.sleep(0.2)  # the waiter is listening by now
+    await writer.append("job", [NewEvent("go", Started())])
+    assert await asyncio.wait_for(waiting, 10) is True
+    assert [e.event_id for e in await waiter.read_log(head)] == ["go"]
+
+
+async def test_waiter_polls_when_notifications_are_lost(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """With its listening connection killed, a waiter still sees the append by polling."""
+    waiter = await open_store(poll_interval=0.2)
+    writer = await open_store()
+    await writer.create_job("job", Created(owner="key_a"))
+    head = await waiter.last_position()
+    assert await waiter.wait_for_append(head, timeout=0.3) is False
+    killer = await asyncpg.connect(pg_url)
+    try:
+        killed = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        )
+    finally:
+        await killer.close()
+    assert killed == 1
+    waiting = asyncio.create_task(waiter.wait_for_append(head, timeout=10))
+    await writer.append("job", [NewEvent("go", Started())])
+    assert await asyncio.wait_for(waiting, 15) is True
+
+
+async def test_store_recovers_when_its_connections_are_cut(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """After the server drops every connection (a restart), reads and appends work again."""
+    store = await open_store()
+    await store.create_job("job", Created(owner="key_a"))
+    killer = await asyncpg.connect(pg_url)
+    try:
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    assert await store.get_job("job", 10) is not None
+    assert (await store.append("job", [NewEvent("go", Started())])).appended == 1
+
+
+def test_migrate_and_keys_commands_work_on_postgresql(pg_url: str) -> None:
+    """`jobtracker migrate` and `jobtracker keys` take a postgresql:// store URL."""
+    run = [sys.executable, "-m", "jobtracker"]
+    migrated = subprocess.run(
+        [*run, "migrate", "--store", pg_url], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    subprocess.run(
+        [*run, "keys", "create", "--name", "ops", "--store", pg_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )
+    listed = subprocess.run(
+        [*run, "keys", "list", "--store", pg_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "\towner\tactive\t" in listed.stdout
+    assert listed.stdout.rstrip().endswith("\tops")
+
+
+async def test_database_holding_a_foreign_events_table_is_refused_clearly(pg_url: str) -> None:
+    """A schema with an unrelated `events` table: a clear error, not a half-migration."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("CREATE TABLE events (id serial PRIMARY KEY)")
+    finally:
+        await conn.close()
+    store = PostgresStore(pg_url, pool_size=1)
+    with pytest.raises(StoreUnavailable, match='while migrating: relation "events" already exists'):
+        await store.open()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.read_log()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('jobs') IS NULL") is True
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations') IS NULL") is True
+    finally:
+        await conn.close()
+
+
+async def test_row_errors_page_in_row_order(open_store: OpenStore) -> None:
+    """Every row error of a job can be read in pages, in row order, whatever the arrival order."""
+    store = await open_store()
+    await store.create_job("job", Created(owner="key_a"))
+    rows = [9, 2, 7, 4, 5]
+    await store.append(
+        "job", [NewEvent(f"f{row}", RowFailed(row, f"r{row}@uni.edu", "bad")) for row in rows]
+    )
+    first = await store.read_job_errors("job", limit=3)
+    rest = await store.read_job_errors("job", after_row=first[-1].row)
+    assert [e.row for e in first] == [2, 4, 5]
+    assert [(e.row, e.email, e.error) for e in rest] == [
+        (7, "r7@uni.edu", "bad"),
+        (9, "r9@uni.edu", "bad"),
+    ]
+    assert await store.read_job_errors("no-such-job") == []
+
+
+async def test_pool_size_in_the_url_bounds_the_connections(pg_url: str) -> None:
+    """`?pool_size=N` caps the connections a store opens; the other parameters still apply."""
+    store = make_store(f"{pg_url}&pool_size=2")
+    await store.open()
+    try:
+        await store.create_job("job", Created(owner="key_a"))
+        await asyncio.gather(*(store.get_job("job", 10) for _ in range(20)))
+        conn = await asyncpg.connect(pg_url)
+        try:
+            opened = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            in_schema = await conn.fetchval("SELECT count(*) FROM jobs")
+        finally:
+            await conn.close()
+        assert (opened, in_schema) == (2, 1)
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="pool_size"):
+        make_store(f"{pg_url}&pool_size=many")
+
+
+async def test_change_feed_hears_appends_from_every_process(open_store: OpenStore) -> None:
+    """`on_append` fires for this store's own appends and, through NOTIFY, for another's."""
+    feed = await open_store()
+    other = await open_store()
+    woken = asyncio.Event()
+    assert feed.on_append(woken.set) is True
+    await asyncio.sleep(0.2)  # the listening connection is up by now
+    await feed.create_job("mine", Created(owner="key_a"))
+    await asyncio.wait_for(woken.wait(), 5)
+    await other.create_job("theirs", Created(owner="key_a"))
+    head = await feed.last_position()
+    await other.append("theirs", [NewEvent("go", Started())])
+    changes = []
+    while not changes:  # a late wake-up for the creation may come first: wait for the next
+        await asyncio.wait_for(woken.wait(), 5)
+        woken.clear()
+        changes = await feed.changes_since(head)
+    assert [(c.job_id, c.version) for c in changes] == [("theirs", 2)]
+    assert changes[0].position == await feed.last_position()
