@@ -3,11 +3,13 @@ written is all there or not there at all, and the projection equals a replay of 
 
 from __future__ import annotations
 
+import asyncio
+
 import attrs
 
 from jobtracker.events import RecordedEvent, RowFailed, RowSucceeded
 from jobtracker.projection import replay
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.store import Store, make_store
 
 
 @attrs.define
@@ -27,11 +29,16 @@ class WriterLedger:
             (self.begun if word == "begin" else self.acked).append(pair)
 
 
-def check_after_kill(db: str, job_id: str, ledger: WriterLedger) -> int:
-    """Assert the crash invariants on the SQLite file; return how many rows are in the log."""
-    log = SqliteLog(db)
+def check_after_kill(store_url: str, job_id: str, ledger: WriterLedger) -> int:
+    """Assert the crash invariants on the store; return how many rows are in the log."""
+    return asyncio.run(_check(store_url, job_id, ledger))
+
+
+async def _check(store_url: str, job_id: str, ledger: WriterLedger) -> int:
+    store = make_store(store_url)
+    await store.open()
     try:
-        history = [e.event for e in _history(log, job_id)]
+        history = [e.event for e in await _history(store, job_id)]
         rows = {e.row for e in history if isinstance(e, RowSucceeded | RowFailed)}
         for first, count in ledger.acked:
             missing = set(range(first, first + count)) - rows
@@ -39,18 +46,16 @@ def check_after_kill(db: str, job_id: str, ledger: WriterLedger) -> int:
         for first, count in ledger.begun:
             present = len(set(range(first, first + count)) & rows)
             assert present in (0, count), f"batch at row {first} is partly written"
-        view = log.get_job(job_id, 0)
+        view = await store.get_job(job_id, 0)
         assert view is not None
         assert view.state == replay(job_id, history).state, "projection differs from replay"
         return len(rows)
     finally:
-        log.close()
+        await store.close()
 
 
-def _history(log: SqliteLog, job_id: str) -> list[RecordedEvent]:
+async def _history(store: Store, job_id: str) -> list[RecordedEvent]:
     events: list[RecordedEvent] = []
-    after = 0
-    while page := log.read_job_events(job_id, after, 5000):
+    while page := await store.read_job_events(job_id, events[-1].version if events else 0, 5000):
         events += page
-        after = page[-1].version
     return events

@@ -1,4 +1,4 @@
-"""A worker process for the crash tests: the SDK writing straight into SQLite until it is killed.
+"""A worker process for the crash tests: the SDK writing straight into a store until killed.
 
 Before each flush it prints `begin FIRST COUNT`, after the flush returned `ack FIRST COUNT`: the
 rows FIRST .. FIRST+COUNT-1 of that batch are then acknowledged.
@@ -12,12 +12,11 @@ import sys
 import jobtracker
 
 
-def main(db: str, job_id: str, first_row: int, seed: int) -> None:
+def main(store_url: str, job_id: str, first_row: int, seed: int) -> None:
     """Report batches of rows forever."""
     rng = random.Random(seed)
     row = first_row
-    url = f"sqlite:///{db}"
-    with jobtracker.connect(url, batch_size=10**6, max_delay=3600) as tracker, tracker.job(
+    with jobtracker.connect(store_url, batch_size=10**6, max_delay=3600) as tracker, tracker.job(
         job_id
     ) as job:
         while True:

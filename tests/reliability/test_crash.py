@@ -1,11 +1,13 @@
 """kill -9 at random moments: nothing acknowledged is lost, no batch is half written.
 
-The CI form kills each writer `JOBTRACKER_CHAOS_KILLS` times (default 12); the full form of the
-reliability issue is `JOBTRACKER_CHAOS_KILLS=50` (see RELIABILITY.md).
+Each writer is killed `JOBTRACKER_CHAOS_KILLS` times (CI: 12); the full form of the reliability
+issue is `JOBTRACKER_CHAOS_KILLS=50` (see RELIABILITY.md). Every case runs on SQLite and on
+PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -15,43 +17,70 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 
 from jobtracker.events import Created
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.keys import issue_key
+from jobtracker.store import make_store
+from tests.pg_database import drop_schema, new_schema_url, run_database
 from tests.reliability.chaos import WriterLedger, check_after_kill
 
 KILLS = int(os.environ.get("JOBTRACKER_CHAOS_KILLS", "12"))
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sdk_writing_into_sqlite_survives_kill_9(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store of each kind, shared by the processes of one test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    url = new_schema_url(run_database())
+    yield url
+    drop_schema(url)
+
+
+def prepare(store_url: str) -> str:
+    """Migrate, make an owner key and the job 'chaos'; return the key."""
+
+    async def run() -> str:
+        store = make_store(store_url)
+        await store.open()
+        try:
+            issued = await issue_key(store, "chaos")
+            await store.create_job("chaos", Created(owner=issued.record.key_id))
+            return issued.secret
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_sdk_writing_into_the_store_survives_kill_9(store_url: str) -> None:
     """An SDK process killed mid-flush loses no acknowledged row and leaves no partial batch."""
-    db = str(tmp_path / "jobs.db")
-    log = SqliteLog(db)
-    log.migrate()
-    log.create_job("chaos", Created(owner="key_chaos"))
-    log.close()
+    prepare(store_url)
     rng = random.Random(7)
     total_acked = 0
     for kill in range(KILLS):
         writer = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.sdk_writer", db, "chaos",
+            [sys.executable, "-m", "tests.reliability.sdk_writer", store_url, "chaos",
              str(kill * 1_000_000), str(kill)],
             cwd=ROOT, stdout=subprocess.PIPE, text=True,
         )
-        time.sleep(rng.uniform(0.3, 0.9))
+        time.sleep(rng.uniform(0.4, 1.0))
         writer.send_signal(signal.SIGKILL)
         out, _ = writer.communicate(timeout=30)
         ledger = WriterLedger()
         ledger.read(out)
         assert ledger.begun, "the writer never got going"
-        check_after_kill(db, "chaos", ledger)
+        check_after_kill(store_url, "chaos", ledger)
         total_acked += sum(count for _, count in ledger.acked)
     assert total_acked > 0
-    print(f"\nSDK into SQLite: {KILLS} kills survived, {total_acked} acknowledged rows kept")
+    print(f"\nSDK into {store_url.split(':')[0]}: {KILLS} kills, {total_acked} acked rows kept")
 
 
 def _post(url: str, key: str, body: bytes) -> int:
@@ -83,25 +112,15 @@ def _ingest_until_refused(url: str, key: str, first_row: int, ledger: WriterLedg
         row += count
 
 
-def test_server_killed_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_server_killed_during_ingest_loses_nothing_acknowledged(store_url: str) -> None:
     """kill -9 the server while four clients post batches: every 200 is in the log, whole."""
-    db = str(tmp_path / "jobs.db")
-    created = subprocess.run(
-        [sys.executable, "-m", "jobtracker", "keys", "create", "--name", "chaos",
-         "--store", f"sqlite:///{db}"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    )
-    key = created.stdout.strip().splitlines()[-1]
-    owner = SqliteLog(db)
-    key_id = owner.list_keys()[0].key_id
-    owner.create_job("chaos", Created(owner=key_id))
-    owner.close()
+    key = prepare(store_url)
     rng = random.Random(11)
     acked = 0
     for kill in range(KILLS):
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "jobtracker", "serve", "--store", f"sqlite:///{db}",
+            [sys.executable, "-m", "jobtracker", "serve", "--store", store_url,
              "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -127,9 +146,9 @@ def test_server_killed_during_ingest_loses_nothing_acknowledged(tmp_path: Path) 
             acked=[a for ledger in ledgers for a in ledger.acked],
         )
         assert merged.acked, "no batch was acknowledged before the kill"
-        check_after_kill(db, "chaos", merged)
+        check_after_kill(store_url, "chaos", merged)
         acked += sum(count for _, count in merged.acked)
-    print(f"\nserver during ingest: {KILLS} kill -9 survived, {acked} acknowledged rows, none lost")
+    print(f"\nserver on {store_url.split(':')[0]}: {KILLS} kills, {acked} acked rows kept")
 
 
 def _free_port() -> int:
