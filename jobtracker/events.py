@@ -217,3 +217,38 @@ def check_fields(event: Event, prefix: str = "") -> None:
         raise InvalidInput(
             f"{prefix}current: {event.current} is greater than total {event.total}"
         )
+
+
+_Rules = tuple[tuple[str, bool, int, bool], ...]
+_RULES: dict[type, _Rules] = {}
+
+
+def _field_rules(cls: type[Event]) -> _Rules:
+    """(name, is text, limit, required) for each checked field of an event class, memoized."""
+    known = _RULES.get(cls)
+    if known is not None:
+        return known
+    rules = []
+    for field in attrs.fields(cls):
+        kind = str(field.type)
+        if kind.startswith("bool"):
+            continue
+        is_text = kind.startswith("str")
+        limit = _TEXT_LIMITS.get(field.name, MAX_TEXT) if is_text else MAX_INT
+        rules.append((field.name, is_text, limit, field.name not in OPTIONAL_TEXT))
+    _RULES[cls] = tuple(rules)
+    return _RULES[cls]
+
+
+def fields_ok(event: Event) -> bool:
+    """Whether `check_fields` would pass, without building any message: the fold's fast path."""
+    for name, is_text, limit, required in _field_rules(type(event)):
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if is_text:
+            if len(value) > limit or (required and not value) or "\x00" in value:
+                return False
+        elif not 0 <= value <= limit:
+            return False
+    return not (isinstance(event, ProgressReported) and event.current > event.total)

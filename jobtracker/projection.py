@@ -33,8 +33,9 @@ from jobtracker.events import (
     Started,
     Succeeded,
     check_fields,
+    fields_ok,
 )
-from jobtracker.state import JobState, Progress, RowError, RowKind, RowMark, Status
+from jobtracker.state import JobState, Progress, RowError, RowMark, Status
 
 #: How many row errors a GET body lists before it points to `/errors` instead.
 DEFAULT_ERRORS_CAP = 1000
@@ -89,71 +90,11 @@ def fold(
     state: JobState, event: Event, recorded: Set[RowMark] = frozenset(), where: str = ""
 ) -> Step:
     """Apply one event to a job; raise our own error, naming the field, if it may not apply."""
-    if state.status.is_terminal:
-        raise JobFinished(
-            f"Job {state.job_id} is already {state.status.value}; it accepts no more events"
-        )
-    check_fields(event, where)
-    state = attrs.evolve(state, version=state.version + 1)
-    match event:
-        case Created():
-            raise InvalidInput(f"{where}type: 'created' is written by job creation, not appended")
-        case Started():
-            status = Status.STARTED if state.status is Status.PENDING else state.status
-            return Step(attrs.evolve(state, status=status))
-        case ProgressReported(current=current, total=total, status=text):
-            progress = Progress(current=current, total=total, status=text)
-            return Step(attrs.evolve(state, status=Status.PROGRESS, progress=progress))
-        case RowSucceeded() | RowFailed():
-            return _fold_row(state, event, recorded, where)
-        case EmailSent() | EmailFailed():
-            return _fold_email(state, event, recorded, where)
-        case Succeeded():
-            return Step(attrs.evolve(state, status=Status.SUCCESS))
-        case Failed(error=error):
-            return Step(attrs.evolve(state, status=Status.FAILURE, error=error))
-    raise InvalidInput(f"{where}type: unknown event {event!r}")  # pragma: no cover
-
-
-def _claim(
-    state: JobState, row: int, kind: RowKind, recorded: Set[RowMark], where: str
-) -> RowMark:
-    mark = RowMark(row, kind)
-    if mark in recorded:
-        what = "an outcome" if kind == "outcome" else "an e-mail outcome"
-        raise RowAlreadyReported(f"{where}row: row {row} of job {state.job_id} already has {what}")
-    return mark
-
-
-def _fold_row(
-    state: JobState, event: RowSucceeded | RowFailed, recorded: Set[RowMark], where: str
-) -> Step:
-    mark = _claim(state, event.row, "outcome", recorded, where)
-    expected = state.expected_total
-    if expected is not None and state.rows_processed >= expected:
-        raise RowsExceedTotal(
-            f"{where}row: job {state.job_id} was created with total {expected}; "
-            f"row {event.row} would be outcome number {state.rows_processed + 1}"
-        )
-    state = attrs.evolve(state, status=Status.PROGRESS)
-    if isinstance(event, RowFailed):
-        row_error = RowError(row=event.row, email=event.email, error=event.error)
-        return Step(attrs.evolve(state, failed=state.failed + 1), mark, row_error)
-    if event.internal:
-        state = attrs.evolve(state, internal_count=state.internal_count + 1)
-    else:
-        state = attrs.evolve(state, external_count=state.external_count + 1)
-    return Step(attrs.evolve(state, successful=state.successful + 1), mark)
-
-
-def _fold_email(
-    state: JobState, event: EmailSent | EmailFailed, recorded: Set[RowMark], where: str
-) -> Step:
-    mark = _claim(state, event.row, "email", recorded, where)
-    state = attrs.evolve(state, status=Status.PROGRESS)
-    if isinstance(event, EmailSent):
-        return Step(attrs.evolve(state, emails_sent=state.emails_sent + 1), mark)
-    return Step(attrs.evolve(state, emails_failed=state.emails_failed + 1), mark)
+    draft = _Draft(state)
+    marks: list[RowMark] = []
+    row_errors: list[RowError] = []
+    _apply(draft, event, recorded, frozenset(), marks, row_errors, where)
+    return Step(draft.freeze(), marks[0] if marks else None, row_errors[0] if row_errors else None)
 
 
 def fold_batch(
@@ -165,19 +106,150 @@ def fold_batch(
     indices: Sequence[int] | None = None,
 ) -> Batch:
     """Fold events in order; a row claimed earlier in the batch counts as recorded."""
+    draft = _Draft(state)
     marks: list[RowMark] = []
     row_errors: list[RowError] = []
-    claimed = set(recorded)
+    claimed: set[RowMark] = set()
     for n, event in enumerate(events):
         index = indices[n] if indices is not None else first_index + n
-        step = fold(state, event, claimed, where=f"events[{index}].")
-        state = step.state
-        if step.mark is not None:
-            marks.append(step.mark)
-            claimed.add(step.mark)
-        if step.row_error is not None:
-            row_errors.append(step.row_error)
-    return Batch(state, tuple(marks), tuple(row_errors))
+        _apply(draft, event, recorded, claimed, marks, row_errors, index)
+    return Batch(draft.freeze(), tuple(marks), tuple(row_errors))
+
+
+# The fold runs once per event on every append and a million times per replayed job, so it works
+# on one mutable draft per call and builds a single frozen `JobState` at the end, instead of
+# several `attrs.evolve` per event. Nothing outside this module ever sees a draft.
+class _Draft:
+    """A job's state in the middle of a fold."""
+
+    __slots__ = (
+        "base", "emails_failed", "emails_sent", "error", "external_count", "failed",
+        "internal_count", "progress", "status", "successful", "version",
+    )
+
+    def __init__(self, state: JobState) -> None:
+        self.base = state
+        self.status = state.status
+        self.version = state.version
+        self.progress = state.progress
+        self.successful = state.successful
+        self.failed = state.failed
+        self.internal_count = state.internal_count
+        self.external_count = state.external_count
+        self.emails_sent = state.emails_sent
+        self.emails_failed = state.emails_failed
+        self.error = state.error
+
+    def freeze(self) -> JobState:
+        """The draft as a frozen state."""
+        base = self.base
+        return JobState(
+            job_id=base.job_id,
+            owner=base.owner,
+            status=self.status,
+            version=self.version,
+            label=base.label,
+            expected_total=base.expected_total,
+            progress=self.progress,
+            successful=self.successful,
+            failed=self.failed,
+            internal_count=self.internal_count,
+            external_count=self.external_count,
+            emails_sent=self.emails_sent,
+            emails_failed=self.emails_failed,
+            error=self.error,
+        )
+
+
+Where = str | int
+
+
+def _prefix(where: Where) -> str:
+    """An error message's field prefix; an index is only formatted when something is wrong."""
+    return where if isinstance(where, str) else f"events[{where}]."
+
+
+def _apply(
+    draft: _Draft,
+    event: Event,
+    recorded: Set[RowMark],
+    claimed: set[RowMark] | frozenset[RowMark],
+    marks: list[RowMark],
+    row_errors: list[RowError],
+    where: Where,
+) -> None:
+    """The transition rules: apply one event to `draft`, or raise naming the field."""
+    status = draft.status
+    if status is Status.SUCCESS or status is Status.FAILURE:
+        raise JobFinished(
+            f"Job {draft.base.job_id} is already {status.value}; it accepts no more events"
+        )
+    if not fields_ok(event):
+        check_fields(event, _prefix(where))
+    draft.version += 1
+    kind = type(event)
+    if kind is RowSucceeded or kind is RowFailed or kind is EmailSent or kind is EmailFailed:
+        _apply_row(draft, event, recorded, claimed, marks, row_errors, where)  # type: ignore[arg-type]
+    elif kind is Started:
+        if status is Status.PENDING:
+            draft.status = Status.STARTED
+    elif isinstance(event, ProgressReported):
+        draft.status = Status.PROGRESS
+        draft.progress = Progress(current=event.current, total=event.total, status=event.status)
+    elif kind is Succeeded:
+        draft.status = Status.SUCCESS
+    elif isinstance(event, Failed):
+        draft.status = Status.FAILURE
+        draft.error = event.error
+    elif kind is Created:
+        raise InvalidInput(
+            f"{_prefix(where)}type: 'created' is written by job creation, not appended"
+        )
+    else:  # pragma: no cover
+        raise InvalidInput(f"{_prefix(where)}type: unknown event {event!r}")
+
+
+def _apply_row(
+    draft: _Draft,
+    event: RowSucceeded | RowFailed | EmailSent | EmailFailed,
+    recorded: Set[RowMark],
+    claimed: set[RowMark] | frozenset[RowMark],
+    marks: list[RowMark],
+    row_errors: list[RowError],
+    where: Where,
+) -> None:
+    is_outcome = isinstance(event, RowSucceeded | RowFailed)
+    mark = RowMark(event.row, "outcome" if is_outcome else "email")
+    if mark in claimed or mark in recorded:
+        what = "an outcome" if is_outcome else "an e-mail outcome"
+        raise RowAlreadyReported(
+            f"{_prefix(where)}row: row {event.row} of job {draft.base.job_id} already has {what}"
+        )
+    if is_outcome:
+        expected = draft.base.expected_total
+        done = draft.successful + draft.failed
+        if expected is not None and done >= expected:
+            raise RowsExceedTotal(
+                f"{_prefix(where)}row: job {draft.base.job_id} was created with total "
+                f"{expected}; row {event.row} would be outcome number {done + 1}"
+            )
+    draft.status = Status.PROGRESS
+    if isinstance(claimed, set):
+        claimed.add(mark)
+    marks.append(mark)
+    if isinstance(event, RowSucceeded):
+        draft.successful += 1
+        if event.internal:
+            draft.internal_count += 1
+        else:
+            draft.external_count += 1
+    elif isinstance(event, RowFailed):
+        draft.failed += 1
+        row_errors.append(RowError(event.row, event.email, event.error))
+    elif isinstance(event, EmailSent):
+        draft.emails_sent += 1
+    else:
+        draft.emails_failed += 1
 
 
 def plan_append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import attrs
 
@@ -65,16 +65,16 @@ class JobState:
 RowKind = Literal["outcome", "email"]
 
 
-@attrs.frozen
-class RowMark:
+# RowMark and RowError are NamedTuples, not attrs classes: replay makes one per row event, a
+# million per large job, and a tuple is built, hashed and compared in C several times faster.
+class RowMark(NamedTuple):
     """A row that already has its one outcome (or its one e-mail outcome)."""
 
     row: int
     kind: RowKind
 
 
-@attrs.frozen
-class RowError:
+class RowError(NamedTuple):
     """One entry of the seed's `result.errors`."""
 
     row: int
