@@ -230,7 +230,10 @@ def _field_rules(cls: type[Event]) -> _Rules:
         return known
     rules = []
     for field in attrs.fields(cls):
-        kind = str(field.type)
+        # A string until cattrs resolves the class's annotations, a type (or union) after.
+        kind = field.type if isinstance(field.type, str) else getattr(
+            field.type, "__name__", str(field.type)
+        )
         if kind.startswith("bool"):
             continue
         is_text = kind.startswith("str")

@@ -166,6 +166,13 @@ class MemoryStore:
         mine = (e for e in self._log if e.job_id == job_id and e.version > after_version)
         return [e for _, e in zip(range(limit), mine, strict=False)]
 
+    async def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors in row order."""
+        found = sorted(e for e in self._errors.get(job_id, {}).values() if e.row > after_row)
+        return found[:limit]
+
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
         return self._log[after_position : after_position + limit]

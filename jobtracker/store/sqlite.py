@@ -199,6 +199,17 @@ class SqliteLog:
         )
         return [_recorded_event(row) for row in rows]
 
+    def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors in row order, read by primary-key range."""
+        rows = self.conn.execute(
+            "SELECT row, email, error FROM job_errors "
+            "WHERE job_id = ? AND row > ? ORDER BY row LIMIT ?",
+            (job_id, after_row, limit),
+        )
+        return [RowError(*row) for row in rows]
+
     def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
         rows = self.conn.execute(
@@ -335,6 +346,12 @@ class SqliteStore:
     ) -> list[RecordedEvent]:
         """See `SqliteLog.read_job_events`."""
         return await self._bulk_read(lambda log: log.read_job_events(job_id, after_version, limit))
+
+    async def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """See `SqliteLog.read_job_errors`."""
+        return await self._bulk_read(lambda log: log.read_job_errors(job_id, after_row, limit))
 
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """See `SqliteLog.read_log`."""
