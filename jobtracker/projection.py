@@ -9,7 +9,7 @@ memory to be checked.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence, Set
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -21,6 +21,7 @@ from jobtracker.errors import (
     RowsExceedTotal,
 )
 from jobtracker.events import (
+    FIELDS_OK,
     Created,
     EmailFailed,
     EmailSent,
@@ -33,7 +34,6 @@ from jobtracker.events import (
     Started,
     Succeeded,
     check_fields,
-    fields_ok,
 )
 from jobtracker.state import JobState, Progress, RowError, RowMark, Status
 
@@ -178,78 +178,90 @@ def _apply(
     row_errors: list[RowError],
     where: Where,
 ) -> None:
-    """The transition rules: apply one event to `draft`, or raise naming the field."""
+    """The transition rules: apply one event to `draft`, or raise naming the field.
+
+    Row events are handled inline (no helper calls): they are nearly every event of a big job.
+    """
     status = draft.status
     if status is Status.SUCCESS or status is Status.FAILURE:
         raise JobFinished(
             f"Job {draft.base.job_id} is already {status.value}; it accepts no more events"
         )
-    if not fields_ok(event):
+    kind = type(event)
+    try:
+        valid = FIELDS_OK[kind](event)
+    except (KeyError, TypeError):
+        valid = False
+    if not valid:
         check_fields(event, _prefix(where))
     draft.version += 1
-    kind = type(event)
-    if kind is RowSucceeded or kind is RowFailed or kind is EmailSent or kind is EmailFailed:
-        _apply_row(draft, event, recorded, claimed, marks, row_errors, where)  # type: ignore[arg-type]
-    elif kind is Started:
-        if status is Status.PENDING:
+    if kind is RowSucceeded or kind is RowFailed:
+        mark = RowMark(event.row, "outcome")  # type: ignore[union-attr]
+        if mark in claimed or mark in recorded:
+            _refuse_second(draft, mark, where)
+        expected = draft.base.expected_total
+        if expected is not None and draft.successful + draft.failed >= expected:
+            _refuse_beyond_total(draft, mark.row, where)
+        if kind is RowSucceeded:
+            draft.successful += 1
+            if event.internal:  # type: ignore[union-attr]
+                draft.internal_count += 1
+            else:
+                draft.external_count += 1
+        else:
+            draft.failed += 1
+            row_errors.append(RowError(event.row, event.email, event.error))  # type: ignore[union-attr]
+    elif kind is EmailSent or kind is EmailFailed:
+        mark = RowMark(event.row, "email")  # type: ignore[union-attr]
+        if mark in claimed or mark in recorded:
+            _refuse_second(draft, mark, where)
+        if kind is EmailSent:
+            draft.emails_sent += 1
+        else:
+            draft.emails_failed += 1
+    else:
+        _apply_other(draft, event, where)
+        return
+    draft.status = Status.PROGRESS
+    if type(claimed) is set:
+        claimed.add(mark)
+    marks.append(mark)
+
+
+def _refuse_second(draft: _Draft, mark: RowMark, where: Where) -> NoReturn:
+    what = "an outcome" if mark.kind == "outcome" else "an e-mail outcome"
+    raise RowAlreadyReported(
+        f"{_prefix(where)}row: row {mark.row} of job {draft.base.job_id} already has {what}"
+    )
+
+
+def _refuse_beyond_total(draft: _Draft, row: int, where: Where) -> NoReturn:
+    done = draft.successful + draft.failed
+    raise RowsExceedTotal(
+        f"{_prefix(where)}row: job {draft.base.job_id} was created with total "
+        f"{draft.base.expected_total}; row {row} would be outcome number {done + 1}"
+    )
+
+
+def _apply_other(draft: _Draft, event: Event, where: Where) -> None:
+    """Events that carry no row: they move the status, the progress report or the error."""
+    if isinstance(event, Started):
+        if draft.status is Status.PENDING:
             draft.status = Status.STARTED
     elif isinstance(event, ProgressReported):
         draft.status = Status.PROGRESS
         draft.progress = Progress(current=event.current, total=event.total, status=event.status)
-    elif kind is Succeeded:
+    elif isinstance(event, Succeeded):
         draft.status = Status.SUCCESS
     elif isinstance(event, Failed):
         draft.status = Status.FAILURE
         draft.error = event.error
-    elif kind is Created:
+    elif isinstance(event, Created):
         raise InvalidInput(
             f"{_prefix(where)}type: 'created' is written by job creation, not appended"
         )
     else:  # pragma: no cover
         raise InvalidInput(f"{_prefix(where)}type: unknown event {event!r}")
-
-
-def _apply_row(
-    draft: _Draft,
-    event: RowSucceeded | RowFailed | EmailSent | EmailFailed,
-    recorded: Set[RowMark],
-    claimed: set[RowMark] | frozenset[RowMark],
-    marks: list[RowMark],
-    row_errors: list[RowError],
-    where: Where,
-) -> None:
-    is_outcome = isinstance(event, RowSucceeded | RowFailed)
-    mark = RowMark(event.row, "outcome" if is_outcome else "email")
-    if mark in claimed or mark in recorded:
-        what = "an outcome" if is_outcome else "an e-mail outcome"
-        raise RowAlreadyReported(
-            f"{_prefix(where)}row: row {event.row} of job {draft.base.job_id} already has {what}"
-        )
-    if is_outcome:
-        expected = draft.base.expected_total
-        done = draft.successful + draft.failed
-        if expected is not None and done >= expected:
-            raise RowsExceedTotal(
-                f"{_prefix(where)}row: job {draft.base.job_id} was created with total "
-                f"{expected}; row {event.row} would be outcome number {done + 1}"
-            )
-    draft.status = Status.PROGRESS
-    if isinstance(claimed, set):
-        claimed.add(mark)
-    marks.append(mark)
-    if isinstance(event, RowSucceeded):
-        draft.successful += 1
-        if event.internal:
-            draft.internal_count += 1
-        else:
-            draft.external_count += 1
-    elif isinstance(event, RowFailed):
-        draft.failed += 1
-        row_errors.append(RowError(event.row, event.email, event.error))
-    elif isinstance(event, EmailSent):
-        draft.emails_sent += 1
-    else:
-        draft.emails_failed += 1
 
 
 def plan_append(

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from jobtracker.codec import decode_stored
+from jobtracker.codec import decode_stored_rows
 from jobtracker.errors import InvalidInput
 from jobtracker.events import MAX_INT
 from jobtracker.state import RowError, RowMark, Status
@@ -79,7 +79,7 @@ def scan_log(
             "WHERE job_id = ? AND version > ? AND position <= ? ORDER BY version LIMIT ?",
             (job_id, after_version, ceiling, limit),
         )
-    return [(j, v, p, decode_stored(t, s, d)) for j, v, p, t, s, d in rows]
+    return decode_stored_rows(rows)
 
 
 def reset_area(conn: sqlite3.Connection, area: str) -> None:
