@@ -32,7 +32,7 @@ from jobtracker.store.rebuild import (
 )
 
 #: Events read per scan: large enough to amortize a round trip, small enough to stay bounded.
-CHUNK = 20_000
+CHUNK = 50_000
 #: Rows below this are kept as bits (2**26 rows = 8 MiB per kind at most); rarer, larger row
 #: numbers go in a set.
 DENSE_ROWS = 1 << 26
@@ -136,10 +136,12 @@ class Replayer:
         if job is None:
             job = self._open_job(job_id, group[0])
             del events[0]
-        expected = range(job.state.version + 1, job.state.version + 1 + len(events))
-        if [entry[1] for entry in group[len(group) - len(events) :]] != list(expected):
+        # Versions rise with positions within a job and never repeat, so a right first and
+        # last version mean none is missing in between.
+        first = job.state.version + 1
+        if events and (group[-len(events)][1], group[-1][1]) != (first, first + len(events) - 1):
             raise UnreadableLog(
-                f"job {job_id}: versions {[e[1] for e in group][:5]}… at position {group[0][2]} "
+                f"job {job_id}: the events at positions {group[0][2]}-{group[-1][2]} "
                 f"do not follow version {job.state.version}: the log has a gap"
             )
         try:
@@ -150,7 +152,8 @@ class Replayer:
                 f"cannot be folded: {exc.detail}"
             ) from None
         job.marks.update(batch.marks)
-        rows.marks.extend([(job_id, row, kind) for row, kind in batch.marks])
+        if batch.marks:
+            rows.marks.append((job_id, batch.marks))
         rows.errors.extend([(job_id, *error) for error in batch.row_errors])
         job.state = batch.state
         job.position = group[-1][2]

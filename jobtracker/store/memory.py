@@ -34,8 +34,8 @@ class _Projection:
 
     def add(self, rows: ProjectionRows) -> None:
         """Write replay's rows."""
-        for job_id, row, kind in rows.marks:
-            self.marks.setdefault(job_id, set()).add(RowMark(row, kind))  # type: ignore[arg-type]
+        for job_id, marks in rows.marks:
+            self.marks.setdefault(job_id, set()).update(marks)
         for job_id, row, email, error in rows.errors:
             self.errors.setdefault(job_id, {})[row] = RowError(row, email, error)
         for state, _ in rows.states:

@@ -21,8 +21,8 @@ from jobtracker.store.base import JobView
 
 #: One event as replay reads it: (job_id, version, position, event).
 LogEntry = tuple[str, int, int, Event]
-#: A row mark to store: (job_id, row, kind).
-MarkRow = tuple[str, int, str]
+#: Row marks to store, one job's at a time: (job_id, its new marks).
+MarkGroup = tuple[str, Sequence[RowMark]]
 #: A row error to store: (job_id, row, email, error).
 ErrorRow = tuple[str, int, str, str]
 
@@ -32,7 +32,7 @@ class ProjectionRows:
     """Part of a rebuilt projection: job states (with their last position), marks and errors."""
 
     states: list[tuple[JobState, int]] = attrs.field(factory=list)
-    marks: list[MarkRow] = attrs.field(factory=list)
+    marks: list[MarkGroup] = attrs.field(factory=list)
     errors: list[ErrorRow] = attrs.field(factory=list)
 
 
