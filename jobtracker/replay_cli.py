@@ -108,6 +108,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """The `replay` subcommand."""
     if args.verify and args.at is not None:
         raise ConfigError("--verify and --at do not go together")
+    if args.at is not None and args.at < 0:
+        raise ConfigError(f"--at: a log position is >= 0, got {args.at}")
     try:
         return asyncio.run(run_replay(args))
     except JobNotFound as exc:
