@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,14 @@ async def check_replay_matches(store: Store, totals: list[int | None], ops: list
     assert after.comparison.differing == 0
 
 
+#: Set JOBTRACKER_REPLAY_EXAMPLES=1000 for a long run of the property below.
+EXAMPLES = int(os.environ.get("JOBTRACKER_REPLAY_EXAMPLES", "40"))
+
+
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(totals=TOTALS, operations=OPERATIONS)
 def test_live_projection_equals_full_replay(
