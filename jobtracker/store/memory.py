@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -10,7 +11,7 @@ import attrs
 from jobtracker.errors import JobIdTaken, JobNotFound
 from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.projection import AppendPlan, plan_append, start
-from jobtracker.state import JobState, RowError, RowMark
+from jobtracker.state import JobState, RowError, RowMark, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobView, utc_now
 from jobtracker.store.rebuild import (
     Comparison,
@@ -156,7 +157,9 @@ class MemoryStore:
         state = self._jobs.get(job_id)
         if state is None:
             return None
-        errors = sorted(self._errors[job_id].values(), key=lambda e: e.row)[:errors_limit]
+        if state.status is not Status.SUCCESS or state.failed == 0:
+            return JobView(state)  # only a SUCCESS body lists errors, as in the SQL stores
+        errors = heapq.nsmallest(errors_limit, self._errors[job_id].values())
         return JobView(state, tuple(errors))
 
     async def read_job_events(
