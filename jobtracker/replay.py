@@ -12,7 +12,7 @@ import asyncio
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Sequence, Set
 from contextlib import contextmanager
 
 import attrs
@@ -63,21 +63,22 @@ class RowMarks(Set[RowMark]):
 
     def add(self, mark: RowMark) -> None:
         """Record a mark (the fold has already refused a second one for the same row)."""
-        row, kind = mark
-        self._count += 1
-        if row >= DENSE_ROWS:
-            self._far.add(mark)
-            return
-        bits = self._outcome if kind == "outcome" else self._email
-        byte = row >> 3
-        if byte >= len(bits):
-            bits.extend(bytes(max(byte + 1 - len(bits), len(bits))))
-        bits[byte] |= 1 << (row & 7)
+        self.update((mark,))
 
-    def update(self, marks: Iterable[RowMark]) -> None:
-        """Record many marks."""
+    def update(self, marks: Sequence[RowMark]) -> None:
+        """Record many marks; one call per batch, not per mark, on replay's hot path."""
+        outcome, email = self._outcome, self._email
         for mark in marks:
-            self.add(mark)
+            row, kind = mark
+            if row >= DENSE_ROWS:
+                self._far.add(mark)
+                continue
+            bits = outcome if kind == "outcome" else email
+            byte = row >> 3
+            if byte >= len(bits):
+                bits.extend(bytes(max(byte + 1 - len(bits), len(bits))))
+            bits[byte] |= 1 << (row & 7)
+        self._count += len(marks)
 
     def __len__(self) -> int:
         return self._count
