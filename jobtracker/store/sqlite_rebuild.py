@@ -163,11 +163,7 @@ def swap_in(
     with _immediate(conn):
         last = _catch_up(conn, area, fold_tail, after_position, after_version, job_id)
         if job_id is None:
-            for base in PROJECTION_TABLES:
-                # Left over only if a process died between a swap and its clean-up.
-                conn.execute(f"DROP TABLE IF EXISTS {_table(base, 'retired')}")
-                conn.execute(f'ALTER TABLE "{base}" RENAME TO {_table(base, "retired")}')
-                conn.execute(f"ALTER TABLE {_table(base, area)} RENAME TO \"{base}\"")
+            _swap_tables(conn, area)
         else:
             for base in PROJECTION_TABLES:
                 conn.execute(f'DELETE FROM "{base}" WHERE job_id = ?', (job_id,))
@@ -179,6 +175,28 @@ def swap_in(
     drop_area(conn, "retired")
     drop_area(conn, area)
     return last
+
+
+def _swap_tables(conn: sqlite3.Connection, area: str) -> None:
+    """Rename the area's tables into place, with the live tables' own indexes and triggers.
+
+    An index or trigger follows its table when it is renamed, so they are read first, then
+    dropped from the retired tables and created again, from their own SQL, on the new ones.
+    """
+    extras = conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL AND tbl_name IN (?, ?, ?)",
+        PROJECTION_TABLES,
+    ).fetchall()
+    for base in PROJECTION_TABLES:
+        # Left over only if a process died between a swap and its clean-up.
+        conn.execute(f"DROP TABLE IF EXISTS {_table(base, 'retired')}")
+        conn.execute(f'ALTER TABLE "{base}" RENAME TO {_table(base, "retired")}')
+        conn.execute(f'ALTER TABLE {_table(base, area)} RENAME TO "{base}"')
+    for kind, name, sql in extras:
+        quoted = name.replace('"', '""')
+        conn.execute(f'DROP {"INDEX" if kind == "index" else "TRIGGER"} "{quoted}"')
+        conn.execute(sql)
 
 
 def _differing_jobs(conn: sqlite3.Connection, area: str, job_id: str | None) -> list[str]:

@@ -155,3 +155,32 @@ def test_event_stored_in_an_older_shape_is_read_upcast(tmp_path: Path) -> None:
     failed, errors = asyncio.run(rebuild())
     assert failed == 1
     assert [e.error for e in errors] == ["Calificacion invalida"]  # type: ignore[attr-defined]
+
+
+def test_indexes_and_triggers_of_the_projection_survive_a_rebuild(tmp_path: Path) -> None:
+    """A migration's own index or trigger on a projection table is still there after a swap."""
+    db = tmp_path / "jobs.db"
+    make_log(db, jobs=2, rows=5)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            "CREATE INDEX jobs_by_owner ON jobs (owner);"
+            "CREATE TABLE created_jobs (job_id TEXT);"
+            "CREATE TRIGGER jobs_created AFTER INSERT ON jobs "
+            "BEGIN INSERT INTO created_jobs VALUES (new.job_id); END;"
+        )
+    assert run_cli("--store", f"sqlite:///{db}").returncode == 0
+    log = SqliteLog(str(db))
+    log.create_job("after", Created(owner="key_owner"))
+    log.close()
+    with sqlite3.connect(db) as conn:
+        found = conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE name IN "
+            "('jobs_by_owner', 'jobs_created') ORDER BY name"
+        ).fetchall()
+        created = conn.execute("SELECT job_id FROM created_jobs").fetchall()
+        leftovers = conn.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE '%\\_\\_%' ESCAPE '\\'"
+        ).fetchall()
+    assert found == [("index", "jobs_by_owner", "jobs"), ("trigger", "jobs_created", "jobs")]
+    assert ("after",) in created
+    assert leftovers == []
