@@ -142,8 +142,9 @@ class Replayer:
         first = job.state.version + 1
         if events and (group[-len(events)][1], group[-1][1]) != (first, first + len(events) - 1):
             raise UnreadableLog(
-                f"job {job_id}: the events at positions {group[0][2]}-{group[-1][2]} "
-                f"do not follow version {job.state.version}: the log has a gap"
+                f"job {job_id}: positions {group[0][2]}-{group[-1][2]} hold versions "
+                f"{group[-len(events)][1]}-{group[-1][1]} where {first}-{first + len(events) - 1} "
+                "should follow: the log has a gap"
             )
         try:
             batch = fold_batch(job.state, events, job.marks)

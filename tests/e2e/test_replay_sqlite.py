@@ -184,3 +184,21 @@ def test_indexes_and_triggers_of_the_projection_survive_a_rebuild(tmp_path: Path
     assert found == [("index", "jobs_by_owner", "jobs"), ("trigger", "jobs_created", "jobs")]
     assert ("after",) in created
     assert leftovers == []
+
+
+def test_replay_of_a_log_with_a_gap_fails_loudly_and_changes_nothing(tmp_path: Path) -> None:
+    """A missing version is named, the command exits 1, and the live projection stays as it was."""
+    db = tmp_path / "jobs.db"
+    make_log(db, jobs=1, rows=3)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO events (job_id, version, event_id, type, data, recorded_at) "
+            "VALUES ('job-0', 9, 'stray', 'started', '{}', '2020-01-01T00:00:00.000000Z')"
+        )
+        before = conn.execute("SELECT * FROM jobs").fetchall()
+    done = run_cli("--store", f"sqlite:///{db}")
+    assert done.returncode == 1
+    assert "job job-0" in done.stderr
+    assert "gap" in done.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT * FROM jobs").fetchall() == before
