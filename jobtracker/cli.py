@@ -1,4 +1,4 @@
-"""The `jobtracker` command: serve, migrate, keys, demo."""
+"""The `jobtracker` command: serve, migrate, keys, replay, demo."""
 
 from __future__ import annotations
 
@@ -134,6 +134,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", parents=[common], help="revoke a key")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=cmd_keys_revoke)
+
+    from jobtracker import replay_cli
+
+    rebuild = commands.add_parser(
+        "replay", parents=[common], help="rebuild or verify projections from the log"
+    )
+    replay_cli.add_arguments(rebuild)
+    rebuild.set_defaults(run=replay_cli.cmd_replay)
 
     demo = commands.add_parser("demo", help="watch a job go from PENDING to SUCCESS")
     demo.set_defaults(run=cmd_demo, store=None)

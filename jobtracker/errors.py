@@ -71,3 +71,7 @@ class StoreUnavailable(JobtrackerError):
 
 class ConfigError(JobtrackerError):
     """A setting (store URL, limit) is not usable."""
+
+
+class UnreadableLog(JobtrackerError):
+    """The log holds something this version cannot read or fold back (newer schema, a gap)."""

@@ -8,9 +8,8 @@ memory to be checked.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, Sequence, Set
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -22,6 +21,7 @@ from jobtracker.errors import (
     RowsExceedTotal,
 )
 from jobtracker.events import (
+    FIELDS_OK,
     Created,
     EmailFailed,
     EmailSent,
@@ -35,7 +35,7 @@ from jobtracker.events import (
     Succeeded,
     check_fields,
 )
-from jobtracker.state import JobState, Progress, RowError, RowKind, RowMark, Status
+from jobtracker.state import JobState, Progress, RowError, RowMark, Status
 
 #: How many row errors a GET body lists before it points to `/errors` instead.
 DEFAULT_ERRORS_CAP = 1000
@@ -86,94 +86,15 @@ def start(job_id: str, created: Created) -> JobState:
     )
 
 
-#: A job's state while events are folded into it: `JobState`'s fields, by name. Mutable, so a
-#: 1,000-event batch builds one `JobState` at the end instead of several per event.
-_Tally = dict[str, Any]
-
-
 def fold(
     state: JobState, event: Event, recorded: Set[RowMark] = frozenset(), where: str = ""
 ) -> Step:
     """Apply one event to a job; raise our own error, naming the field, if it may not apply."""
-    tally = attrs.asdict(state, recurse=False)
-    mark, row_error = _apply(tally, event, recorded, where)
-    return Step(JobState(**tally), mark, row_error)
-
-
-def _apply(
-    tally: _Tally, event: Event, recorded: Set[RowMark], where: str
-) -> tuple[RowMark | None, RowError | None]:
-    """The transition rules, on a tally; returns the row mark and row error the event adds."""
-    status: Status = tally["status"]
-    if status.is_terminal:
-        raise JobFinished(
-            f"Job {tally['job_id']} is already {status.value}; it accepts no more events"
-        )
-    check_fields(event, where)
-    tally["version"] += 1
-    match event:  # row and e-mail events first: they are nearly all of a large job's events
-        case RowSucceeded() | RowFailed():
-            return _apply_row(tally, event, recorded, where)
-        case EmailSent() | EmailFailed():
-            mark = _claim(tally, event.row, "email", recorded, where)
-            tally["status"] = Status.PROGRESS
-            counter = "emails_sent" if isinstance(event, EmailSent) else "emails_failed"
-            tally[counter] += 1
-            return mark, None
-        case Created():
-            raise InvalidInput(f"{where}type: 'created' is written by job creation, not appended")
-        case Started():
-            if status is Status.PENDING:
-                tally["status"] = Status.STARTED
-        case ProgressReported(current=current, total=total, status=text):
-            tally["status"] = Status.PROGRESS
-            tally["progress"] = Progress(current=current, total=total, status=text)
-        case Succeeded():
-            tally["status"] = Status.SUCCESS
-        case Failed(error=error):
-            tally["status"] = Status.FAILURE
-            tally["error"] = error
-        case _:  # pragma: no cover
-            raise InvalidInput(f"{where}type: unknown event {event!r}")
-    return None, None
-
-
-def _claim(
-    tally: _Tally, row: int, kind: RowKind, recorded: Set[RowMark], where: str
-) -> RowMark:
-    mark = RowMark(row, kind)
-    if mark in recorded:
-        what = "an outcome" if kind == "outcome" else "an e-mail outcome"
-        raise RowAlreadyReported(
-            f"{where}row: row {row} of job {tally['job_id']} already has {what}"
-        )
-    return mark
-
-
-def _apply_row(
-    tally: _Tally, event: RowSucceeded | RowFailed, recorded: Set[RowMark], where: str
-) -> tuple[RowMark, RowError | None]:
-    mark = _claim(tally, event.row, "outcome", recorded, where)
-    expected = tally["expected_total"]
-    processed = tally["successful"] + tally["failed"]
-    if expected is not None and processed >= expected:
-        raise RowsExceedTotal(
-            f"{where}row: job {tally['job_id']} was created with total {expected}; "
-            f"row {event.row} would be outcome number {processed + 1}"
-        )
-    tally["status"] = Status.PROGRESS
-    if isinstance(event, RowFailed):
-        tally["failed"] += 1
-        return mark, RowError(row=event.row, email=event.email, error=event.error)
-    tally["internal_count" if event.internal else "external_count"] += 1
-    tally["successful"] += 1
-    return mark, None
-
-
-@functools.lru_cache(maxsize=10_000)
-def _where(index: int) -> str:
-    """The prefix naming event `index` of a batch in an error's detail (made once per index)."""
-    return f"events[{index}]."
+    draft = _Draft(state)
+    marks: list[RowMark] = []
+    row_errors: list[RowError] = []
+    _apply(draft, event, recorded, frozenset(), marks, row_errors, where)
+    return Step(draft.freeze(), marks[0] if marks else None, row_errors[0] if row_errors else None)
 
 
 def fold_batch(
@@ -185,19 +106,162 @@ def fold_batch(
     indices: Sequence[int] | None = None,
 ) -> Batch:
     """Fold events in order; a row claimed earlier in the batch counts as recorded."""
+    draft = _Draft(state)
     marks: list[RowMark] = []
     row_errors: list[RowError] = []
-    claimed = set(recorded)
-    tally = attrs.asdict(state, recurse=False)
+    claimed: set[RowMark] = set()
     for n, event in enumerate(events):
         index = indices[n] if indices is not None else first_index + n
-        mark, row_error = _apply(tally, event, claimed, _where(index))
-        if mark is not None:
-            marks.append(mark)
-            claimed.add(mark)
-        if row_error is not None:
-            row_errors.append(row_error)
-    return Batch(JobState(**tally), tuple(marks), tuple(row_errors))
+        _apply(draft, event, recorded, claimed, marks, row_errors, index)
+    return Batch(draft.freeze(), tuple(marks), tuple(row_errors))
+
+
+# The fold runs once per event on every append and a million times per replayed job, so it works
+# on one mutable draft per call and builds a single frozen `JobState` at the end, instead of
+# several `attrs.evolve` per event. Nothing outside this module ever sees a draft.
+class _Draft:
+    """A job's state in the middle of a fold."""
+
+    __slots__ = (
+        "base", "emails_failed", "emails_sent", "error", "external_count", "failed",
+        "internal_count", "progress", "status", "successful", "version",
+    )
+
+    def __init__(self, state: JobState) -> None:
+        self.base = state
+        self.status = state.status
+        self.version = state.version
+        self.progress = state.progress
+        self.successful = state.successful
+        self.failed = state.failed
+        self.internal_count = state.internal_count
+        self.external_count = state.external_count
+        self.emails_sent = state.emails_sent
+        self.emails_failed = state.emails_failed
+        self.error = state.error
+
+    def freeze(self) -> JobState:
+        """The draft as a frozen state."""
+        base = self.base
+        return JobState(
+            job_id=base.job_id,
+            owner=base.owner,
+            status=self.status,
+            version=self.version,
+            label=base.label,
+            expected_total=base.expected_total,
+            progress=self.progress,
+            successful=self.successful,
+            failed=self.failed,
+            internal_count=self.internal_count,
+            external_count=self.external_count,
+            emails_sent=self.emails_sent,
+            emails_failed=self.emails_failed,
+            error=self.error,
+        )
+
+
+Where = str | int
+
+
+def _prefix(where: Where) -> str:
+    """An error message's field prefix; an index is only formatted when something is wrong."""
+    return where if isinstance(where, str) else f"events[{where}]."
+
+
+def _apply(
+    draft: _Draft,
+    event: Event,
+    recorded: Set[RowMark],
+    claimed: set[RowMark] | frozenset[RowMark],
+    marks: list[RowMark],
+    row_errors: list[RowError],
+    where: Where,
+) -> None:
+    """The transition rules: apply one event to `draft`, or raise naming the field.
+
+    Row events are handled inline (no helper calls): they are nearly every event of a big job.
+    """
+    status = draft.status
+    if status is Status.SUCCESS or status is Status.FAILURE:
+        raise JobFinished(
+            f"Job {draft.base.job_id} is already {status.value}; it accepts no more events"
+        )
+    kind = type(event)
+    try:
+        valid = FIELDS_OK[kind](event)
+    except (KeyError, TypeError):
+        valid = False
+    if not valid:
+        check_fields(event, _prefix(where))
+    draft.version += 1
+    if kind is RowSucceeded or kind is RowFailed:
+        mark = RowMark(event.row, "outcome")  # type: ignore[union-attr]
+        if mark in claimed or mark in recorded:
+            _refuse_second(draft, mark, where)
+        expected = draft.base.expected_total
+        if expected is not None and draft.successful + draft.failed >= expected:
+            _refuse_beyond_total(draft, mark.row, where)
+        if kind is RowSucceeded:
+            draft.successful += 1
+            if event.internal:  # type: ignore[union-attr]
+                draft.internal_count += 1
+            else:
+                draft.external_count += 1
+        else:
+            draft.failed += 1
+            row_errors.append(RowError(event.row, event.email, event.error))  # type: ignore[union-attr]
+    elif kind is EmailSent or kind is EmailFailed:
+        mark = RowMark(event.row, "email")  # type: ignore[union-attr]
+        if mark in claimed or mark in recorded:
+            _refuse_second(draft, mark, where)
+        if kind is EmailSent:
+            draft.emails_sent += 1
+        else:
+            draft.emails_failed += 1
+    else:
+        _apply_other(draft, event, where)
+        return
+    draft.status = Status.PROGRESS
+    if type(claimed) is set:
+        claimed.add(mark)
+    marks.append(mark)
+
+
+def _refuse_second(draft: _Draft, mark: RowMark, where: Where) -> NoReturn:
+    what = "an outcome" if mark.kind == "outcome" else "an e-mail outcome"
+    raise RowAlreadyReported(
+        f"{_prefix(where)}row: row {mark.row} of job {draft.base.job_id} already has {what}"
+    )
+
+
+def _refuse_beyond_total(draft: _Draft, row: int, where: Where) -> NoReturn:
+    done = draft.successful + draft.failed
+    raise RowsExceedTotal(
+        f"{_prefix(where)}row: job {draft.base.job_id} was created with total "
+        f"{draft.base.expected_total}; row {row} would be outcome number {done + 1}"
+    )
+
+
+def _apply_other(draft: _Draft, event: Event, where: Where) -> None:
+    """Events that carry no row: they move the status, the progress report or the error."""
+    if isinstance(event, Started):
+        if draft.status is Status.PENDING:
+            draft.status = Status.STARTED
+    elif isinstance(event, ProgressReported):
+        draft.status = Status.PROGRESS
+        draft.progress = Progress(current=event.current, total=event.total, status=event.status)
+    elif isinstance(event, Succeeded):
+        draft.status = Status.SUCCESS
+    elif isinstance(event, Failed):
+        draft.status = Status.FAILURE
+        draft.error = event.error
+    elif isinstance(event, Created):
+        raise InvalidInput(
+            f"{_prefix(where)}type: 'created' is written by job creation, not appended"
+        )
+    else:  # pragma: no cover
+        raise InvalidInput(f"{_prefix(where)}type: unknown event {event!r}")
 
 
 def plan_append(

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jobtracker import codec, openapi
+from jobtracker import codec, openapi, paging
 from jobtracker.config import Settings
 from jobtracker.errors import (
     AccessDenied,
@@ -93,12 +93,15 @@ async def _key(request: web.Request) -> ApiKey:
     return await authenticate(request.app[STORE], request.headers.get("X-API-Key"))
 
 
-async def _job_for(request: web.Request, key: ApiKey, *, workers_too: bool = False) -> JobView:
+async def _job_for(
+    request: web.Request, key: ApiKey, *, workers_too: bool = False, with_errors: bool = True
+) -> JobView:
     """The job named in the path, if this key may touch it: 404 before 403, as the seed says."""
     job_id = request.match_info["job_id"]
     if not is_valid_job_id(job_id):
         raise JobNotFound()
-    view = await request.app[STORE].get_job(job_id, request.app[SETTINGS].errors_cap)
+    errors_limit = request.app[SETTINGS].errors_cap if with_errors else 0
+    view = await request.app[STORE].get_job(job_id, errors_limit)
     if view is None:
         raise JobNotFound()
     if view.state.owner != key.key_id and not (workers_too and key.scope == "worker"):
@@ -255,6 +258,26 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(body=_openapi_body(), content_type="application/json")
 
 
+async def job_events(request: web.Request) -> web.Response:
+    """`GET /api/v1/jobs/{job_id}/events`: the job's history, oldest first, a page at a time."""
+    key = await _key(request)
+    view = await _job_for(request, key, with_errors=False)
+    after = paging.int_param(request.query, "after_version", 0, 0)
+    limit = paging.page_limit(request.query)
+    found = await request.app[STORE].read_job_events(view.state.job_id, after, limit + 1)
+    return json_response(paging.events_page(view.state.job_id, found, limit))
+
+
+async def job_errors(request: web.Request) -> web.Response:
+    """`GET /api/v1/jobs/{job_id}/errors`: every row error, in row order, a page at a time."""
+    key = await _key(request)
+    view = await _job_for(request, key, with_errors=False)
+    after = paging.int_param(request.query, "after_row", -1, -1)
+    limit = paging.page_limit(request.query)
+    found = await request.app[STORE].read_job_errors(view.state.job_id, after, limit + 1)
+    return json_response(paging.errors_page(view.state.job_id, found, limit, view.state.failed))
+
+
 def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[None]]:
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
         await store.open()
@@ -287,4 +310,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.router.add_get("/api/v1/jobs/{job_id}/stream", stream_job, allow_head=False)
     app.router.add_get("/api/v1/openapi.json", openapi_document, allow_head=False)
     app.on_shutdown.append(_release_waiters)
+    app.router.add_get("/api/v1/jobs/{job_id}/events", job_events, allow_head=False)
+    app.router.add_get("/api/v1/jobs/{job_id}/errors", job_errors, allow_head=False)
     return app

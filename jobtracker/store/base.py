@@ -87,6 +87,11 @@ class Store(Protocol):
     ) -> list[RecordedEvent]:
         """One job's history, oldest first."""
 
+    async def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors with a row above `after_row`, in row order."""
+
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The whole log in position order, for tailing readers and replay."""
 

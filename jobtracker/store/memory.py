@@ -2,15 +2,87 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import attrs
 
 from jobtracker.errors import JobIdTaken, JobNotFound
 from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.projection import AppendPlan, plan_append, start
-from jobtracker.state import JobState, RowError, RowMark
+from jobtracker.state import JobState, RowError, RowMark, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.rebuild import (
+    Comparison,
+    JobDiff,
+    LogEntry,
+    ProjectionRows,
+    TailFolder,
+)
+from jobtracker.store.rows import JOB_COLUMNS, state_to_row
+
+T = TypeVar("T")
+
+
+@attrs.define
+class _Projection:
+    """Jobs, their row marks and their row errors: the live projection or a scratch area."""
+
+    jobs: dict[str, JobState] = attrs.field(factory=dict)
+    marks: dict[str, set[RowMark]] = attrs.field(factory=dict)
+    errors: dict[str, dict[int, RowError]] = attrs.field(factory=dict)
+
+    def add(self, rows: ProjectionRows) -> None:
+        """Write replay's rows."""
+        for job_id, marks in rows.marks:
+            self.marks.setdefault(job_id, set()).update(marks)
+        for job_id, row, email, error in rows.errors:
+            self.errors.setdefault(job_id, {})[row] = RowError(row, email, error)
+        for state, _ in rows.states:
+            self.jobs[state.job_id] = state
+            self.marks.setdefault(state.job_id, set())
+            self.errors.setdefault(state.job_id, {})
+
+    def take_job(self, other: _Projection, job_id: str) -> None:
+        """Replace one job's part with `other`'s."""
+        _take(self.jobs, other.jobs, job_id)
+        _take(self.marks, other.marks, job_id)
+        _take(self.errors, other.errors, job_id)
+
+    def job_ids(self) -> set[str]:
+        """Every job this projection knows of."""
+        return set(self.jobs) | {j for j, m in self.marks.items() if m} | {
+            j for j, e in self.errors.items() if e
+        }
+
+
+def _take(mine: dict[str, T], theirs: dict[str, T], job_id: str) -> None:
+    mine.pop(job_id, None)
+    if job_id in theirs:
+        mine[job_id] = theirs[job_id]
+
+
+def _row_of(state: JobState | None) -> dict[str, object] | None:
+    return None if state is None else dict(zip(JOB_COLUMNS, state_to_row(state), strict=True))
+
+
+def _diff(live: _Projection, rebuilt: _Projection, job_id: str) -> JobDiff | None:
+    state_a, state_b = live.jobs.get(job_id), rebuilt.jobs.get(job_id)
+    marks_a, marks_b = live.marks.get(job_id, set()), rebuilt.marks.get(job_id, set())
+    errors_a = set(live.errors.get(job_id, {}).values())
+    errors_b = set(rebuilt.errors.get(job_id, {}).values())
+    if (state_a, marks_a, errors_a) == (state_b, marks_b, errors_b):
+        return None
+    return JobDiff(
+        job_id=job_id,
+        live=_row_of(state_a),
+        rebuilt=_row_of(state_b),
+        marks_only_live=tuple(sorted(marks_a - marks_b)[:5]),
+        marks_only_rebuilt=tuple(sorted(marks_b - marks_a)[:5]),
+        errors_only_live=tuple(sorted(errors_a - errors_b)[:5]),
+        errors_only_rebuilt=tuple(sorted(errors_b - errors_a)[:5]),
+    )
 
 
 class MemoryStore:
@@ -19,9 +91,11 @@ class MemoryStore:
     def __init__(self) -> None:
         self._log: list[RecordedEvent] = []
         self._by_event_id: dict[str, RecordedEvent] = {}
-        self._jobs: dict[str, JobState] = {}
-        self._marks: dict[str, set[RowMark]] = {}
-        self._errors: dict[str, dict[int, RowError]] = {}
+        self._live = _Projection()
+        self._jobs = self._live.jobs
+        self._marks = self._live.marks
+        self._errors = self._live.errors
+        self._areas: dict[str, _Projection] = {}
         self._keys: dict[str, ApiKey] = {}
         self._keys_by_hash: dict[str, ApiKey] = {}
         self._wakers: list[Callable[[], None]] = []
@@ -86,7 +160,9 @@ class MemoryStore:
         state = self._jobs.get(job_id)
         if state is None:
             return None
-        errors = sorted(self._errors[job_id].values(), key=lambda e: e.row)[:errors_limit]
+        if state.status is not Status.SUCCESS or state.failed == 0:
+            return JobView(state)  # only a SUCCESS body lists errors, as in the SQL stores
+        errors = heapq.nsmallest(errors_limit, self._errors[job_id].values())
         return JobView(state, tuple(errors))
 
     async def read_job_events(
@@ -95,6 +171,13 @@ class MemoryStore:
         """One job's history, oldest first."""
         mine = (e for e in self._log if e.job_id == job_id and e.version > after_version)
         return [e for _, e in zip(range(limit), mine, strict=False)]
+
+    async def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors in row order."""
+        found = sorted(e for e in self._errors.get(job_id, {}).values() if e.row > after_row)
+        return found[:limit]
 
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
@@ -107,10 +190,6 @@ class MemoryStore:
             latest.pop(event.job_id, None)
             latest[event.job_id] = JobChange(event.job_id, event.version, event.position)
         return list(latest.values())
-
-    async def last_position(self) -> int:
-        """The newest position."""
-        return len(self._log)
 
     def on_append(self, wake: Callable[[], None]) -> bool:
         """Every append happens in this process: call `wake` after each."""
@@ -139,4 +218,101 @@ class MemoryStore:
             self._keys[key_id] = self._keys_by_hash[key.key_hash] = revoked
         return True
 
+    # Replay (see `jobtracker.store.rebuild.Rebuildable`). Nothing below awaits between reading
+    # the end of the log and swapping, so no append can slip in between.
 
+    async def last_position(self) -> int:
+        """The highest position in the log."""
+        return len(self._log)
+
+    def _scan(
+        self, after_position: int, limit: int, job_id: str | None, after_version: int, upto: int
+    ) -> list[LogEntry]:
+        if job_id is None:
+            chosen = self._log[after_position : min(after_position + limit, upto)]
+        else:
+            mine = (
+                e for e in self._log
+                if e.job_id == job_id and e.version > after_version and e.position <= upto
+            )
+            chosen = [e for _, e in zip(range(limit), mine, strict=False)]
+        return [(e.job_id, e.version, e.position, e.event) for e in chosen]
+
+    async def scan_log(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        job_id: str | None = None,
+        after_version: int = 0,
+        upto: int | None = None,
+    ) -> list[LogEntry]:
+        """Log entries in position order."""
+        ceiling = len(self._log) if upto is None else upto
+        return self._scan(after_position, limit, job_id, after_version, ceiling)
+
+    async def reset_area(self, area: str) -> None:
+        """A fresh, empty scratch projection."""
+        self._areas[area] = _Projection()
+
+    async def write_area(self, area: str, rows: ProjectionRows) -> None:
+        """Add replay's rows to the area."""
+        self._areas[area].add(rows)
+
+    def _catch_up(
+        self, area: str, fold_tail: TailFolder, position: int, version: int, job_id: str | None
+    ) -> int:
+        while entries := self._scan(position, 10_000, job_id, version, len(self._log)):
+            self._areas[area].add(fold_tail(entries))
+            _, version, position, _ = entries[-1]
+        self._areas[area].add(fold_tail(()))
+        return position
+
+    async def swap_in(
+        self,
+        area: str,
+        fold_tail: TailFolder,
+        *,
+        after_position: int,
+        after_version: int = 0,
+        job_id: str | None = None,
+    ) -> int:
+        """Catch up, then make the area live."""
+        last = self._catch_up(area, fold_tail, after_position, after_version, job_id)
+        rebuilt = self._areas.pop(area)
+        if job_id is None:
+            self._live = rebuilt
+        else:
+            self._live.take_job(rebuilt, job_id)
+        self._jobs, self._marks, self._errors = self._live.jobs, self._live.marks, self._live.errors
+        return last
+
+    async def compare_area(
+        self,
+        area: str,
+        fold_tail: TailFolder,
+        *,
+        after_position: int,
+        after_version: int = 0,
+        job_id: str | None = None,
+        limit: int = 20,
+    ) -> Comparison:
+        """Catch up, then diff the area with the live projection."""
+        last = self._catch_up(area, fold_tail, after_position, after_version, job_id)
+        rebuilt = self._areas[area]
+        jobs = {job_id} if job_id is not None else self._live.job_ids() | rebuilt.job_ids()
+        diffs = [d for j in sorted(jobs) if (d := _diff(self._live, rebuilt, j)) is not None]
+        return Comparison(position=last, differing=len(diffs), diffs=tuple(diffs[:limit]))
+
+    async def area_view(self, area: str, job_id: str, errors_limit: int) -> JobView | None:
+        """One job of the area."""
+        part = self._areas[area]
+        state = part.jobs.get(job_id)
+        if state is None:
+            return None
+        errors = sorted(part.errors.get(job_id, {}).values())[:errors_limit]
+        return JobView(state, tuple(errors))
+
+    async def drop_area(self, area: str) -> None:
+        """Forget the area."""
+        self._areas.pop(area, None)

@@ -20,15 +20,17 @@ from typing import Any, TypeVar
 import orjson
 import sqlite_utils
 
-from jobtracker.codec import decode_fields, encode_fields
+from jobtracker.codec import decode_stored, encode_fields, stored_version
 from jobtracker.errors import JobIdTaken, JobNotFound, JobtrackerError, StoreUnavailable
 from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.fswatch import FolderWatch, watch_folder
 from jobtracker.migrate import migrate_sqlite
 from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
+from jobtracker.store import sqlite_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
+from jobtracker.store.rebuild import Comparison, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
 T = TypeVar("T")
@@ -43,10 +45,10 @@ _UPSERT_JOB = (
     + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
 )
 _INSERT_EVENT = (
-    "INSERT INTO events (job_id, version, event_id, type, data, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, data"
+_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -59,8 +61,8 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 def _recorded_event(row: Sequence[Any]) -> RecordedEvent:
-    job_id, version, position, event_id, recorded_at, kind, data = row
-    event = decode_fields(kind, data)
+    job_id, version, position, event_id, recorded_at, kind, schema_version, data = row
+    event = decode_stored(kind, schema_version, data)
     return RecordedEvent(job_id, version, position, event_id, recorded_at, event)
 
 
@@ -163,11 +165,14 @@ class SqliteLog:
     def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:
         ids = orjson.dumps([item.event_id for item in items]).decode()
         rows = self.conn.execute(
-            "SELECT event_id, job_id, type, data FROM events "
+            "SELECT event_id, job_id, type, schema_version, data FROM events "
             "WHERE event_id IN (SELECT value FROM json_each(?))",
             (ids,),
         )
-        return {eid: (job_id, decode_fields(kind, data)) for eid, job_id, kind, data in rows}
+        return {
+            eid: (job_id, decode_stored(kind, schema, data))
+            for eid, job_id, kind, schema, data in rows
+        }
 
     def _recorded(self, job_id: str, rows: set[int]) -> set[RowMark]:
         if not rows:
@@ -184,7 +189,15 @@ class SqliteLog:
         self.conn.executemany(
             _INSERT_EVENT,
             [
-                (job_id, version, it.event_id, it.event.TYPE, encode_fields(it.event), now)
+                (
+                    job_id,
+                    version,
+                    it.event_id,
+                    it.event.TYPE,
+                    stored_version(it.event),
+                    encode_fields(it.event),
+                    now,
+                )
                 for version, it in enumerate(items, start=first_version)
             ],
         )
@@ -232,6 +245,17 @@ class SqliteLog:
         )
         return [_recorded_event(row) for row in rows]
 
+    def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors in row order, read by primary-key range."""
+        rows = self.conn.execute(
+            "SELECT row, email, error FROM job_errors "
+            "WHERE job_id = ? AND row > ? ORDER BY row LIMIT ?",
+            (job_id, after_row, limit),
+        )
+        return [RowError(*row) for row in rows]
+
     def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
         rows = self.conn.execute(
@@ -258,8 +282,7 @@ class SqliteLog:
 
     def last_position(self) -> int:
         """The newest position (0 when empty)."""
-        (position,) = self.conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
-        return int(position)
+        return sqlite_rebuild.last_position(self.conn)
 
     def add_key(self, key: ApiKey) -> None:
         """Store a key record."""
@@ -409,6 +432,12 @@ class SqliteStore:
         """See `SqliteLog.read_job_events`."""
         return await self._bulk_read(lambda log: log.read_job_events(job_id, after_version, limit))
 
+    async def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """See `SqliteLog.read_job_errors`."""
+        return await self._bulk_read(lambda log: log.read_job_errors(job_id, after_row, limit))
+
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """See `SqliteLog.read_log`."""
         return await self._bulk_read(lambda log: log.read_log(after_position, limit))
@@ -468,6 +497,76 @@ class SqliteStore:
     async def revoke_key(self, key_id: str) -> bool:
         """See `SqliteLog.revoke_key`."""
         return await self._write(lambda log: log.revoke_key(key_id))
+
+    # Replay (see `jobtracker.store.rebuild.Rebuildable`): scans on the reader thread, every
+    # write (and the swap with its catch-up) on the writer thread.
+
+    async def scan_log(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        job_id: str | None = None,
+        after_version: int = 0,
+        upto: int | None = None,
+    ) -> list[LogEntry]:
+        """See `Rebuildable.scan_log`."""
+        return await self._bulk_read(
+            lambda log: sqlite_rebuild.scan_log(
+                log.conn, after_position, limit, job_id, after_version, upto
+            )
+        )
+
+    async def reset_area(self, area: str) -> None:
+        """See `Rebuildable.reset_area`."""
+        await self._write(lambda log: sqlite_rebuild.reset_area(log.conn, area))
+
+    async def write_area(self, area: str, rows: ProjectionRows) -> None:
+        """See `Rebuildable.write_area`."""
+        await self._write(lambda log: sqlite_rebuild.write_area(log.conn, area, rows))
+
+    async def swap_in(
+        self,
+        area: str,
+        fold_tail: TailFolder,
+        *,
+        after_position: int,
+        after_version: int = 0,
+        job_id: str | None = None,
+    ) -> int:
+        """See `Rebuildable.swap_in`."""
+        return await self._write(
+            lambda log: sqlite_rebuild.swap_in(
+                log.conn, area, fold_tail, after_position, after_version, job_id
+            )
+        )
+
+    async def compare_area(
+        self,
+        area: str,
+        fold_tail: TailFolder,
+        *,
+        after_position: int,
+        after_version: int = 0,
+        job_id: str | None = None,
+        limit: int = 20,
+    ) -> Comparison:
+        """See `Rebuildable.compare_area`."""
+        return await self._write(
+            lambda log: sqlite_rebuild.compare_area(
+                log.conn, area, fold_tail, after_position, after_version, job_id, limit
+            )
+        )
+
+    async def area_view(self, area: str, job_id: str, errors_limit: int) -> JobView | None:
+        """See `Rebuildable.area_view`."""
+        return await self._bulk_read(
+            lambda log: sqlite_rebuild.area_view(log.conn, area, job_id, errors_limit)
+        )
+
+    async def drop_area(self, area: str) -> None:
+        """See `Rebuildable.drop_area`."""
+        await self._write(lambda log: sqlite_rebuild.drop_area(log.conn, area))
 
 
 def _store_error(exc: sqlite3.Error) -> StoreUnavailable:
