@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -30,14 +29,11 @@ def _with_store(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API until interrupted."""
-    from aiohttp import web
+    from jobtracker.serve import ServeOptions, serve
 
-    from jobtracker.web import create_app
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(Settings(store_url=args.store))
-    web.run_app(app, host=args.host, port=args.port, print=lambda msg: print(msg, flush=True))
-    return 0
+    options = ServeOptions(host=args.host, port=args.port, workers=args.workers,
+                           access_log=args.access_log)
+    return serve(Settings(store_url=args.store), options)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -99,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (SO_REUSEPORT); default 1")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (off by default: it costs throughput)")
     serve.set_defaults(run=cmd_serve)
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply schema migrations")

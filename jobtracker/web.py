@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from jobtracker import codec
+from jobtracker.bodycache import FinishedBodies, FinishedBody
 from jobtracker.config import Settings
 from jobtracker.errors import (
     AccessDenied,
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STORE: web.AppKey[Store] = web.AppKey("jobtracker_store")
 SETTINGS = web.AppKey("jobtracker_settings", Settings)
+FINISHED = web.AppKey("jobtracker_finished_bodies", FinishedBodies)
 
 #: Our errors and the HTTP status each one means; the first matching class wins.
 HTTP_STATUS: tuple[tuple[type[JobtrackerError], int], ...] = (
@@ -50,7 +52,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON response encoded with orjson."""
-    return web.Response(body=codec.dumps(body), status=status, content_type="application/json")
+    return encoded_response(codec.dumps(body), status)
+
+
+def encoded_response(body: bytes, status: int = 200) -> web.Response:
+    """A response for JSON that is encoded already."""
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _status_of(exc: JobtrackerError) -> int:
@@ -96,16 +103,32 @@ async def _job_for(request: web.Request, key: ApiKey, *, workers_too: bool = Fal
     view = await request.app[STORE].get_job(job_id, request.app[SETTINGS].errors_cap)
     if view is None:
         raise JobNotFound()
-    if view.state.owner != key.key_id and not (workers_too and key.scope == "worker"):
-        raise AccessDenied("Access denied to this job")
+    _check_access(view.state.owner, key, workers_too=workers_too)
     return view
 
 
+def _check_access(owner: str, key: ApiKey, *, workers_too: bool = False) -> None:
+    """403 unless `key` owns the job (or has the worker scope, where workers may act)."""
+    if owner != key.key_id and not (workers_too and key.scope == "worker"):
+        raise AccessDenied("Access denied to this job")
+
+
 async def get_job(request: web.Request) -> web.Response:
-    """`GET /api/v1/jobs/{job_id}`: the seed's body for the job's status."""
+    """`GET /api/v1/jobs/{job_id}`: the seed's body for the job's status.
+
+    A finished job's body is encoded once and served from memory afterwards: it never changes.
+    """
     key = await _key(request)
+    finished = request.app[FINISHED]
+    held = finished.get(request.match_info["job_id"])
+    if held is not None:
+        _check_access(held.owner, key)
+        return encoded_response(held.body)
     view = await _job_for(request, key)
-    return json_response(job_body(view.state, view.errors, request.app[SETTINGS].errors_cap))
+    body = codec.dumps(job_body(view.state, view.errors, request.app[SETTINGS].errors_cap))
+    if view.state.status.is_terminal:
+        finished.put(view.state.job_id, FinishedBody(view.state.owner, body))
+    return encoded_response(body)
 
 
 async def _json_body(request: web.Request, *, empty: Any) -> Any:
@@ -154,6 +177,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     """The jobtracker web application; the store opens on startup and closes on cleanup."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[FINISHED] = FinishedBodies()
     app.cleanup_ctx.append(_store_context(store or make_store(settings.store_url)))
     app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)
     app.router.add_post("/api/v1/jobs", create_job)

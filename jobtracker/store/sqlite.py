@@ -213,6 +213,11 @@ class SqliteLog:
         ).fetchone()
         return None if row is None else ApiKey(*row)
 
+    def data_version(self) -> int:
+        """A number that moves whenever another connection, in any process, commits a change."""
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
     def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
         return [ApiKey(**row) for row in self.db["api_keys"].rows_where(order_by="created_at")]
@@ -261,6 +266,35 @@ class _Thread:
         self._pool.shutdown(wait=True)
 
 
+class KeyCache:
+    """Key lookups remembered until the database changes, so a revocation counts at once.
+
+    `PRAGMA data_version` on the reader connection moves on every commit by any other connection
+    (this process's writer, or `jobtracker keys revoke` in another process), so checking it costs
+    one cheap statement per request. Any commit clears the cache: simple and plainly correct, at
+    the price of one real lookup per key after each write.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._seen: int | None = None
+        self._keys: dict[str, ApiKey] = {}
+
+    def find(self, log: SqliteLog, key_hash: str) -> ApiKey | None:
+        """The key with this hash, from memory while nothing changed, else from `log`."""
+        version = log.data_version()
+        if version != self._seen:
+            self._keys.clear()
+            self._seen = version
+        key = self._keys.get(key_hash)
+        if key is None:
+            key = log.find_key(key_hash)
+            # Only keys that exist are remembered: random guesses must not fill memory.
+            if key is not None and len(self._keys) < self._limit:
+                self._keys[key_hash] = key
+        return key
+
+
 class SqliteStore:
     """The SQLite store for asyncio: one writer thread, point reads on the loop."""
 
@@ -270,6 +304,7 @@ class SqliteStore:
         self._writer: _Thread | None = None
         self._bulk_reader: _Thread | None = None
         self._reader: SqliteLog | None = None
+        self._keys = KeyCache()
 
     async def open(self) -> None:
         """Open the writer (migrating first), then the readers."""
@@ -280,6 +315,8 @@ class SqliteStore:
         self._bulk_reader = _Thread("jobtracker-sqlite-reader")
         await self._bulk_reader.start(lambda: SqliteLog(path))
         self._reader = _translated(lambda: SqliteLog(path))
+        # data_version numbers belong to one connection: a new reader starts with an empty cache.
+        self._keys = KeyCache()
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
@@ -332,8 +369,8 @@ class SqliteStore:
         await self._write(lambda log: log.add_key(key))
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
-        """See `SqliteLog.find_key`; runs on the loop."""
-        return self._point_read(lambda log: log.find_key(key_hash))
+        """See `SqliteLog.find_key`; runs on the loop, remembered while nothing changes."""
+        return self._point_read(lambda log: self._keys.find(log, key_hash))
 
     async def list_keys(self) -> list[ApiKey]:
         """See `SqliteLog.list_keys`."""
