@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 from collections.abc import Sequence
 from multiprocessing.connection import wait
@@ -58,13 +59,14 @@ def run_server(settings: Settings, options: ServeOptions, *, reuse_port: bool = 
     from jobtracker.web import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    prefix = f"worker {os.getpid()}: " if reuse_port else ""
     web.run_app(
         create_app(settings),
         host=options.host,
         port=options.port,
         reuse_port=reuse_port or None,
         access_log=logging.getLogger("aiohttp.access") if options.access_log else None,
-        print=lambda msg: print(msg, flush=True),
+        print=lambda msg: print(prefix + msg, flush=True),
     )
 
 
