@@ -2,7 +2,7 @@
 
 Each round seeds a fresh store with the seed page's SUCCESS job (its exact body), starts both
 servers as processes of their own, checks that they answer the same bytes, warms them up, then
-loads them in the order subject, reference, reference, subject with the same wrk settings, so a
+loads them in turns (subject, reference, reference, subject, ...) with the same wrk settings, so a
 drift in the machine's load hits both sides alike. A second benchmark compares `--workers 2` with
 `--workers 1` the same way. The store is a URL: the PostgreSQL variant runs when `make_store`
 accepts `postgresql://` (set JOBTRACKER_BENCH_PG_URL to point it at a server).
@@ -65,8 +65,13 @@ BARE_SERVER = Path(__file__).with_name("bare_server.py")
 
 
 def load_for(config: BenchConfig) -> Load:
-    """32 connections on one wrk thread; 10 s a leg, 1 s in quick mode."""
-    return Load(threads=1, connections=32, seconds=1 if config.quick else 10)
+    """32 connections on one wrk thread; 5 s a leg, 1 s in quick mode."""
+    return Load(threads=1, connections=32, seconds=1 if config.quick else 5)
+
+
+def pairs_for(config: BenchConfig) -> int:
+    """Legs per side in a round: 4 (20 s each side), 1 in quick mode."""
+    return 1 if config.quick else 4
 
 
 # --- the store and its one job ---------------------------------------------------------------
@@ -169,29 +174,35 @@ def check_same_body(subject: str, reference: str, key: str) -> bytes:
 # --- one round -------------------------------------------------------------------------------
 
 
-def _mean(results: list[LoadResult], field: Callable[[LoadResult], float]) -> float:
-    return statistics.fmean(field(r) for r in results)
+def _median(results: list[LoadResult], field: Callable[[LoadResult], float]) -> float:
+    return statistics.median(field(r) for r in results)
 
 
-def abba(subject: str, reference: str, key: str, load: Load) -> Round:
-    """Warm both up, then load subject, reference, reference, subject; average each side."""
+def interleaved(subject: str, reference: str, key: str, load: Load, pairs: int) -> Round:
+    """Warm both up, then load them in turns (S R R S S R ...); each side's median leg counts.
+
+    The machine is shared: another process's burst lasts seconds, so short legs taken in turns
+    put both sides under the same weather, and the median drops a leg that caught a storm.
+    """
     headers = {"X-API-Key": key}
     warm = Load(load.threads, load.connections, 1)
     for base in (subject, reference):
         run_load(_job_url(base), headers, warm)
     legs: dict[str, list[LoadResult]] = {subject: [], reference: []}
-    for base in (subject, reference, reference, subject):
-        legs[base].append(run_load(_job_url(base), headers, load))
+    for pair in range(pairs):
+        order = (subject, reference) if pair % 2 == 0 else (reference, subject)
+        for base in order:
+            legs[base].append(run_load(_job_url(base), headers, load))
     ours, theirs = legs[subject], legs[reference]
     notes = () if have_wrk() else (WRK_MISSING,)
     return Round(
-        subject=_mean(ours, lambda r: r.requests_per_s),
-        reference=_mean(theirs, lambda r: r.requests_per_s),
+        subject=_median(ours, lambda r: r.requests_per_s),
+        reference=_median(theirs, lambda r: r.requests_per_s),
         extras={
-            "p50_ms": _mean(ours, lambda r: r.p50_ms),
-            "p99_ms": _mean(ours, lambda r: r.p99_ms),
-            "ref_p50_ms": _mean(theirs, lambda r: r.p50_ms),
-            "ref_p99_ms": _mean(theirs, lambda r: r.p99_ms),
+            "p50_ms": _median(ours, lambda r: r.p50_ms),
+            "p99_ms": _median(ours, lambda r: r.p99_ms),
+            "ref_p50_ms": _median(theirs, lambda r: r.p50_ms),
+            "ref_p99_ms": _median(theirs, lambda r: r.p99_ms),
         },
         notes=notes,
     )
@@ -212,7 +223,7 @@ def get_vs_bare(make: StoreFactory) -> Callable[[BenchConfig], Round]:
                     body = fetch(_job_url(ours), {"X-API-Key": key})[1]
                     with bare_server(key, body, workdir) as bare:
                         check_same_body(ours, bare, key)
-                        return abba(ours, bare, key, load_for(config))
+                        return interleaved(ours, bare, key, load_for(config), pairs_for(config))
 
     return run
 
@@ -226,14 +237,14 @@ def two_workers_vs_one(config: BenchConfig) -> Round:
             with jobtracker_server(url, workdir, workers=2) as two, \
                     jobtracker_server(url, workdir, workers=1) as one:
                 check_same_body(two, one, key)
-                return abba(two, one, key, load_for(config))
+                return interleaved(two, one, key, load_for(config), pairs_for(config))
 
 
 def _fast_enough(min_ratio: float) -> Callable[[float, dict[str, float]], bool]:
     return lambda ratio, extras: ratio >= min_ratio and extras["p99_ms"] <= 5.0
 
 
-_WRK = "wrk -t1 -c32 -d10s --latency, subject/reference/reference/subject"
+_WRK = "wrk -t1 -c32 -d5s --latency, 4 legs a side in turns S R R S S R R S, median leg"
 BENCHMARKS = [
     Benchmark(
         name="get-sqlite",
