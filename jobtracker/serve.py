@@ -3,8 +3,9 @@
 With `workers > 1` this process migrates the store, then starts the workers and waits; each worker
 runs the whole app and binds the port with SO_REUSEPORT, so the kernel spreads connections over
 them. Every worker opens its own store: nothing is shared in memory, which is why `memory://`
-cannot have more than one. SIGTERM or SIGINT to this process stops them all; a worker that dies on
-its own brings the others down too, and the exit code says so.
+cannot have more than one. SIGTERM or SIGINT to this process stops them all (each finishes the
+requests it has); a worker that dies on its own brings the others down too, and the exit code
+says so.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def serve(settings: Settings, options: ServeOptions) -> int:
 
 
 def _worker_main(settings: Settings, options: ServeOptions) -> None:
+    # A process group of its own: a terminal's Ctrl-C reaches the parent alone, which then stops
+    # each worker once (a second signal would interrupt aiohttp's graceful shutdown).
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
     run_server(settings, options, reuse_port=True)
 
 
@@ -111,7 +116,8 @@ def _run_workers(settings: Settings, options: ServeOptions) -> int:
         context.Process(target=_worker_main, args=(settings, options), name=f"jobtracker-{n}")
         for n in range(1, options.workers + 1)
     ]
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Both signals, explicitly: a shell starts background jobs with SIGINT ignored.
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for worker in workers:
             worker.start()
@@ -122,7 +128,8 @@ def _run_workers(settings: Settings, options: ServeOptions) -> int:
     except (_Stop, KeyboardInterrupt):
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         _stop_all(workers)
 
 

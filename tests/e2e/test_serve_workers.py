@@ -82,10 +82,11 @@ def get_status(base: str, secret: str, job_id: str) -> str:
         return body.decode()
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_two_workers_serve_one_port_and_stop_together(
-    owner_secret: tuple[str, str], tmp_path: Path
+    owner_secret: tuple[str, str], tmp_path: Path, stop: signal.Signals
 ) -> None:
-    """With --workers 2, two processes answer on one port; SIGTERM stops both and frees it."""
+    """With --workers 2, two processes answer on one port; SIGTERM or SIGINT stops both."""
     store, secret = owner_secret
     port = _free_port()
     log = tmp_path / "serve.log"
@@ -103,7 +104,7 @@ def test_two_workers_serve_one_port_and_stop_together(
             assert post_job(base, secret, f"job-{n}") == 201
         for n in range(20):
             assert '"status":"PENDING"' in get_status(base, secret, f"job-{n}")
-        server.send_signal(signal.SIGTERM)
+        server.send_signal(stop)
         assert server.wait(timeout=30) == 0
     finally:
         if server.poll() is None:
