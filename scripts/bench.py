@@ -88,18 +88,26 @@ def _ratio(round_: Round) -> float:
     return round_.subject / round_.reference if round_.reference else float("nan")
 
 
-def discover() -> list[Found]:
-    """Every `BENCHMARKS` entry of every module in scripts/benchmarks/, in module order."""
+def discover() -> tuple[list[Found], dict[str, str]]:
+    """Every `BENCHMARKS` entry of every module in scripts/benchmarks/, in module order.
+
+    A module that fails to import is returned with its traceback instead: the others still run.
+    """
     package = importlib.import_module(PACKAGE)
     found: list[Found] = []
+    broken: dict[str, str] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        try:
+            module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        except Exception:
+            broken[info.name] = traceback.format_exc()
+            continue
         found += [Found(info.name, b) for b in getattr(module, "BENCHMARKS", [])]
     names = [f.benchmark.name for f in found]
     doubles = sorted({n for n in names if names.count(n) > 1})
     if doubles:
         raise SystemExit(f"bench: benchmark names used twice: {', '.join(doubles)}")
-    return found
+    return found, broken
 
 
 def select(found: list[Found], only: Sequence[str]) -> list[Found]:
@@ -324,10 +332,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run, print, maybe write; exit 1 when a benchmark failed to run."""
+    """Run, print, maybe write; exit 1 when a benchmark failed to import or to run."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    selected = select(discover(), args.only)
+    found, broken = discover()
+    for module, error in broken.items():
+        print(f"bench: cannot import scripts/benchmarks/{module}.py\n{error}", file=sys.stderr)
+    selected = select(found, args.only)
     if args.list:
         for f in selected:
             print(f"{f.benchmark.name}\t{f.module}\t{f.benchmark.subject}")
@@ -343,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quick and (args.write or not args.only):
         args.output.write_text(markdown(outcomes, config, argv), encoding="utf-8")
         print(f"wrote {args.output}")
-    return 1 if any(o.error for o in outcomes) else 0
+    return 1 if broken or any(o.error for o in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobView, utc_now
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.walwatch import WalWatch
 
 T = TypeVar("T")
 
@@ -267,28 +268,28 @@ class _Thread:
 
 
 class KeyCache:
-    """Key lookups remembered until the database changes, so a revocation counts at once.
+    """Key lookups remembered while the database is unchanged, so a revocation counts at once.
 
-    `PRAGMA data_version` on the reader connection moves on every commit by any other connection
-    (this process's writer, or `jobtracker keys revoke` in another process), so checking it costs
-    one cheap statement per request. Any commit clears the cache: simple and plainly correct, at
-    the price of one real lookup per key after each write.
+    The caller passes, with every lookup, a mark that moves on any commit by any process (the
+    wal-index header, else `PRAGMA data_version` of the reader connection); a new mark clears the
+    cache. Simple and plainly correct, at the price of one real lookup per key after each write.
     """
 
     def __init__(self, limit: int = 10_000) -> None:
         self._limit = limit
-        self._seen: int | None = None
+        self._seen: object = None
         self._keys: dict[str, ApiKey] = {}
 
-    def find(self, log: SqliteLog, key_hash: str) -> ApiKey | None:
-        """The key with this hash, from memory while nothing changed, else from `log`."""
-        version = log.data_version()
-        if version != self._seen:
+    def find(
+        self, key_hash: str, mark: object, lookup: Callable[[str], ApiKey | None]
+    ) -> ApiKey | None:
+        """The key with this hash, from memory while `mark` stays put (None: unknown, forget)."""
+        if mark is None or mark != self._seen:
             self._keys.clear()
-            self._seen = version
+            self._seen = mark
         key = self._keys.get(key_hash)
         if key is None:
-            key = log.find_key(key_hash)
+            key = lookup(key_hash)
             # Only keys that exist are remembered: random guesses must not fill memory.
             if key is not None and len(self._keys) < self._limit:
                 self._keys[key_hash] = key
@@ -305,6 +306,7 @@ class SqliteStore:
         self._bulk_reader: _Thread | None = None
         self._reader: SqliteLog | None = None
         self._keys = KeyCache()
+        self._watch: WalWatch | None = None
 
     async def open(self) -> None:
         """Open the writer (migrating first), then the readers."""
@@ -314,18 +316,22 @@ class SqliteStore:
         await self._writer.run(lambda log: log.migrate())
         self._bulk_reader = _Thread("jobtracker-sqlite-reader")
         await self._bulk_reader.start(lambda: SqliteLog(path))
-        self._reader = _translated(lambda: SqliteLog(path))
-        # data_version numbers belong to one connection: a new reader starts with an empty cache.
+        self._reader = reader = _translated(lambda: SqliteLog(path))
+        # A new reader starts with an empty key cache; its first read maps the wal-index.
         self._keys = KeyCache()
+        _translated(reader.data_version)
+        self._watch = WalWatch.open(path)
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
         for thread in (self._writer, self._bulk_reader):
             if thread is not None:
                 await thread.stop()
+        if self._watch is not None:
+            self._watch.close()
         if self._reader is not None:
             self._reader.close()
-        self._writer = self._bulk_reader = self._reader = None
+        self._writer = self._bulk_reader = self._reader = self._watch = None
 
     def _open(self, part: T | None) -> T:
         if part is None:
@@ -370,7 +376,13 @@ class SqliteStore:
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
         """See `SqliteLog.find_key`; runs on the loop, remembered while nothing changes."""
-        return self._point_read(lambda log: self._keys.find(log, key_hash))
+        return self._point_read(
+            lambda log: self._keys.find(key_hash, self._change_mark(log), log.find_key)
+        )
+
+    def _change_mark(self, log: SqliteLog) -> object:
+        """What moves on any commit: the wal-index header if mapped, else data_version."""
+        return self._watch.header() if self._watch is not None else log.data_version()
 
     async def list_keys(self) -> list[ApiKey]:
         """See `SqliteLog.list_keys`."""
