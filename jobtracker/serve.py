@@ -89,7 +89,7 @@ def _worker_main(settings: Settings, options: ServeOptions) -> None:
 
 
 class _Stop(Exception):
-    """Raised in the parent by SIGTERM, to leave its wait."""
+    """Raised in the parent by SIGTERM or SIGINT, to leave its wait."""
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -125,7 +125,7 @@ def _run_workers(settings: Settings, options: ServeOptions) -> int:
               flush=True)
         wait([worker.sentinel for worker in workers])
         return 1  # a worker exited without being asked to
-    except (_Stop, KeyboardInterrupt):
+    except _Stop:
         return 0
     finally:
         for sig, handler in previous.items():

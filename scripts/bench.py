@@ -223,8 +223,8 @@ def _ram() -> str:
     return "unknown"
 
 
-def machine() -> dict[str, str]:
-    """What the figures were measured on."""
+def machine(load_at_start: tuple[float, ...] = ()) -> dict[str, str]:
+    """What the figures were measured on, and how busy it was (others share it)."""
     import sqlite3
 
     import aiohttp
@@ -240,10 +240,20 @@ def machine() -> dict[str, str]:
         "SQLite": sqlite3.sqlite_version,
         "PostgreSQL": _run(["psql", pg_url, "-Atc", "SHOW server_version"]),
         "wrk": _run(["wrk", "-v"]),
+        "load average (1, 5, 15 min) at start": ", ".join(f"{x:.2f}" for x in load_at_start),
+        "load average at the end": ", ".join(f"{x:.2f}" for x in _loadavg()),
     }
 
 
-def markdown(outcomes: Sequence[Outcome], config: BenchConfig, argv: Sequence[str]) -> str:
+def _loadavg() -> tuple[float, ...]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return ()
+
+
+def markdown(outcomes: Sequence[Outcome], config: BenchConfig, argv: Sequence[str],
+             load_at_start: tuple[float, ...] = ()) -> str:
     """BENCHMARKS.md: machine, date, how to reproduce, the table, each benchmark's detail."""
     rows = table_rows(outcomes, quick=config.quick)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -258,7 +268,7 @@ def markdown(outcomes: Sequence[Outcome], config: BenchConfig, argv: Sequence[st
         "",
         "## Machine",
         "",
-        *(f"- {name}: {value}" for name, value in machine().items()),
+        *(f"- {name}: {value}" for name, value in machine(load_at_start).items()),
         "",
         "## Reproduce",
         "",
@@ -344,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{f.benchmark.name}\t{f.module}\t{f.benchmark.subject}")
         return 0
     rounds = args.rounds or (1 if args.quick else 3)
+    load_at_start = _loadavg()
     with tempfile.TemporaryDirectory(prefix="jobtracker-bench-") as workdir:
         config = BenchConfig(quick=args.quick, rounds=rounds, workdir=workdir)
         outcomes = [run_one(f, config) for f in selected]
@@ -352,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in dict.fromkeys(n for o in outcomes for n in o.notes()):
         print(f"note: {note}")
     if not args.quick and (args.write or not args.only):
-        args.output.write_text(markdown(outcomes, config, argv), encoding="utf-8")
+        report = markdown(outcomes, config, argv, load_at_start)
+        args.output.write_text(report, encoding="utf-8")
         print(f"wrote {args.output}")
     return 1 if broken or any(o.error for o in outcomes) else 0
 

@@ -317,7 +317,8 @@ class SqliteStore:
         self._bulk_reader = _Thread("jobtracker-sqlite-reader")
         await self._bulk_reader.start(lambda: SqliteLog(path))
         self._reader = reader = _translated(lambda: SqliteLog(path))
-        # A new reader starts with an empty key cache; its first read maps the wal-index.
+        # A new reader starts with an empty key cache. It reads once before the wal-index is
+        # mapped: from then on its open connection keeps the -shm file in place.
         self._keys = KeyCache()
         _translated(reader.data_version)
         self._watch = WalWatch.open(path)
