@@ -81,7 +81,7 @@ class Outcome:
 
     def notes(self) -> list[str]:
         """The rounds' caveats, each once."""
-        return list(dict.fromkeys(note for r in self.rounds for note in r.notes))
+        return list(dict.fromkeys(note for r in self.rounds for note in getattr(r, "notes", ())))
 
 
 def _ratio(round_: Round) -> float:
@@ -125,7 +125,9 @@ def select(found: list[Found], only: Sequence[str]) -> list[Found]:
 def run_one(found: Found, config: BenchConfig) -> Outcome:
     """All rounds of one benchmark; an exception becomes the outcome's error, not a crash."""
     bench = found.benchmark
-    reason = bench.unavailable() if bench.unavailable else None
+    # getattr: modules written against the first version of base.py may lack the newer fields.
+    unavailable = getattr(bench, "unavailable", None)
+    reason = unavailable() if unavailable else None
     if reason:
         print(f"{bench.name}: skipped, {reason}", flush=True)
         return Outcome(found, skipped=reason)
@@ -135,8 +137,8 @@ def run_one(found: Found, config: BenchConfig) -> Outcome:
         for number in range(1, config.rounds + 1):
             round_ = bench.run(config)
             rounds.append(round_)
-            print(f"{bench.name} round {number}/{config.rounds}: subject {round_.subject:,.4g}, "
-                  f"reference {round_.reference:,.4g} {bench.unit}, "
+            print(f"{bench.name} round {number}/{config.rounds}: subject {_fmt(round_.subject)}, "
+                  f"reference {_fmt(round_.reference)} {bench.unit}, "
                   f"ratio {_ratio(round_):.3f}x", flush=True)
     except Exception:
         error = traceback.format_exc()
@@ -181,8 +183,9 @@ def table_rows(outcomes: Sequence[Outcome], quick: bool) -> list[tuple[str, ...]
                        f"{o.median('ratio'):.2f}x")
         else:
             figures = ("-", "-", "-")
-        rows.append((b.name, b.unit, *figures, b.target, verdict(o, quick), _extras_text(
-            o.extras()) if o.ran else (o.skipped or "error, see the log")))
+        unit = b.unit if b.higher_is_better else f"{b.unit} (lower is better)"
+        more = _extras_text(o.extras()) if o.ran else (o.skipped or "error, see the log")
+        rows.append((b.name, unit, *figures, b.target, verdict(o, quick), more))
     return rows
 
 
