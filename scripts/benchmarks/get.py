@@ -194,7 +194,10 @@ def interleaved(subject: str, reference: str, key: str, load: Load, pairs: int) 
         for base in order:
             legs[base].append(run_load(_job_url(base), headers, load))
     ours, theirs = legs[subject], legs[reference]
-    notes = () if have_wrk() else (WRK_MISSING,)
+    timeouts = sum(r.timeouts for r in ours + theirs)
+    notes = (() if have_wrk() else (WRK_MISSING,)) + (
+        (f"wrk counted {timeouts} requests over its 2 s timeout in a round",) if timeouts else ()
+    )
     return Round(
         subject=_median(ours, lambda r: r.requests_per_s),
         reference=_median(theirs, lambda r: r.requests_per_s),
