@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 
+from jobtracker.demo import demo_events
 from jobtracker.errors import ConfigError
 from jobtracker.events import Created, NewEvent, new_event_id
 from jobtracker.keys import issue_key
@@ -78,8 +79,6 @@ def pairs_for(config: BenchConfig) -> int:
 
 
 async def _seed(url: str) -> str:
-    from jobtracker.demo import demo_events
-
     store = make_store(url)
     await store.open()
     try:
