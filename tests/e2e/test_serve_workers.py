@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from jobtracker.demo import _free_port
-
 WORKER_LINE = re.compile(r"worker (\d+): ======== Running on")
 
 
@@ -34,6 +32,13 @@ def wait_for_workers(server: subprocess.Popen[bytes], log: Path, count: int) -> 
         assert server.poll() is None, log.read_text()
         time.sleep(0.05)
     raise AssertionError(f"{count} workers did not start:\n{log.read_text()}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def is_running(pid: int) -> bool:
@@ -88,7 +93,7 @@ def test_two_workers_serve_one_port_and_stop_together(
 ) -> None:
     """With --workers 2, two processes answer on one port; SIGTERM or SIGINT stops both."""
     store, secret = owner_secret
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
@@ -119,7 +124,7 @@ def test_a_worker_that_dies_takes_the_others_down_with_a_failing_exit_code(
 ) -> None:
     """If one worker is killed, the server does not limp on: all stop and the exit code is 1."""
     store, _ = owner_secret
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
