@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -30,20 +29,17 @@ def _with_store(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API until interrupted."""
-    from aiohttp import web
+    from jobtracker.serve import ServeOptions, serve
 
-    from jobtracker.web import create_app
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings(
         store_url=args.store,
         max_body_bytes=args.max_body_bytes,
         max_events=args.max_events,
         group_commit=args.group_commit,
     )
-    app = create_app(settings)
-    web.run_app(app, host=args.host, port=args.port, print=lambda msg: print(msg, flush=True))
-    return 0
+    options = ServeOptions(host=args.host, port=args.port, workers=args.workers,
+                           access_log=args.access_log)
+    return serve(settings, options)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -118,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
         "--no-group-commit", dest="group_commit", action="store_false",
         help="commit every append alone instead of grouping concurrent ones",
     )
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (SO_REUSEPORT); default 1")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (off by default: it costs throughput)")
     serve.set_defaults(run=cmd_serve)
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply schema migrations")

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from jobtracker import codec, openapi, paging
+from jobtracker.bodycache import FinishedBodies, FinishedBody
 from jobtracker.config import Settings
 from jobtracker.errors import (
     AccessDenied,
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 STORE: web.AppKey[Store] = web.AppKey("jobtracker_store")
 FEED = web.AppKey("jobtracker_change_feed", ChangeFeed)
 SETTINGS = web.AppKey("jobtracker_settings", Settings)
+FINISHED = web.AppKey("jobtracker_finished_bodies", FinishedBodies)
 
 #: Our errors and the HTTP status each one means; the first matching class wins.
 HTTP_STATUS: tuple[tuple[type[JobtrackerError], int], ...] = (
@@ -54,7 +56,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON response encoded with orjson."""
-    return web.Response(body=codec.dumps(body), status=status, content_type="application/json")
+    return encoded_response(codec.dumps(body), status)
+
+
+def encoded_response(body: bytes, status: int = 200) -> web.Response:
+    """A response for JSON that is encoded already."""
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _status_of(exc: JobtrackerError) -> int:
@@ -104,9 +111,14 @@ async def _job_for(
     view = await request.app[STORE].get_job(job_id, errors_limit)
     if view is None:
         raise JobNotFound()
-    if view.state.owner != key.key_id and not (workers_too and key.scope == "worker"):
-        raise AccessDenied("Access denied to this job")
+    _check_access(view.state.owner, key, workers_too=workers_too)
     return view
+
+
+def _check_access(owner: str, key: ApiKey, *, workers_too: bool = False) -> None:
+    """403 unless `key` owns the job (or has the worker scope, where workers may act)."""
+    if owner != key.key_id and not (workers_too and key.scope == "worker"):
+        raise AccessDenied("Access denied to this job")
 
 
 def _etag(view: JobView) -> str:
@@ -159,13 +171,25 @@ def _body_response(request: web.Request, view: JobView) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """`GET /api/v1/jobs/{job_id}`: the seed's body; 304 or a held request with If-None-Match."""
+    """`GET /api/v1/jobs/{job_id}`: the seed's body; 304 or a held request with If-None-Match.
+
+    A finished job's body is encoded once and served from memory afterwards: it never changes.
+    """
     key = await _key(request)
-    view = await _job_for(request, key)
     wait = _wait_seconds(request)
+    held = request.app[FINISHED].get(request.match_info["job_id"])
+    if held is not None:
+        _check_access(held.owner, key)
+        return _finished_response(request, held)
+    view = await _job_for(request, key)
+    if view.state.status.is_terminal:
+        body = codec.dumps(job_body(view.state, view.errors, request.app[SETTINGS].errors_cap))
+        held = FinishedBody(view.state.owner, body, _etag(view))
+        request.app[FINISHED].put(view.state.job_id, held)
+        return _finished_response(request, held)
     if not _matches(request.headers.get("If-None-Match"), _etag(view)):
         return _body_response(request, view)
-    if wait and not view.state.status.is_terminal:
+    if wait:
         read = _reader(request, view.state.job_id)
         changed = await request.app[FEED].wait_for_change(
             view.state.job_id, read, view.state.version, wait
@@ -173,6 +197,15 @@ async def get_job(request: web.Request) -> web.Response:
         if changed is not None:
             return _body_response(request, changed)
     return web.Response(status=304, headers=_freshness_headers(request, view))
+
+
+def _finished_response(request: web.Request, held: FinishedBody) -> web.Response:
+    headers = {"ETag": held.etag, "Cache-Control": "no-cache"}
+    if _matches(request.headers.get("If-None-Match"), held.etag):
+        return web.Response(status=304, headers=headers)
+    response = encoded_response(held.body)
+    response.headers.update(headers)
+    return response
 
 
 def _sse_event(view: JobView, errors_cap: int) -> bytes:
@@ -302,6 +335,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     """The jobtracker web application; the store opens on startup and closes on cleanup."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[FINISHED] = FinishedBodies()
     chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
     app.cleanup_ctx.append(_store_context(chosen))
     app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)

@@ -32,6 +32,7 @@ from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_
 from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
 from jobtracker.store.rebuild import Comparison, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.walwatch import WalWatch
 
 T = TypeVar("T")
 
@@ -275,11 +276,6 @@ class SqliteLog:
         )
         return [JobChange(*row) for row in rows]
 
-    def data_version(self) -> int:
-        """A number that changes whenever another connection commits to the file."""
-        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
-        return int(version)
-
     def last_position(self) -> int:
         """The newest position (0 when empty)."""
         return sqlite_rebuild.last_position(self.conn)
@@ -301,6 +297,11 @@ class SqliteLog:
             (key_hash,),
         ).fetchone()
         return None if row is None else ApiKey(*row)
+
+    def data_version(self) -> int:
+        """A number that moves whenever another connection, in any process, commits a change."""
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
@@ -350,6 +351,35 @@ class _Thread:
         self._pool.shutdown(wait=True)
 
 
+class KeyCache:
+    """Key lookups remembered while the database is unchanged, so a revocation counts at once.
+
+    The caller passes, with every lookup, a mark that moves on any commit by any process (the
+    wal-index header, else `PRAGMA data_version` of the reader connection); a new mark clears the
+    cache. Simple and plainly correct, at the price of one real lookup per key after each write.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._seen: object = None
+        self._keys: dict[str, ApiKey] = {}
+
+    def find(
+        self, key_hash: str, mark: object, lookup: Callable[[str], ApiKey | None]
+    ) -> ApiKey | None:
+        """The key with this hash, from memory while `mark` stays put (None: unknown, forget)."""
+        if mark is None or mark != self._seen:
+            self._keys.clear()
+            self._seen = mark
+        key = self._keys.get(key_hash)
+        if key is None:
+            key = lookup(key_hash)
+            # Only keys that exist are remembered: random guesses must not fill memory.
+            if key is not None and len(self._keys) < self._limit:
+                self._keys[key_hash] = key
+        return key
+
+
 class SqliteStore:
     """The SQLite store for asyncio: one writer thread, point reads on the loop.
 
@@ -367,9 +397,11 @@ class SqliteStore:
         self._writer: _Thread | None = None
         self._bulk_reader: _Thread | None = None
         self._reader: SqliteLog | None = None
-        self._seen_data_version = -1
+        self._seen_mark: object = None
         self._watches: list[FolderWatch] = []
         self._seen_position = 0
+        self._keys = KeyCache()
+        self._watch: WalWatch | None = None
 
     async def open(self) -> None:
         """Open the writer (migrating first), then the readers."""
@@ -379,7 +411,12 @@ class SqliteStore:
         await self._writer.run(lambda log: log.migrate())
         self._bulk_reader = _Thread("jobtracker-sqlite-reader")
         await self._bulk_reader.start(lambda: SqliteLog(path))
-        self._reader = _translated(lambda: SqliteLog(path))
+        self._reader = reader = _translated(lambda: SqliteLog(path))
+        # A new reader starts with an empty key cache. It reads once before the wal-index is
+        # mapped: from then on its open connection keeps the -shm file in place.
+        self._keys = KeyCache()
+        _translated(reader.data_version)
+        self._watch = WalWatch.open(path)
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
@@ -390,9 +427,11 @@ class SqliteStore:
         for thread in (self._writer, self._bulk_reader):
             if thread is not None:
                 await thread.stop()
+        if self._watch is not None:
+            self._watch.close()
         if self._reader is not None:
             self._reader.close()
-        self._writer = self._bulk_reader = self._reader = None
+        self._writer = self._bulk_reader = self._reader = self._watch = None
 
     def _open(self, part: T | None) -> T:
         if part is None:
@@ -445,16 +484,16 @@ class SqliteStore:
     async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
         """See `SqliteLog.changes_since`; runs on the loop.
 
-        A change feed calls this many times a second: `PRAGMA data_version` tells in microseconds
-        whether any connection committed since the last look, and only then is the log read.
+        A change feed calls this on every wake-up: the commit mark (`_change_mark`) tells without
+        a query whether anyone committed since the last look, and only then is the log read.
         """
         reader = self._open(self._reader)
-        version = _translated(reader.data_version)
-        if version == self._seen_data_version and after_position >= self._seen_position:
+        mark = _translated(lambda: self._change_mark(reader))
+        if mark is not None and mark == self._seen_mark and after_position >= self._seen_position:
             return []
         changes = _translated(lambda: reader.changes_since(after_position, limit))
-        if len(changes) < limit:  # read to the end: nothing new until the version moves
-            self._seen_data_version = version
+        if len(changes) < limit:  # read to the end: nothing new until the mark moves
+            self._seen_mark = mark
             self._seen_position = max([after_position, *(c.position for c in changes)])
         return changes
 
@@ -487,8 +526,14 @@ class SqliteStore:
         await self._write(lambda log: log.add_key(key))
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
-        """See `SqliteLog.find_key`; runs on the loop."""
-        return self._point_read(lambda log: log.find_key(key_hash))
+        """See `SqliteLog.find_key`; runs on the loop, remembered while nothing changes."""
+        return self._point_read(
+            lambda log: self._keys.find(key_hash, self._change_mark(log), log.find_key)
+        )
+
+    def _change_mark(self, log: SqliteLog) -> object:
+        """What moves on any commit: the wal-index header if mapped, else data_version."""
+        return self._watch.header() if self._watch is not None else log.data_version()
 
     async def list_keys(self) -> list[ApiKey]:
         """See `SqliteLog.list_keys`."""

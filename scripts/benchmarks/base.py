@@ -29,6 +29,8 @@ class Round:
     reference: float
     #: Further figures worth printing (p50/p99 latencies, RSS…), by name.
     extras: dict[str, float] = attrs.field(factory=dict)
+    #: Caveats the reader of the table must see (e.g. "wrk missing, a Python stand-in ran").
+    notes: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -51,3 +53,5 @@ class Benchmark:
     #: True when a bigger figure is better (throughput); False for latency or time.
     higher_is_better: bool = True
     notes: dict[str, Any] = attrs.field(factory=dict)
+    #: Why it cannot run on this machine or branch (None: it can); the runner skips it and says so.
+    unavailable: Callable[[], str | None] | None = None

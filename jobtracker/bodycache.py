@@ -1,0 +1,53 @@
+"""Encoded GET bodies of finished jobs, kept in memory: a SUCCESS or FAILURE body never changes.
+
+Only terminal jobs go in, so nothing here is ever stale and nothing needs invalidating, in this
+process or any other. The cache is bounded by the bytes it holds, least recently used out first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import attrs
+
+#: 64 MiB: tens of thousands of typical bodies, a few hundred of the largest (1,000 errors listed).
+DEFAULT_BUDGET = 64 * 1024 * 1024
+
+
+@attrs.frozen
+class FinishedBody:
+    """What a GET of a finished job needs: who may read it, the bytes to send, their ETag."""
+
+    owner: str
+    body: bytes
+    etag: str
+
+
+class FinishedBodies:
+    """A least-recently-used map from job id to its finished body, within a byte budget."""
+
+    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+        self._budget = budget
+        self._used = 0
+        self._entries: OrderedDict[str, FinishedBody] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, job_id: str) -> FinishedBody | None:
+        """The job's body if it is held here."""
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            self._entries.move_to_end(job_id)
+        return entry
+
+    def put(self, job_id: str, entry: FinishedBody) -> None:
+        """Hold a finished job's body (a body bigger than the whole budget is not held)."""
+        size = len(entry.body)
+        if size > self._budget or job_id in self._entries:
+            return
+        self._entries[job_id] = entry
+        self._used += size
+        while self._used > self._budget:
+            _, evicted = self._entries.popitem(last=False)
+            self._used -= len(evicted.body)
