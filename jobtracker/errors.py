@@ -62,7 +62,7 @@ class JobIdTaken(Conflict):
 
 
 class EventIdReused(Conflict):
-    """An event id was recorded before with different content."""
+    """An event id already names another event (in the log, or earlier in the same batch)."""
 
 
 class StoreUnavailable(JobtrackerError):

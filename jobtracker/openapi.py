@@ -94,6 +94,23 @@ def _job_schemas() -> dict[str, Any]:
     }
 
 
+def _page_schemas() -> dict[str, Any]:
+    recorded = {
+        "type": "object",
+        "properties": {"version": COUNT, "position": COUNT, "type": {"type": "string"},
+                       "event_id": {"type": "string"}, "recorded_at": {"type": "string"}},
+        "required": ["version", "position", "type", "event_id", "recorded_at"],
+    }
+    next_cursor = {"type": ["integer", "null"]}
+    return {
+        "History": _obj({"job_id": JOB_ID, "events": {"type": "array", "items": recorded},
+                         "next_after_version": next_cursor}),
+        "ErrorsPage": _obj({"job_id": JOB_ID, "errors": {"type": "array",
+                                                         "items": _ref("RowError")},
+                            "errors_total": COUNT, "next_after_row": next_cursor}),
+    }
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": _ref("Error")}}}
@@ -115,11 +132,20 @@ ERRORS = {
     "404": _error("`Job not found` (unknown or malformed id)"),
     "503": _error("The store is unavailable; safe to retry"),
 }
-JOB_PATH_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+JOB_PATH_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": JOB_ID}
 FRESHNESS = {
     "ETag": {"schema": {"type": "string"}, "description": "The job's version, quoted"},
     "Retry-After": {"schema": {"type": "string"}, "description": "Seconds; non-terminal only"},
 }
+
+
+LIMIT = {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT}}
+
+
+def _cursor(name: str, minimum: int) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": minimum, "maximum": MAX_INT}}
 
 
 def _paths() -> dict[str, Any]:
@@ -156,6 +182,15 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/api/v1/jobs/{job_id}/events": {
+            "get": {
+                "summary": "The job's history, oldest first, a page at a time (owner only)",
+                "parameters": [JOB_PATH_PARAM, _cursor("after_version", 0), LIMIT],
+                "responses": {
+                    "200": _json("A page; pass next_after_version back for the next", "History"),
+                    "422": _error("A bad query parameter, named"),
+                    **ERRORS,
+                },
+            },
             "post": {
                 "summary": "Append a batch of events atomically (owner or worker-scope key)",
                 "parameters": [JOB_PATH_PARAM],
@@ -168,6 +203,17 @@ def _paths() -> dict[str, Any]:
                     "409": _error("Finished job, second outcome for a row, reused event id"),
                     "413": _error("Too large"),
                     "422": _error("A bad event, named by index and field"),
+                    **ERRORS,
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/errors": {
+            "get": {
+                "summary": "Every row error of the job, in row order, a page at a time",
+                "parameters": [JOB_PATH_PARAM, _cursor("after_row", -1), LIMIT],
+                "responses": {
+                    "200": _json("A page; pass next_after_row back for the next", "ErrorsPage"),
+                    "422": _error("A bad query parameter, named"),
                     **ERRORS,
                 },
             }
@@ -213,6 +259,7 @@ def document() -> dict[str, Any]:
             },
         },
         **_job_schemas(),
+        **_page_schemas(),
     }
     return {
         "openapi": "3.1.0",

@@ -288,7 +288,9 @@ def plan_append(
                 "with different content"
             )
         if twin is not None and twin[1].event != item.event:
-            raise InvalidInput(
+            # One idempotency key naming two events is the same conflict within a batch as
+            # against the log: 409 either way.
+            raise EventIdReused(
                 f"events[{index}].event_id: {item.event_id!r} repeats events[{twin[0]}] "
                 "with different content"
             )

@@ -295,6 +295,7 @@ async def job_events(request: web.Request) -> web.Response:
     """`GET /api/v1/jobs/{job_id}/events`: the job's history, oldest first, a page at a time."""
     key = await _key(request)
     view = await _job_for(request, key, with_errors=False)
+    _only_query(request, "after_version", "limit")
     after = paging.int_param(request.query, "after_version", 0, 0)
     limit = paging.page_limit(request.query)
     found = await request.app[STORE].read_job_events(view.state.job_id, after, limit + 1)
@@ -305,6 +306,7 @@ async def job_errors(request: web.Request) -> web.Response:
     """`GET /api/v1/jobs/{job_id}/errors`: every row error, in row order, a page at a time."""
     key = await _key(request)
     view = await _job_for(request, key, with_errors=False)
+    _only_query(request, "after_row", "limit")
     after = paging.int_param(request.query, "after_row", -1, -1)
     limit = paging.page_limit(request.query)
     found = await request.app[STORE].read_job_errors(view.state.job_id, after, limit + 1)

@@ -199,3 +199,14 @@ async def test_projection_counts_rows_and_lists_errors_in_row_order(
     limited = await store.get_job(job_id, 1)
     assert limited is not None
     assert [e.row for e in limited.errors] == [12]
+
+
+async def test_event_id_repeated_in_one_batch_with_other_content_is_refused(
+    store: Store, make_job: MakeJob
+) -> None:
+    """Within one batch too, one event id names one event: a second meaning is a 409 conflict."""
+    job_id = await make_job()
+    batch = [new("k", Started()), new("k", Succeeded())]
+    with pytest.raises(EventIdReused, match=r"events\[1\]\.event_id"):
+        await store.append(job_id, batch)
+    assert len(await log_of(store, job_id)) == 1

@@ -82,3 +82,11 @@ async def test_real_responses_match_the_document(
     await call("post", events, "/api/v1/jobs/gone/events", json=[{"type": "failed",
                "error": "Achievement not found"}], headers=own)
     await call("get", job, "/api/v1/jobs/gone", headers=own)
+    history, errors = "/api/v1/jobs/{job_id}/events", "/api/v1/jobs/{job_id}/errors"
+    await call("get", history, "/api/v1/jobs/tour/events?limit=2", headers=own)
+    await call("get", history, "/api/v1/jobs/tour/events?after_version=5", headers=own)
+    await call("get", history, "/api/v1/jobs/tour/events?after_version=x", headers=own)
+    await call("get", history, "/api/v1/jobs/tour/events?colour=red", headers=own)
+    await call("get", errors, "/api/v1/jobs/tour/errors", headers=own)
+    await call("get", errors, "/api/v1/jobs/tour/errors?limit=0", headers=own)
+    await call("get", errors, "/api/v1/jobs/nope/errors", headers=own)
