@@ -1,4 +1,4 @@
-"""A worker process for the crash tests: the SDK writing straight into a store until killed.
+"""A worker process for the crash tests: the SDK writing (into a store or a server) until killed.
 
 Before each flush it prints `begin FIRST COUNT`, after the flush returned `ack FIRST COUNT`: the
 rows FIRST .. FIRST+COUNT-1 of that batch are then acknowledged.
@@ -12,13 +12,12 @@ import sys
 import jobtracker
 
 
-def main(store_url: str, job_id: str, first_row: int, seed: int) -> None:
-    """Report batches of rows forever."""
+def main(url: str, job_id: str, first_row: int, seed: int, key: str | None = None) -> None:
+    """Report batches of rows forever (over HTTP when `url` is a server and `key` is given)."""
     rng = random.Random(seed)
     row = first_row
-    with jobtracker.connect(store_url, batch_size=10**6, max_delay=3600) as tracker, tracker.job(
-        job_id
-    ) as job:
+    options = {"api_key": key, "batch_size": 10**6, "max_delay": 3600}
+    with jobtracker.connect(url, **options) as tracker, tracker.job(job_id) as job:
         while True:
             count = rng.randint(1, 40)
             print(f"begin {row} {count}", flush=True)
@@ -33,4 +32,5 @@ def main(store_url: str, job_id: str, first_row: int, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    key = sys.argv[5] if len(sys.argv) > 5 else None
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), key)
