@@ -1,5 +1,5 @@
 """What must hold after a writer is killed: every acknowledged row is in the log, the batch being
-written is all there or not there at all, and the projection equals a replay of the log."""
+written is all there or not there at all, and `replay --verify` finds the projection exact."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import attrs
 
 from jobtracker.events import RecordedEvent, RowFailed, RowSucceeded
 from jobtracker.projection import replay
+from jobtracker.replay import describe, verify
 from jobtracker.store import Store, make_store
+from jobtracker.store.rebuild import Rebuildable
 
 
 @attrs.define
@@ -49,6 +51,10 @@ async def _check(store_url: str, job_id: str, ledger: WriterLedger) -> int:
         view = await store.get_job(job_id, 0)
         assert view is not None
         assert view.state == replay(job_id, history).state, "projection differs from replay"
+        assert isinstance(store, Rebuildable), f"{store_url}: replay --verify is not available"
+        report = await verify(store)
+        assert report.comparison is not None
+        assert report.comparison.differing == 0, describe(report.comparison.diffs[0])
         return len(rows)
     finally:
         await store.close()
