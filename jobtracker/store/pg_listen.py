@@ -25,8 +25,9 @@ _LISTEN_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, Timeou
 class AppendHints:
     """Wakes waiters and subscribers whenever any process may have appended."""
 
-    def __init__(self, url: str, retry_interval: float) -> None:
+    def __init__(self, url: str, retry_interval: float, channel: str = APPEND_CHANNEL) -> None:
         self._url = url
+        self._channel = channel
         self._retry_interval = retry_interval
         self._changed = asyncio.Event()
         self._subscribers: list[Callable[[], None]] = []
@@ -35,6 +36,11 @@ class AppendHints:
         self._retry: asyncio.TimerHandle | None = None
         self._next_try = 0.0
         self._closed = False
+
+    @property
+    def listening(self) -> bool:
+        """Whether a connection is listening right now (hints can be lost while it is not)."""
+        return self._listener is not None and not self._closed
 
     def changed(self) -> asyncio.Event:
         """An event set at the next hint; take it before re-reading, then wait on it."""
@@ -74,7 +80,7 @@ class AppendHints:
             self._next_try = loop.time() + self._retry_interval
             listener = await asyncpg.connect(self._url, timeout=self._retry_interval)
             try:
-                await listener.add_listener(APPEND_CHANNEL, self._heard)
+                await listener.add_listener(self._channel, self._heard)
             except BaseException:
                 listener.terminate()
                 raise

@@ -11,6 +11,8 @@ MIGRATION_LOCK = 0x6A6F6274_0002
 POSITION_LOCK = 0x6A6F6274_0001
 #: The LISTEN/NOTIFY channel that hints "the log grew"; the payload is the newest position.
 APPEND_CHANNEL = "jobtracker_appended"
+#: The channel a trigger announces every key change on (migration 0002): caches drop that key.
+KEYS_CHANNEL = "jobtracker_keys"
 
 #: PostgreSQL types of `JOB_COLUMNS`, for the arrays the job rows travel in.
 _JOB_TYPES = {

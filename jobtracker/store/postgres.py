@@ -33,6 +33,7 @@ from jobtracker.store.pg_commit import (
     once_more_if_cut,
     storable,
 )
+from jobtracker.store.pg_keys import KeyCache
 from jobtracker.store.pg_listen import AppendHints
 from jobtracker.store.pg_sql import (
     APPEND_CHANNEL,
@@ -157,6 +158,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._committer: GroupCommitter | None = None
         self._hints: AppendHints | None = None
+        self._key_cache: KeyCache | None = None
 
     async def open(self) -> None:
         """Connect the pool, migrate, start the group committer."""
@@ -172,6 +174,7 @@ class PostgresStore:
             raise
         self._pool = pool
         self._hints = AppendHints(self.url, self._poll_interval)
+        self._key_cache = KeyCache(self.url, self._poll_interval)
         self._committer = GroupCommitter(
             pool,
             grouped=self._group_commit,
@@ -183,8 +186,11 @@ class PostgresStore:
     async def close(self) -> None:
         """Commit what is queued, close the listener and the pool; closing twice is harmless."""
         committer, pool, hints = self._committer, self._pool, self._hints
+        key_cache, self._key_cache = self._key_cache, None
         self._committer = self._pool = self._hints = None
         async with driver_errors("closing"):
+            if key_cache is not None:
+                await key_cache.close()
             if committer is not None:
                 await committer.stop()
             if hints is not None:
@@ -366,7 +372,12 @@ class PostgresStore:
         )
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
-        """The key with this hash, revoked or not."""
+        """The key with this hash, revoked or not; from memory while no key change is announced."""
+        if self._key_cache is None:
+            raise StoreUnavailable("The PostgreSQL store is not open")
+        return await self._key_cache.find(key_hash, self._read_key)
+
+    async def _read_key(self, key_hash: str) -> ApiKey | None:
         row = await self._fetchrow(
             "reading a key",
             f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1",  # noqa: S608
@@ -384,6 +395,8 @@ class PostgresStore:
 
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke a key at once; False when there is none with that id."""
+        if self._key_cache is not None:
+            self._key_cache.forget()  # our own cache need not wait for the announcement
         row = await self._fetchrow(
             "revoking a key",
             "WITH revoked AS (UPDATE api_keys SET revoked_at = $2 "

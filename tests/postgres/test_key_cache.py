@@ -1,0 +1,41 @@
+"""Key lookups are remembered on PostgreSQL too, and a revocation anywhere ends them at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp.test_utils import TestClient
+
+from jobtracker.config import Settings
+from jobtracker.events import Created
+from jobtracker.keys import issue_key
+from jobtracker.store.postgres import PostgresStore
+from jobtracker.web import create_app
+
+
+async def test_revocation_by_another_process_is_refused_on_the_next_request(
+    pg_url: str, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> None:
+    """A key cached by server A stops working as soon as server B's revocation commits."""
+    store_a = PostgresStore(pg_url, pool_size=4)
+    client = await aiohttp_client(create_app(Settings(), store=store_a))
+    issued = await issue_key(store_a, "owner")
+    await store_a.create_job("j", Created(owner=issued.record.key_id))
+    headers = {"X-API-Key": issued.secret}
+    for _ in range(3):  # warm: the key is now remembered by server A
+        assert (await client.get("/api/v1/jobs/j", headers=headers)).status == 200
+    store_b = PostgresStore(pg_url, pool_size=1)
+    await store_b.open()
+    try:
+        await store_b.revoke_key(issued.record.key_id)
+        revoked_at = time.monotonic()
+        statuses = []
+        while len(statuses) < 50 and 401 not in statuses:
+            statuses.append((await client.get("/api/v1/jobs/j", headers=headers)).status)
+        took = time.monotonic() - revoked_at
+    finally:
+        await store_b.close()
+    assert statuses[-1] == 401
+    assert took < 0.2, f"revocation took {took * 1000:.0f} ms to reach server A ({statuses})"
+    assert (await client.get("/api/v1/jobs/j", headers=headers)).status == 401
