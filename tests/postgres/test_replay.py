@@ -10,8 +10,10 @@ from pathlib import Path
 
 import asyncpg
 import orjson
+import pytest
 
 from jobtracker import replay
+from jobtracker.errors import JobFinished
 from jobtracker.events import (
     Created,
     Event,
@@ -252,3 +254,32 @@ async def test_replays_under_many_writers_on_two_stores_lose_nothing(
     after = await replay.verify(first)
     assert after.comparison is not None
     assert after.comparison.differing == 0
+
+
+async def test_rebuild_restores_a_deleted_job_and_drops_one_the_log_lacks(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """A job row deleted by hand comes back; a row the log never had goes; verify names both."""
+    store = await open_store()
+    await make_log(store, jobs=2, rows=10)
+    before = await fetch(pg_url, "SELECT * FROM jobs ORDER BY job_id")
+    await execute(
+        pg_url,
+        "DELETE FROM jobs WHERE job_id = 'job-0'",
+        "INSERT INTO jobs SELECT 'ghost', owner, status, version, label, expected_total, "
+        "progress_current, progress_total, progress_status, successful, failed, internal_count, "
+        "external_count, emails_sent, emails_failed, error, updated_position "
+        "FROM jobs WHERE job_id = 'job-1'",
+        "INSERT INTO job_rows VALUES ('job-1', 99, 'email')",
+    )
+    check = await replay.verify(store)
+    assert check.comparison is not None
+    described = "\n".join(line for diff in check.comparison.diffs for line in replay.describe(diff))
+    assert "job job-0:\n  missing from the live projection" in described
+    assert "job ghost:\n  in the live projection, though the log has no such job" in described
+    assert "row marks only in the live projection: row 99 (email)" in described
+    await replay.rebuild(store)
+    assert await fetch(pg_url, "SELECT * FROM jobs ORDER BY job_id") == before
+    assert await fetch(pg_url, "SELECT * FROM job_rows WHERE row = 99") == []
+    with pytest.raises(JobFinished):  # the store knows the restored job, and that it finished
+        await store.append("job-0", [new(Started())])
