@@ -16,16 +16,16 @@ import asyncpg
 
 from scripts.benchmarks.base import BenchConfig, Benchmark, Round
 from scripts.benchmarks.postgres import scratch_database
-from scripts.benchmarks.replay import interleave, job_events, measure, replay_log_jobs
+from scripts.benchmarks.replay import (
+    REPLAY_BODY,
+    REPLAY_SETUP,
+    interleave,
+    job_events,
+    measure,
+    replay_log_jobs,
+)
 
 _COLUMNS = ("job_id", "version", "event_id", "type", "schema_version", "data")
-_REPLAY_SETUP = "import io, contextlib, re; from jobtracker.cli import main"
-_REPLAY = """
-out = io.StringIO()
-with contextlib.redirect_stdout(out):
-    assert main(["replay", "--store", "{path}"]) == 0
-count = int(re.search(r"replayed ([0-9,]+) events", out.getvalue()).group(1).replace(",", ""))
-"""
 # What replay itself reads, the same way: position order, keyset chunks of 50,000 rows.
 _SCAN_SETUP = "import asyncio, asyncpg"
 _SCAN = """
@@ -67,8 +67,8 @@ async def build_log(url: str, events: int) -> int:
 async def _round(config: BenchConfig) -> Round:
     async with scratch_database() as url:
         await build_log(url, 20_000 if config.quick else 1_000_000)
-        events, seconds, rss = await asyncio.to_thread(measure, _REPLAY_SETUP, _REPLAY, url)
-        _, again_seconds, _ = await asyncio.to_thread(measure, _REPLAY_SETUP, _REPLAY, url)
+        events, seconds, rss = await asyncio.to_thread(measure, REPLAY_SETUP, REPLAY_BODY, url)
+        _, again_seconds, _ = await asyncio.to_thread(measure, REPLAY_SETUP, REPLAY_BODY, url)
         scanned, scan_seconds, scan_rss = await asyncio.to_thread(measure, _SCAN_SETUP, _SCAN, url)
     rate, scan_rate = events / seconds, scanned / scan_seconds
     extras = {"events_per_s": rate, "again_events_per_s": events / again_seconds,
