@@ -184,6 +184,11 @@ async def test_event_stored_in_an_older_shape_is_read_upcast(
     assert await store.read_job_errors("legacy") == [
         RowError(3, "x@uni.edu", "Calificacion invalida")
     ]
+    # A worker re-sending that event today is told it is a duplicate, not a conflict.
+    resent = await store.append(
+        "legacy", [NewEvent("old-1", RowFailed(3, "x@uni.edu", "Calificacion invalida"))]
+    )
+    assert (resent.appended, resent.duplicates) == (0, 1)
 
 
 async def test_events_are_stored_with_their_schema_version(
