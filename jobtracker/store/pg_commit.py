@@ -26,7 +26,7 @@ import attrs
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from jobtracker.codec import decode_fields, encode_fields
+from jobtracker.codec import decode_stored, encode_fields, stored_version
 from jobtracker.errors import InvalidInput, JobNotFound, JobtrackerError
 from jobtracker.events import Event, NewEvent
 from jobtracker.projection import AppendPlan, plan_append, rows_touched
@@ -143,10 +143,16 @@ def _current(found: asyncpg.Record | None, states: dict[str, JobState]) -> bool:
 def _known(found: asyncpg.Record | None) -> dict[str, tuple[str, Event]]:
     if found is None or found["known_ids"] is None:
         return {}
-    columns = (found["known_ids"], found["known_jobs"], found["known_types"], found["known_data"])
+    columns = (
+        found["known_ids"],
+        found["known_jobs"],
+        found["known_types"],
+        found["known_schemas"],
+        found["known_data"],
+    )
     return {
-        event_id: (job_id, decode_fields(kind, data))
-        for event_id, job_id, kind, data in zip(*columns, strict=True)
+        event_id: (job_id, decode_stored(kind, schema, data))
+        for event_id, job_id, kind, schema, data in zip(*columns, strict=True)
     }
 
 
@@ -194,6 +200,7 @@ def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[Any
     ev_ids: list[str] = []
     ev_types: list[str] = []
     ev_data: list[str] = []
+    ev_schemas: list[int] = []
     marks: list[tuple[str, int, str]] = []
     errors: list[tuple[str, int, str, str]] = []
     final: dict[str, JobState] = {}
@@ -204,13 +211,14 @@ def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[Any
         ev_ids.extend(item.event_id for item in new)
         ev_types.extend(item.event.TYPE for item in new)
         ev_data.extend(request.data[item.event_id] for item in new)
+        ev_schemas.extend(stored_version(item.event) for item in new)
         marks.extend((job_id, mark.row, mark.kind) for mark in plan.batch.marks)
         errors.extend((job_id, e.row, e.email, e.error) for e in plan.batch.row_errors)
         final[job_id] = plan.batch.state
     events = [ev_jobs, ev_versions, ev_ids, ev_types, ev_data]
     return [*events, *_columns(marks, 3), *_columns(errors, 4), *_columns(
         [state_to_row(state) for state in final.values()], len(JOB_COLUMNS)
-    )]
+    ), ev_schemas]
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

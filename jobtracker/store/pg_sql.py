@@ -45,8 +45,8 @@ INSERT_JOB = (
 INSERT_CREATED = """
 WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
 created AS (
-    INSERT INTO events (job_id, version, event_id, type, data)
-    SELECT $3, 1, $4, 'created', $5::jsonb FROM position_lock
+    INSERT INTO events (job_id, version, event_id, type, schema_version, data)
+    SELECT $3, 1, $4, 'created', $6, $5::jsonb FROM position_lock
     RETURNING position
 ), saved AS (
     UPDATE jobs SET updated_position = created.position FROM created WHERE jobs.job_id = $3
@@ -60,6 +60,8 @@ def _write_group_sql() -> str:
     job_arrays = ", ".join(
         f"${first_job_param + n}::{_JOB_TYPES[column]}[]" for n, column in enumerate(JOB_COLUMNS)
     )
+    # Each event's schema version comes last, after the job rows' arrays.
+    schema_versions = f"${first_job_param + len(JOB_COLUMNS)}::int[]"
     updated = ", ".join(JOB_COLUMNS[1:])
     values = ", ".join(f"s.{column}" for column in JOB_COLUMNS[1:])
     # Gap safety. A tailing reader keeps one cursor, the last position it saw, so positions must
@@ -77,11 +79,12 @@ def _write_group_sql() -> str:
     return f"""
 WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
 new_events AS (
-    INSERT INTO events (job_id, version, event_id, type, data)
-    SELECT e.job_id, e.version, e.event_id, e.type, e.data
+    INSERT INTO events (job_id, version, event_id, type, schema_version, data)
+    SELECT e.job_id, e.version, e.event_id, e.type, e.schema_version, e.data
     FROM position_lock,
-         unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[])
-         WITH ORDINALITY AS e(job_id, version, event_id, type, data, n)
+         unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[],
+                {schema_versions})
+         WITH ORDINALITY AS e(job_id, version, event_id, type, data, schema_version, n)
     ORDER BY e.n
     RETURNING job_id, position
 ), new_marks AS (
@@ -125,7 +128,8 @@ SELECT
     known.*, marks.*
 FROM (
     SELECT array_agg(event_id) AS known_ids, array_agg(job_id) AS known_jobs,
-           array_agg(type) AS known_types, array_agg(data::text) AS known_data
+           array_agg(type) AS known_types, array_agg(data::text) AS known_data,
+           array_agg(schema_version) AS known_schemas
     FROM events WHERE event_id = ANY($2::text[])
 ) AS known, (
     SELECT array_agg(r.job_id) AS mark_jobs, array_agg(r.row) AS mark_rows,

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 
-from jobtracker.codec import decode_fields, encode_fields
+from jobtracker.codec import decode_stored, encode_fields, stored_version
 from jobtracker.errors import ConfigError, InvalidInput, JobIdTaken, StoreUnavailable
 from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.migrate import migrations
 from jobtracker.projection import start
 from jobtracker.state import JobState, RowError, Status
+from jobtracker.store import pg_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.pg_commit import (
     BeforeCommit,
@@ -43,6 +44,7 @@ from jobtracker.store.pg_sql import (
     POSITION_LOCK,
     SELECT_JOB,
 )
+from jobtracker.store.rebuild import Comparison, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import state_from_row, state_to_row
 
 #: Every driver failure we turn into `StoreUnavailable` (connection refused arrives as OSError).
@@ -58,7 +60,8 @@ DRIVER_ERRORS = (
 DEFAULT_POOL_SIZE = 10
 POOL_SIZE_PARAM = "pool_size"
 
-_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, data"
+_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
+T = TypeVar("T")
 _KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
 
 
@@ -101,8 +104,8 @@ def recorded_at(value: dt.datetime) -> str:
 
 
 def _recorded_event(row: asyncpg.Record) -> RecordedEvent:
-    job_id, version, position, event_id, at, kind, data = row
-    event = decode_fields(kind, data)
+    job_id, version, position, event_id, at, kind, schema_version, data = row
+    event = decode_stored(kind, schema_version, data)
     return RecordedEvent(job_id, version, position, event_id, recorded_at(at), event)
 
 
@@ -228,7 +231,13 @@ class PostgresStore:
                     raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
                 return existing, False
             await conn.fetchval(
-                INSERT_CREATED, POSITION_LOCK, APPEND_CHANNEL, job_id, new_event_id(), data
+                INSERT_CREATED,
+                POSITION_LOCK,
+                APPEND_CHANNEL,
+                job_id,
+                new_event_id(),
+                data,
+                stored_version(created),
             )
         self._appended(0)
         return state, True
@@ -406,3 +415,83 @@ class PostgresStore:
             utc_now(),
         )
         return bool(row and row["found"])
+
+    # Replay (see `jobtracker.store.rebuild.Rebuildable`; the work is in `pg_rebuild`): each call
+    # runs on one pooled connection, inside the store's one translation boundary.
+
+    async def _replaying(self, where: str, call: Callable[[Conn], Awaitable[T]]) -> T:
+        pool = self._open_pool()
+        async with driver_errors(where), pool.acquire() as conn:
+            return await call(conn)
+
+    async def scan_log(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        job_id: str | None = None,
+        after_version: int = 0,
+        upto: int | None = None,
+    ) -> list[LogEntry]:
+        """See `Rebuildable.scan_log`."""
+        return await self._replaying(
+            "scanning the log",
+            lambda conn: pg_rebuild.scan_log(conn, after_position, limit, job_id, after_version,
+                                             upto),
+        )
+
+    async def reset_area(self, area: str) -> None:
+        """See `Rebuildable.reset_area`."""
+        await self._replaying("making a scratch area", lambda c: pg_rebuild.reset_area(c, area))
+
+    async def write_area(self, area: str, rows: ProjectionRows) -> None:
+        """See `Rebuildable.write_area`."""
+        await self._replaying(
+            "filling a scratch area", lambda conn: pg_rebuild.write_area(conn, area, rows)
+        )
+
+    async def swap_in(
+        self,
+        area: str,
+        fold_tail: TailFolder,
+        *,
+        after_position: int,
+        after_version: int = 0,
+        job_id: str | None = None,
+    ) -> int:
+        """See `Rebuildable.swap_in`."""
+        return await self._replaying(
+            "swapping in the rebuilt projection",
+            lambda conn: pg_rebuild.swap_in(
+                conn, area, fold_tail, after_position, after_version, job_id
+            ),
+        )
+
+    async def compare_area(
+        self,
+        area: str,
+        fold_tail: TailFolder,
+        *,
+        after_position: int,
+        after_version: int = 0,
+        job_id: str | None = None,
+        limit: int = 20,
+    ) -> Comparison:
+        """See `Rebuildable.compare_area`."""
+        return await self._replaying(
+            "comparing the rebuilt projection",
+            lambda conn: pg_rebuild.compare_area(
+                conn, area, fold_tail, after_position, after_version, job_id, limit
+            ),
+        )
+
+    async def area_view(self, area: str, job_id: str, errors_limit: int) -> JobView | None:
+        """See `Rebuildable.area_view`."""
+        return await self._replaying(
+            "reading a scratch area",
+            lambda conn: pg_rebuild.area_view(conn, area, job_id, errors_limit),
+        )
+
+    async def drop_area(self, area: str) -> None:
+        """See `Rebuildable.drop_area`."""
+        await self._replaying("dropping a scratch area", lambda c: pg_rebuild.drop_area(c, area))

@@ -67,7 +67,7 @@ class Comparison:
 
 @runtime_checkable
 class Rebuildable(Protocol):
-    """The store side of replay; memory and SQLite implement it, PostgreSQL can in the same way."""
+    """The store side of replay; the memory, SQLite and PostgreSQL stores implement it."""
 
     async def last_position(self) -> int:
         """The highest position in the log now (0 when it is empty)."""

@@ -112,11 +112,12 @@ with open("/proc/self/status") as status:
     peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1))
 print(count, elapsed, peak_kb / 1024)
 """
-_REPLAY_SETUP = "import io, contextlib, re; from jobtracker.cli import main"
-_REPLAY = """
+#: Runs `jobtracker replay` on the store URL given as `path` (the PostgreSQL variant uses it too).
+REPLAY_SETUP = "import io, contextlib, re; from jobtracker.cli import main"
+REPLAY_BODY = """
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
-    assert main(["replay", "--store", "sqlite:///{path}"]) == 0
+    assert main(["replay", "--store", "{path}"]) == 0
 count = int(re.search(r"replayed ([0-9,]+) events", out.getvalue()).group(1).replace(",", ""))
 """
 _SCAN_SETUP = "import sqlite3"
@@ -130,7 +131,7 @@ while chunk := rows.fetchmany(20000):
 """
 
 
-def measure(setup: str, body: str, path: Path) -> tuple[int, float, float]:
+def measure(setup: str, body: str, path: Path | str) -> tuple[int, float, float]:
     """(events, seconds, peak RSS in MB) of `body` run in a fresh Python process after `setup`."""
     code = _CHILD.format(setup=setup, body=body.format(path=path))
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
@@ -158,7 +159,7 @@ def replay_log(config: BenchConfig) -> Path:
 def replay_round(config: BenchConfig) -> Round:
     """Replay the whole log in a child process beside a raw scan of the same rows."""
     path = replay_log(config)
-    events, seconds, rss = measure(_REPLAY_SETUP, _REPLAY, path)
+    events, seconds, rss = measure(REPLAY_SETUP, REPLAY_BODY, f"sqlite:///{path}")
     scanned, scan_seconds, scan_rss = measure(_SCAN_SETUP, _SCAN, path)
     rate, scan_rate = events / seconds, scanned / scan_seconds
     return Round(rate, scan_rate, {"events_per_s": rate, "peak_rss_mb": rss,
