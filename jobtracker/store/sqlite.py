@@ -380,6 +380,31 @@ class KeyCache:
         return key
 
 
+class _Echoes:
+    """Wake now, and once more after each delay: at most one echo pending per delay.
+
+    The write inotify reports may be the commit frame itself, made visible to readers a moment
+    later through the shared-memory index (mmap writes raise no inotify event), so we look now and
+    again shortly after. One commit writes several pages, each a hint of its own: echoes already
+    pending cover them all, so a busy writer costs a few looks per burst, not three per page.
+    """
+
+    def __init__(self, wake: Callable[[], None], delays: tuple[float, ...]) -> None:
+        self._wake = wake
+        self._pending: dict[float, asyncio.TimerHandle | None] = dict.fromkeys(delays)
+
+    def __call__(self) -> None:
+        self._wake()
+        loop = asyncio.get_running_loop()
+        for delay, handle in self._pending.items():
+            if handle is None:
+                self._pending[delay] = loop.call_later(delay, self._echo, delay)
+
+    def _echo(self, delay: float) -> None:
+        self._pending[delay] = None
+        self._wake()
+
+
 class SqliteStore:
     """The SQLite store for asyncio: one writer thread, point reads on the loop.
 
@@ -505,17 +530,7 @@ class SqliteStore:
         """Watch the folder for writes to the database's WAL (any process's commit) with inotify."""
         db = Path(self.path)
         names = {db.name, f"{db.name}-wal"}
-        loop = asyncio.get_running_loop()
-
-        def hinted() -> None:
-            # The write we hear of may be the commit frame itself, made visible to readers a moment
-            # later through the shared-memory index (mmap writes raise no inotify event): look now
-            # and again shortly after, so a commit's last write is never the one we missed.
-            wake()
-            loop.call_later(0.005, wake)
-            loop.call_later(0.05, wake)
-
-        watch = watch_folder(str(db.parent), names, hinted)
+        watch = watch_folder(str(db.parent), names, _Echoes(wake, (0.005, 0.05)))
         if watch is None:
             return False
         self._watches.append(watch)
