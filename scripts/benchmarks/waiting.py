@@ -117,7 +117,7 @@ async def _trickle(db: str, ids: list[str], stop: asyncio.Event) -> None:
 
 
 async def _cpu_per_minute(pid: int, base: str, secret: str, ids: list[str], db: str,
-                          mode: str, window: float) -> float:
+                          mode: str, window: float, settle: float) -> float:
     stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None)
@@ -126,7 +126,7 @@ async def _cpu_per_minute(pid: int, base: str, secret: str, ids: list[str], db: 
         client = {"stream": _streamer, "wait": _waiter, "poll": _poller}[mode]
         tasks = [asyncio.create_task(client(s, f"{base}/{job_id}", stop)) for job_id in ids]
         tasks.append(asyncio.create_task(_trickle(db, ids, stop)))
-        await asyncio.sleep(3)  # every client connected and settled into its rhythm
+        await asyncio.sleep(settle)  # every client connected and settled into its rhythm
         before = _cpu_seconds(pid)
         await asyncio.sleep(window)
         used = _cpu_seconds(pid) - before
@@ -139,12 +139,12 @@ async def _cpu_per_minute(pid: int, base: str, secret: str, ids: list[str], db: 
 
 def run_cpu(config: BenchConfig) -> Round:
     """One round: the same clients long-polling, then polling every 2 s."""
-    clients, window = (200, 4.0) if config.quick else (1000, 20.0)
+    clients, window, settle = (200, 3.0, 1.0) if config.quick else (1000, 20.0, 3.0)
     figures = {}
     for mode in ("stream", "wait", "poll"):
         with _server(config.workdir, clients) as (pid, base, secret, ids, db):
             figures[mode] = asyncio.run(
-                _cpu_per_minute(pid, base, secret, ids, db, mode, window)
+                _cpu_per_minute(pid, base, secret, ids, db, mode, window, settle)
             )
     return Round(subject=figures["stream"], reference=figures["poll"],
                  extras={"clients": clients, "window_s": window,
