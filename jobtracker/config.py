@@ -68,8 +68,9 @@ class Settings:
     max_events: int = 10_000
     #: How often the change feed looks for appends made by other processes (seconds).
     feed_interval: float = 0.02
-    #: How often an idle event stream sends a heartbeat comment (seconds).
-    heartbeat: float = 15.0
+    #: How often an idle event stream sends a heartbeat comment (seconds): well inside the 60 s
+    #: idle timeout of common proxies and load balancers, rare enough to cost little.
+    heartbeat: float = 30.0
     #: Longest `?wait=` a GET may ask for (seconds).
     max_wait: int = 60
     #: Commit concurrent appends together (one durable commit for many requests).

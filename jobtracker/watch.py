@@ -124,7 +124,9 @@ class ChangeFeed:
         """The job once its version differs from `seen_version`, or None after `within` s.
 
         The waiter is registered before the store is re-read, so a change landing between the
-        read and the wait still wakes it.
+        read and the wait still wakes it; and a wait that ends without a wake-up needs no read
+        at all: nothing the feed saw touched the job (a thousand idle streams' heartbeats would
+        otherwise cost a thousand reads).
         """
         deadline = asyncio.get_running_loop().time() + within
         while True:
@@ -137,8 +139,10 @@ class ChangeFeed:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0 or self.closed:
                     return None
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(waiter, remaining)
+                except TimeoutError:
+                    return None
             finally:
                 self._forget(job_id, waiter)
 
