@@ -266,7 +266,7 @@ async def create_job(request: web.Request) -> web.Response:
 async def append_events(request: web.Request) -> web.Response:
     """`POST /api/v1/jobs/{job_id}/events`: append a batch atomically."""
     key = await _key(request)
-    view = await _job_for(request, key, workers_too=True)
+    view = await _job_for(request, key, workers_too=True, with_errors=False)
     data = await _json_body(request, empty=None)
     limit = request.app[SETTINGS].max_events
     if isinstance(data, list) and len(data) > limit:
