@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeAlias
@@ -161,15 +162,25 @@ class RecordedEvent:
     event: Event
 
 
-def _uuid4_text(digits: str) -> str:
-    """32 random hex digits as a version-4 UUID in its usual text form."""
-    variant = "89ab"[int(digits[16], 16) & 3]
-    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:32]}"
+#: The UUID variant nibble (binary 10xx) for each random hex digit: two random bits survive.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _uuid7_head() -> str:
+    """The first 15 characters of a version-7 UUID (RFC 9562) made now: milliseconds, version."""
+    ts = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
+    return f"{ts[:8]}-{ts[8:12]}-7"
 
 
 def new_event_id() -> str:
-    """A fresh idempotency key: a random (version 4) UUID, from `os.urandom` like `uuid4()`."""
-    return _uuid4_text(os.urandom(16).hex())
+    """A fresh idempotency key: a time-ordered (version 7) UUID, its random part from `os.urandom`.
+
+    Time-ordered because the log keeps a unique index on event ids: ids that grow with time land
+    at the index's right edge, so a commit writes a page or two of it instead of one random page
+    per event (and the index stays compact). 74 random bits per millisecond keep ids from
+    different workers apart.
+    """
+    return new_event_ids(1)[0]
 
 
 def new_event_ids(count: int) -> list[str]:
@@ -178,8 +189,13 @@ def new_event_ids(count: int) -> list[str]:
     Drawn when asked for, never kept in advance: a worker process forked later (Celery, RQ) must
     not repeat its parent's ids.
     """
-    digits = os.urandom(16 * count).hex()
-    return [_uuid4_text(digits[start : start + 32]) for start in range(0, 32 * count, 32)]
+    head, digits, variant = _uuid7_head(), os.urandom(10 * count).hex(), _VARIANT
+    # 20 random hex digits per id: one picks the variant, 3 + 3 + 12 fill the rest.
+    return [
+        f"{head}{digits[i + 1 : i + 4]}-{variant[digits[i]]}{digits[i + 4 : i + 7]}-"
+        f"{digits[i + 7 : i + 19]}"
+        for i in range(0, 20 * count, 20)
+    ]
 
 
 def new_job_id() -> str:

@@ -304,13 +304,20 @@ def test_direct_store_refuses_an_ill_typed_field(live_server: LiveServer) -> Non
     assert event_count(live_server, job_id) == 2  # created, and the block's `failed`
 
 
-def test_sdk_event_ids_are_random_uuids() -> None:
-    """Event ids the SDK assigns are version-4 UUIDs in their usual text form, never repeated."""
-    ids = [new_event_id() for _ in range(1000)] + new_event_ids(1000)
-    assert len(set(ids)) == len(ids)
-    for text in ids:
+def test_sdk_event_ids_are_time_ordered_uuids() -> None:
+    """Event ids the SDK assigns are version-7 UUIDs in their usual text form, never repeated,
+    carrying the time they were made: ids made later sort after earlier ones (so the log's index
+    on them grows at one end), and their text does too."""
+    earlier = new_event_ids(1000)
+    time.sleep(0.002)
+    later = [new_event_id() for _ in range(1000)]
+    assert len(set(earlier + later)) == 2000
+    for text in earlier + later:
         parsed = uuid.UUID(text)
-        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 7, uuid.RFC_4122)
+    assert max(earlier) < min(later)
+    made_at_ms = uuid.UUID(later[0]).int >> 80
+    assert abs(made_at_ms - time.time() * 1000) < 60_000
 
 
 def test_sync_sdk_reaches_an_asyncio_store_through_its_own_loop(live_server: LiveServer) -> None:
