@@ -1,7 +1,8 @@
-"""Encoded GET bodies of finished jobs, kept in memory: a SUCCESS or FAILURE body never changes.
+"""What the server keeps in memory because it never changes: finished bodies and job owners.
 
-Only terminal jobs go in, so nothing here is ever stale and nothing needs invalidating, in this
-process or any other. The cache is bounded by the bytes it holds, least recently used out first.
+A SUCCESS or FAILURE body never changes, and neither does the key that owns a job. Only such facts
+go in, so nothing here is ever stale and nothing needs invalidating, in this process or any other.
+Both maps are bounded, least recently used out first.
 """
 
 from __future__ import annotations
@@ -51,3 +52,32 @@ class FinishedBodies:
         while self._used > self._budget:
             _, evicted = self._entries.popitem(last=False)
             self._used -= len(evicted.body)
+
+
+#: Job owners held: a few MB, far more jobs than are ever being reported at once.
+DEFAULT_OWNERS = 100_000
+
+
+class JobOwners:
+    """Which key owns each job, for jobs this server has seen: appends skip the job read.
+
+    A worker posts many small batches to one job; its ownership check, done once, holds for
+    every later batch (a job's owner is fixed at creation and jobs are never deleted).
+    """
+
+    def __init__(self, limit: int = DEFAULT_OWNERS) -> None:
+        self._limit = limit
+        self._owners: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, job_id: str) -> str | None:
+        """The owner's key id, if this job is held."""
+        owner = self._owners.get(job_id)
+        if owner is not None:
+            self._owners.move_to_end(job_id)
+        return owner
+
+    def put(self, job_id: str, owner: str) -> None:
+        """Remember a job's owner."""
+        self._owners[job_id] = owner
+        if len(self._owners) > self._limit:
+            self._owners.popitem(last=False)

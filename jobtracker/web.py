@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from jobtracker import codec, openapi, paging
-from jobtracker.bodycache import FinishedBodies, FinishedBody
+from jobtracker.bodycache import FinishedBodies, FinishedBody, JobOwners
 from jobtracker.config import Settings
 from jobtracker.errors import (
     AccessDenied,
@@ -38,6 +38,7 @@ STORE: web.AppKey[Store] = web.AppKey("jobtracker_store")
 FEED = web.AppKey("jobtracker_change_feed", ChangeFeed)
 SETTINGS = web.AppKey("jobtracker_settings", Settings)
 FINISHED = web.AppKey("jobtracker_finished_bodies", FinishedBodies)
+OWNERS = web.AppKey("jobtracker_job_owners", JobOwners)
 
 #: Our errors and the HTTP status each one means; the first matching class wins.
 HTTP_STATUS: tuple[tuple[type[JobtrackerError], int], ...] = (
@@ -113,6 +114,17 @@ async def _job_for(
         raise JobNotFound()
     _check_access(view.state.owner, key, workers_too=workers_too)
     return view
+
+
+async def _appendable_job(request: web.Request, key: ApiKey) -> str:
+    """The path's job id once this key may append to it; the owner is read once per job."""
+    job_id = request.match_info["job_id"]
+    owner = request.app[OWNERS].get(job_id)
+    if owner is None:
+        owner = (await _job_for(request, key, workers_too=True, with_errors=False)).state.owner
+        request.app[OWNERS].put(job_id, owner)
+    _check_access(owner, key, workers_too=True)
+    return job_id
 
 
 def _check_access(owner: str, key: ApiKey, *, workers_too: bool = False) -> None:
@@ -259,6 +271,7 @@ async def create_job(request: web.Request) -> web.Response:
     wanted = codec.decode_create_request(await _json_body(request, empty={}))
     created = Created(owner=key.key_id, total=wanted.total, label=wanted.label)
     state, is_new = await request.app[STORE].create_job(wanted.job_id or new_job_id(), created)
+    request.app[OWNERS].put(state.job_id, state.owner)
     body = {"job_id": state.job_id, "status": state.status.value}
     return json_response(body, 201 if is_new else 200)
 
@@ -266,7 +279,7 @@ async def create_job(request: web.Request) -> web.Response:
 async def append_events(request: web.Request) -> web.Response:
     """`POST /api/v1/jobs/{job_id}/events`: append a batch atomically."""
     key = await _key(request)
-    view = await _job_for(request, key, workers_too=True, with_errors=False)
+    job_id = await _appendable_job(request, key)
     data = await _json_body(request, empty=None)
     limit = request.app[SETTINGS].max_events
     if isinstance(data, list) and len(data) > limit:
@@ -274,7 +287,7 @@ async def append_events(request: web.Request) -> web.Response:
     items = codec.decode_events(data)
     if not items:
         raise InvalidInput("events: the batch is empty")
-    result = await request.app[STORE].append(view.state.job_id, items)
+    result = await request.app[STORE].append(job_id, items)
     request.app[FEED].poke()
     return json_response(
         {"appended": result.appended, "duplicates": result.duplicates, "version": result.version}
@@ -338,6 +351,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[FINISHED] = FinishedBodies()
+    app[OWNERS] = JobOwners()
     chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
     app.cleanup_ctx.append(_store_context(chosen))
     app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)

@@ -32,6 +32,7 @@ from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_
 from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
 from jobtracker.store.rebuild import Comparison, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.sqlite_group import NotPlain, write_together
 from jobtracker.store.walwatch import WalWatch
 
 T = TypeVar("T")
@@ -127,10 +128,18 @@ class SqliteLog:
         """Write many appends in one transaction (one durable commit), each in a savepoint.
 
         A request the fold refuses is rolled back to its savepoint and answered with its own
-        error; the others commit together.
+        error; the others commit together. A plain group (the usual one) skips the savepoints
+        and is written a table at a time (`sqlite_group`).
         """
         with self._immediate():
-            return [self._append_in_savepoint(job_id, items) for job_id, items in requests]
+            self.conn.execute("SAVEPOINT append_group")
+            try:
+                outcomes: list[Outcome] = [*write_together(self.conn, requests, self._clock())]
+            except (NotPlain, sqlite3.IntegrityError):
+                self.conn.execute("ROLLBACK TO append_group")
+                outcomes = [self._append_in_savepoint(job_id, items) for job_id, items in requests]
+            self.conn.execute("RELEASE append_group")
+            return outcomes
 
     def _append_in_savepoint(self, job_id: str, items: Sequence[NewEvent]) -> Outcome:
         self.conn.execute("SAVEPOINT append_request")

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
-from jobtracker.errors import JobNotFound, RowAlreadyReported
-from jobtracker.events import Created, NewEvent, RowSucceeded, Started
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobtracker.errors import JobNotFound, JobtrackerError, RowAlreadyReported
+from jobtracker.events import (
+    Created,
+    EmailSent,
+    Failed,
+    NewEvent,
+    ProgressReported,
+    RowFailed,
+    RowSucceeded,
+    Started,
+    Succeeded,
+)
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import AppendResult
 from jobtracker.store.sqlite import SqliteLog
+
+#: Examples per property run (CI keeps it small; raise it for a longer hunt).
+FUZZ_EXAMPLES = int(os.environ.get("JOBTRACKER_FUZZ_EXAMPLES", "60"))
 
 
 def row(event_id: str, n: int) -> NewEvent:
@@ -47,3 +65,95 @@ async def test_without_group_commit_every_append_commits_alone(tmp_path: Path) -
         assert (store.committer.requests > 0) is grouped
         await store.close()
     assert results[True] == results[False] == list(range(2, 22))
+
+
+# -- a group written together leaves exactly what one-by-one appends leave ----------------------
+
+_rows = st.integers(0, 4)
+_emails = st.sampled_from(["a@uni.edu", "b@gmail.com"])
+_events = st.one_of(
+    st.just(Started()),
+    st.builds(ProgressReported, current=st.integers(0, 6), total=st.integers(0, 6)),
+    st.builds(RowSucceeded, row=_rows, email=_emails, internal=st.booleans()),
+    st.builds(RowFailed, row=_rows, email=_emails, error=st.just("Invalid email")),
+    st.builds(EmailSent, row=_rows, email=_emails),
+    st.just(Succeeded()),
+    st.builds(Failed, error=st.just("Achievement not found")),
+)
+# Mostly fresh ids (the plain case a group is written together in), sometimes one of a small pool:
+# re-sends and reused ids must send the group down the careful path with the same answers.
+_ids = st.one_of(st.uuids().map(str), st.sampled_from([f"e{n}" for n in range(4)]))
+_requests = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "small", "missing"]),
+        st.lists(st.builds(NewEvent, event_id=_ids, event=_events), min_size=1, max_size=4),
+    ),
+    min_size=1,
+    max_size=8,
+)
+#: Tables as the store leaves them; `recorded_at` comes from a fixed clock on both sides.
+_TABLES = {
+    "events": "SELECT * FROM events ORDER BY position",
+    "jobs": "SELECT * FROM jobs ORDER BY job_id",
+    "job_rows": "SELECT * FROM job_rows ORDER BY job_id, row, kind",
+    "job_errors": "SELECT * FROM job_errors ORDER BY job_id, row",
+}
+
+
+def _fresh_log(path: Path) -> SqliteLog:
+    log = SqliteLog(str(path), clock=lambda: "2026-12-01T00:00:00Z")
+    log.migrate()
+    log.create_job("a", Created(owner="k"))
+    log.create_job("b", Created(owner="k"))
+    log.create_job("small", Created(owner="k", total=2))
+    return log
+
+
+def _tables(log: SqliteLog) -> dict[str, list[tuple[object, ...]]]:
+    # `created` events get ids of their own making: compare everything but those ids.
+    dump = {name: list(log.conn.execute(query)) for name, query in _TABLES.items()}
+    dump["events"] = [row for row in dump["events"] if row[4] != "created"]
+    return dump
+
+
+def _answer(outcome: object) -> object:
+    return (type(outcome).__name__, outcome.detail) if isinstance(outcome, JobtrackerError) else outcome
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(requests=_requests)
+def test_a_group_leaves_what_the_same_appends_one_by_one_leave(
+    tmp_path_factory: pytest.TempPathFactory, requests: list[tuple[str, list[NewEvent]]]
+) -> None:
+    """Answers, log, projection (with each job's last position), row marks and row errors are the
+    same whether a group is committed together or its requests are appended one at a time."""
+    folder = tmp_path_factory.mktemp("group")
+    together, one_by_one = _fresh_log(folder / "together.db"), _fresh_log(folder / "alone.db")
+    grouped_answers = [_answer(o) for o in together.append_group(requests)]
+    alone_answers = []
+    for job_id, items in requests:
+        try:
+            alone_answers.append(_answer(one_by_one.append(job_id, items)))
+        except JobtrackerError as exc:
+            alone_answers.append(_answer(exc))
+    assert grouped_answers == alone_answers
+    assert _tables(together) == _tables(one_by_one)
+    together.close()
+    one_by_one.close()
+
+
+def test_a_plain_group_over_several_jobs_is_written_together(tmp_path: Path) -> None:
+    """Fresh events for fresh rows, two requests for one job among them: every request is
+    answered with its own version, and each job's projection points at its own newest event."""
+    log = _fresh_log(tmp_path / "plain.db")
+    outcomes = log.append_group([
+        ("a", [row("p1", 1)]),
+        ("b", [row("p2", 1), row("p3", 2)]),
+        ("a", [row("p4", 2)]),
+    ])
+    assert outcomes == [AppendResult(1, 0, 2), AppendResult(2, 0, 3), AppendResult(1, 0, 3)]
+    positions = dict(log.conn.execute(
+        "SELECT job_id, max(position) FROM events GROUP BY job_id"))
+    kept = dict(log.conn.execute("SELECT job_id, updated_position FROM jobs"))
+    assert kept == positions
+    log.close()

@@ -62,3 +62,30 @@ async def test_keys_never_reach_the_logs(
     assert caplog.records, "the access log should have recorded the requests"
     assert owner_key.secret not in caplog.text
     assert wrong not in caplog.text
+
+
+async def test_ownership_holds_for_every_batch_of_a_busy_job(
+    client: TestClient, owner_key: IssuedKey, other_key: IssuedKey, store: Store
+) -> None:
+    """The server remembers who owns a job after its first append; later batches by another key
+    are still refused with the seed's 403, whether the job was made over HTTP or by the SDK."""
+    from jobtracker.events import Created
+
+    await store.create_job("made-by-sdk", Created(owner=owner_key.record.key_id))
+    await create(client, owner_key, "made-over-http")
+    for job_id in ("made-by-sdk", "made-over-http"):
+        for row in range(3):
+            mine = await client.post(
+                f"/api/v1/jobs/{job_id}/events",
+                json=[{"type": "row_succeeded", "row": row, "email": "a@uni.edu",
+                       "internal": True}],
+                headers={"X-API-Key": owner_key.secret},
+            )
+            assert mine.status == 200
+        before = await store.read_log()
+        theirs = await client.post(
+            f"/api/v1/jobs/{job_id}/events", json=[{"type": "failed", "error": "sabotage"}],
+            headers={"X-API-Key": other_key.secret},
+        )
+        assert (theirs.status, await theirs.json()) == (403, {"detail": "Access denied to this job"})
+        assert await store.read_log() == before
