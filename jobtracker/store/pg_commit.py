@@ -326,11 +326,22 @@ async def no_pause() -> None:
     return None
 
 
-class GroupCommitter:
-    """Queues appends and commits whatever has gathered as one group, one group at a time.
+#: Groups in flight at once. One group's round trips (BEGIN, lock and read, write, COMMIT) leave
+#: the database idle while Python plans and answers, and Python idle while the database works;
+#: with two lanes one group's reads and planning overlap the other's write and COMMIT (positions
+#: are still drawn one transaction at a time, under the position lock).
+LANES = 2
 
-    With `grouped=False` every append runs its own transaction on its own pooled connection (the
-    reference the group-commit benchmark compares with).
+_Waiting: TypeAlias = tuple[AppendRequest, "asyncio.Future[AppendResult]"]
+
+
+class GroupCommitter:
+    """Queues appends and commits what has gathered as groups, up to `LANES` groups at a time.
+
+    Groups in flight never share a job: a job's requests commit in the order they arrived, and two
+    lanes never wait on each other's row locks. With `grouped=False` every append runs its own
+    transaction on its own pooled connection (the reference the group-commit benchmark compares
+    with).
     """
 
     def __init__(
@@ -340,36 +351,53 @@ class GroupCommitter:
         grouped: bool = True,
         before_commit: BeforeCommit = no_pause,
         after_commit: AfterCommit | None = None,
+        lanes: int = LANES,
     ) -> None:
         self._pool = pool
         self._grouped = grouped
         self._before_commit = before_commit
         self._after_commit = after_commit
-        self._queue: asyncio.Queue[tuple[AppendRequest, asyncio.Future[AppendResult]] | None] = (
-            asyncio.Queue()
-        )
-        self._task: asyncio.Task[None] | None = None
+        self._lanes = lanes
+        self._pending: list[_Waiting] = []
+        self._busy: set[str] = set()  # jobs in a group being committed
+        self._in_flight = 0
+        self._changed = asyncio.Condition()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start the committing task (grouped mode only)."""
-        if self._grouped and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start the committing lanes (grouped mode only)."""
+        if self._grouped and not self._tasks:
+            self._stopping = False
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._lane()) for _ in range(self._lanes)]
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            await self._task
-            self._task = None
+        if self._tasks:
+            async with self._changed:
+                self._stopping = True
+                self._changed.notify_all()
+            await asyncio.gather(*self._tasks)
+            self._tasks = []
+
+    @property
+    def in_flight(self) -> int:
+        """Groups being committed right now."""
+        return self._in_flight
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Commit one batch (with whatever else is waiting); its result once COMMIT returned."""
         request = prepare(job_id, items)
-        if self._task is None:
+        if not self._tasks:
             (outcome,) = await self._commit([request])
             return _unwrap(outcome)
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((request, future))
+        self._pending.append((request, future))
+        if self._changed.locked():
+            return await future  # a lane is choosing right now: it sees this request
+        async with self._changed:
+            self._changed.notify()
         return await future
 
     async def _commit(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
@@ -386,30 +414,58 @@ class GroupCommitter:
         async with self._pool.acquire() as conn:
             return await commit_group(conn, requests, self._before_commit)
 
-    async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            size = len(first[0].items)
-            while (
-                not self._queue.empty()
-                and len(group) < MAX_GROUP_REQUESTS
-                and size < MAX_GROUP_EVENTS
-            ):
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stopping = True
-                    break
-                group.append(nxt)
-                size += len(nxt[0].items)
-            await self._commit_and_answer(group)
+    async def _lane(self) -> None:
+        while True:
+            async with self._changed:
+                group = self._take_group()
+                while not group:
+                    if self._stopping and not self._pending:
+                        return
+                    await self._changed.wait()
+                    group = self._take_group()
+                jobs = {request.job_id for request, _ in group}
+                self._busy |= jobs
+                self._in_flight += 1
+                if self._pending:
+                    self._changed.notify()  # the rest is another lane's share
+            try:
+                await self._commit_and_answer(group)
+            finally:
+                async with self._changed:
+                    self._busy -= jobs
+                    self._in_flight -= 1
+                    self._changed.notify_all()
 
-    async def _commit_and_answer(
-        self, group: list[tuple[AppendRequest, asyncio.Future[AppendResult]]]
-    ) -> None:
+    def _take_group(self) -> list[_Waiting]:
+        """The next group: every waiting request of this lane's share of the free jobs.
+
+        The share splits the free jobs evenly over the idle lanes, so a burst becomes groups that
+        overlap instead of one group and an idle lane; all of a job's waiting requests go in one
+        group, in arrival order.
+        """
+        free: dict[str, None] = {}
+        for request, _ in self._pending:
+            if request.job_id not in self._busy:
+                free.setdefault(request.job_id)
+        if not free:
+            return []
+        idle = self._lanes - self._in_flight
+        share = set(list(free)[: -(-len(free) // idle)])
+        group: list[_Waiting] = []
+        rest: list[_Waiting] = []
+        size = 0
+        for waiting in self._pending:
+            request = waiting[0]
+            fits = len(group) < MAX_GROUP_REQUESTS and size < MAX_GROUP_EVENTS
+            if request.job_id in share and (fits or not group):
+                group.append(waiting)
+                size += len(request.items)
+            else:
+                rest.append(waiting)
+        self._pending = rest
+        return group
+
+    async def _commit_and_answer(self, group: list[_Waiting]) -> None:
         try:
             outcomes = await self._commit([request for request, _ in group])
         except Exception as exc:

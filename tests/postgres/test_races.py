@@ -168,3 +168,35 @@ async def test_same_row_reported_by_racing_workers_gets_exactly_one_outcome(
     view = await stores[1].get_job("one-row", 10)
     assert view is not None
     assert (view.state.successful, view.state.version) == (10, 11)
+
+
+async def test_groups_for_different_jobs_commit_side_by_side_and_each_job_keeps_its_order(
+    open_store: OpenStore,
+) -> None:
+    """A burst over several jobs is split into groups committed at the same time (one lane
+    waits in COMMIT while another writes); every job's batches still get versions in the order
+    they were sent, and every answer is its own."""
+    peak = 0
+
+    async def hold_a_moment() -> None:
+        # Inside the transaction, holding the position lock: another lane can be planning and
+        # waiting for that lock, not past it, so count the groups the committer has in flight.
+        nonlocal peak
+        peak = max(peak, store.groups_in_flight)
+        await asyncio.sleep(0.02)
+
+    store = await open_store(before_commit=hold_a_moment)
+    jobs = [f"lane-{n}" for n in range(6)]
+    for job_id in jobs:
+        await store.create_job(job_id, Created(owner="key_a"))
+    sends = [(job_id, row) for row in range(8) for job_id in jobs]
+    answers = await asyncio.gather(*(
+        store.append(job_id, [NewEvent(f"{job_id}-{row}", RowSucceeded(row, "a@uni.edu",
+                                                                       internal=True))])
+        for job_id, row in sends
+    ))
+    assert peak == 2
+    assert [a.version for a in answers] == [row + 2 for _, row in sends]
+    for job_id in jobs:
+        history = await store.read_job_events(job_id)
+        assert [e.event_id for e in history[1:]] == [f"{job_id}-{row}" for row in range(8)]

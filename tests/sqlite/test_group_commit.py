@@ -117,7 +117,9 @@ def _tables(log: SqliteLog) -> dict[str, list[tuple[object, ...]]]:
 
 
 def _answer(outcome: object) -> object:
-    return (type(outcome).__name__, outcome.detail) if isinstance(outcome, JobtrackerError) else outcome
+    if isinstance(outcome, JobtrackerError):
+        return type(outcome).__name__, outcome.detail
+    return outcome
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)

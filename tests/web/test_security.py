@@ -87,5 +87,6 @@ async def test_ownership_holds_for_every_batch_of_a_busy_job(
             f"/api/v1/jobs/{job_id}/events", json=[{"type": "failed", "error": "sabotage"}],
             headers={"X-API-Key": other_key.secret},
         )
-        assert (theirs.status, await theirs.json()) == (403, {"detail": "Access denied to this job"})
+        assert theirs.status == 403
+        assert await theirs.json() == {"detail": "Access denied to this job"}
         assert await store.read_log() == before
