@@ -29,7 +29,7 @@ from jobtracker.keys import authenticate
 from jobtracker.projection import job_body
 from jobtracker.store import Store, make_store
 from jobtracker.store.base import ApiKey, JobView
-from jobtracker.watch import ChangeFeed
+from jobtracker.watch import ChangeFeed, Wake
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def _last_event_id(request: web.Request) -> int | None:
 async def stream_job(request: web.Request) -> web.StreamResponse:
     """`GET /api/v1/jobs/{job_id}/stream`: the body on every change, until the terminal one."""
     key = await _key(request)
-    view: JobView | None = await _job_for(request, key)
+    await _job_for(request, key, with_errors=False)
     _only_query(request)
     settings, feed = request.app[SETTINGS], request.app[FEED]
     read = _reader(request, request.match_info["job_id"])
@@ -243,18 +243,24 @@ async def stream_job(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     sent = _last_event_id(request)
     try:
-        await response.write(b"retry: 2000\n\n")
-        while view is not None and not feed.closed:
-            if view.state.version != sent:
-                await response.write(_sse_event(view, settings.errors_cap))
-                sent = view.state.version
-            if view.state.status.is_terminal:
-                break
-            changed = await feed.wait_for_change(view.state.job_id, read, sent, settings.heartbeat)
-            if changed is None:
-                await response.write(b": heartbeat\n\n")
-            else:
-                view = changed
+        with feed.subscribe(request.match_info["job_id"]) as subscription:
+            await response.write(b"retry: 2000\n\n")
+            # Subscribed: from here on no change goes unnoticed, so this is where the stream starts.
+            view: JobView | None = await read()
+            while view is not None:
+                if view.state.version != sent:
+                    await response.write(_sse_event(view, settings.errors_cap))
+                    sent = view.state.version
+                    subscription.sent()
+                if view.state.status.is_terminal:
+                    break
+                wake = await subscription.wait()
+                if wake is Wake.CLOSED:
+                    break
+                if wake is Wake.HEARTBEAT:
+                    await response.write(b": heartbeat\n\n")
+                else:
+                    view = await read()
     except (ConnectionResetError, JobtrackerError):
         pass  # the client left, or the store went away mid-stream: the stream just ends
     return response
@@ -330,7 +336,9 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         app[STORE] = store
-        feed = ChangeFeed(store, app[SETTINGS].feed_interval)
+        feed = ChangeFeed(
+            store, app[SETTINGS].feed_interval, heartbeat=app[SETTINGS].heartbeat
+        )
         await feed.start()
         app[FEED] = feed
         yield

@@ -394,16 +394,19 @@ class _Echoes:
 
     The write inotify reports may be the commit frame itself, made visible to readers a moment
     later through the shared-memory index (mmap writes raise no inotify event), so we look now and
-    again shortly after. One commit writes several pages, each a hint of its own: echoes already
-    pending cover them all, so a busy writer costs a few looks per burst, not three per page.
+    again shortly after. One commit writes several pages, each a hint of its own: only the first
+    hint of a burst looks at once, and the echoes already pending cover the rest, so a commit
+    costs a few looks, not one or three per page.
     """
 
     def __init__(self, wake: Callable[[], None], delays: tuple[float, ...]) -> None:
         self._wake = wake
         self._pending: dict[float, asyncio.TimerHandle | None] = dict.fromkeys(delays)
+        self._first = min(delays)
 
     def __call__(self) -> None:
-        self._wake()
+        if self._pending[self._first] is None:
+            self._wake()
         loop = asyncio.get_running_loop()
         for delay, handle in self._pending.items():
             if handle is None:

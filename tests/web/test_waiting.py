@@ -191,6 +191,49 @@ async def test_stream_resumes_after_last_event_id(
     assert (event_id, body["status"]) == (3, "FAILURE")
 
 
+async def test_idle_stream_sends_heartbeats_and_a_busy_one_does_not(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A quiet stream gets a heartbeat comment about once per period (so proxies keep it open);
+    a stream sending bodies needs none until it has been quiet for a whole period."""
+    store = SqliteStore(str(tmp_path / "beats.db"))
+    client = await aiohttp_client(create_app(Settings(heartbeat=0.4), store=store))
+    key = await issue_key(store, "owner")
+    quiet, busy = await new_job(store, key, "quiet"), await new_job(store, key, "busy")
+    streams = {
+        job_id: await client.get(f"/api/v1/jobs/{job_id}/stream", headers=headers(key))
+        for job_id in (quiet, busy)
+    }
+    for n in range(6):  # 1.2 s of a body every 0.2 s on the busy stream
+        await asyncio.sleep(0.2)
+        await append(store, busy, ProgressReported(n, 10))
+    await append(store, quiet, Succeeded())
+    await append(store, busy, Succeeded())
+    seen = {job_id: await asyncio.wait_for(r.content.read(), 5) for job_id, r in streams.items()}
+    assert 2 <= seen[quiet].count(b": heartbeat\n\n") <= 4
+    assert seen[busy].count(b": heartbeat\n\n") == 0
+    # PENDING, the progress reports (the last may be folded into SUCCESS), SUCCESS
+    assert seen[busy].count(b"\ndata: ") >= 7
+
+
+async def test_stream_misses_no_change_that_lands_while_it_is_writing(
+    client: TestClient, owner_key: IssuedKey, store: Store
+) -> None:
+    """Changes arriving back to back, faster than the stream sends, all reach the client:
+    its last body is always the job's newest state."""
+    job_id = await new_job(store, owner_key)
+    response = await client.get(f"/api/v1/jobs/{job_id}/stream", headers=headers(owner_key))
+    await read_events(response, 1)
+    for n in range(1, 40):
+        await append(store, job_id, ProgressReported(n, 40))
+    await append(store, job_id, Succeeded())
+    events = await read_events(response, 1)
+    while events[-1][1]["status"] != "SUCCESS":
+        events += await read_events(response, 1)
+    assert events[-1][0] == 41
+    assert [event_id for event_id, _ in events] == sorted({event_id for event_id, _ in events})
+
+
 async def test_stream_needs_the_owner_key(
     client: TestClient, owner_key: IssuedKey, other_key: IssuedKey, store: Store
 ) -> None:
