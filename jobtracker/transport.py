@@ -34,7 +34,7 @@ from jobtracker.keys import hash_secret
 from jobtracker.projection import DEFAULT_ERRORS_CAP, job_body
 from jobtracker.store import Store, make_store
 from jobtracker.store.base import AppendResult, JobView
-from jobtracker.store.sqlite import SqliteLog, sqlite_path, translated
+from jobtracker.store.sqlite_log import SqliteLog, sqlite_path, translated
 from jobtracker.watch import ChangeFeed
 
 T = TypeVar("T")

@@ -37,7 +37,8 @@ _UPSERT_JOB_AT_VERSION = (
     "ON CONFLICT (job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
 )
-_INSERT_EVENT = (
+#: One event row; `sqlite_log` writes single appends with it too.
+INSERT_EVENT = (
     "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
@@ -92,7 +93,7 @@ def _write(
 ) -> None:
     if not events:
         return  # every request was all duplicates of itself: nothing to write
-    conn.executemany(_INSERT_EVENT, events)
+    conn.executemany(INSERT_EVENT, events)
     if marks:
         conn.executemany("INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)", marks)
     if errors:

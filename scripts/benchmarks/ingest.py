@@ -29,7 +29,7 @@ from jobtracker.keys import issue_key
 from jobtracker.migrate import migrate_sqlite
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import utc_now
-from jobtracker.store.sqlite import SqliteLog, connect
+from jobtracker.store.sqlite_log import SqliteLog, connect
 from jobtracker.worker import connect as sdk_connect
 from scripts.benchmarks.base import BenchConfig, Benchmark, Round
 

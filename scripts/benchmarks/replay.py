@@ -73,7 +73,7 @@ def interleave(streams: list[Iterator[tuple[Any, ...]]], block: int) -> Iterator
 
 def build_log(path: Path, jobs: list[tuple[str, int]], owner: str = "key_bench") -> int:
     """A migrated SQLite file holding the given jobs' events; the projection is left empty."""
-    from jobtracker.store.sqlite import SqliteLog
+    from jobtracker.store.sqlite_log import SqliteLog
 
     log = SqliteLog(str(path))
     log.migrate()

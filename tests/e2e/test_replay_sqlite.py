@@ -16,7 +16,7 @@ import orjson
 from jobtracker import replay
 from jobtracker.events import Created, NewEvent, RowFailed, RowSucceeded, Started, Succeeded
 from jobtracker.store import SqliteStore
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.store.sqlite_log import SqliteLog
 
 
 def new(event: object) -> NewEvent:

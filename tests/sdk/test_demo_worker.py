@@ -14,7 +14,7 @@ from jobtracker.demo_worker import (
     read_recipients,
 )
 from jobtracker.projection import job_body
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.store.sqlite_log import SqliteLog
 from tests.sdk.conftest import LiveServer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "sample_recipients.csv"

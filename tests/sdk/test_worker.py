@@ -16,7 +16,7 @@ import jobtracker
 from jobtracker.errors import Conflict, InvalidInput, JobNotFound, NotAuthenticated
 from jobtracker.events import new_event_id, new_event_ids
 from jobtracker.projection import job_body
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.store.sqlite_log import SqliteLog
 from jobtracker.transport import BlockingStoreTransport
 from jobtracker.worker import AsyncJob, Job, Options, RetryPolicy, Tracker
 from tests.sdk.conftest import LiveServer

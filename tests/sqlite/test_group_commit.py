@@ -24,7 +24,7 @@ from jobtracker.events import (
 )
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import AppendResult
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.store.sqlite_log import SqliteLog
 
 #: Examples per property run (CI keeps it small; raise it for a longer hunt).
 FUZZ_EXAMPLES = int(os.environ.get("JOBTRACKER_FUZZ_EXAMPLES", "60"))

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from jobtracker.events import Created, NewEvent, Started
 from jobtracker.migrate import migrate_sqlite, migrations
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.store.sqlite_log import SqliteLog
 
 
 @pytest.fixture

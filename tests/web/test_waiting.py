@@ -248,7 +248,7 @@ async def test_stream_needs_the_owner_key(
 WORKER = """
 import sys, time
 from jobtracker.events import NewEvent, ProgressReported
-from jobtracker.store.sqlite import SqliteLog
+from jobtracker.store.sqlite_log import SqliteLog
 log = SqliteLog(sys.argv[1])
 time.sleep(0.5)
 log.append(sys.argv[2], [NewEvent("from-another-process", ProgressReported(7, 10))])

@@ -1,0 +1,338 @@
+"""The SQLite store's synchronous core: one connection, one transaction per write.
+
+`SqliteLog` is what the asyncio store (`store/sqlite.py`) runs on its writer and reader threads, and
+what the SDK's direct transport uses as is. Every write runs inside `BEGIN IMMEDIATE`, so writers
+never deadlock on a lock upgrade; WAL with `synchronous = FULL`, so an acknowledged append survives
+power loss.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import sqlite_utils
+
+from jobtracker.codec import decode_stored, encode_fields, stored_version
+from jobtracker.errors import JobIdTaken, JobNotFound, JobtrackerError, StoreUnavailable
+from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event_id
+from jobtracker.migrate import migrate_sqlite
+from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
+from jobtracker.state import JobState, RowError, RowMark, Status
+from jobtracker.store import sqlite_rebuild
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.group import AppendRequest, Outcome
+from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.sqlite_group import INSERT_EVENT, NotPlain, write_together
+
+T = TypeVar("T")
+
+_SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
+_UPSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) "  # noqa: S608
+    # last_insert_rowid(): the position of the newest event (job_rows and job_errors are WITHOUT
+    # ROWID tables, whose inserts leave it alone).
+    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, last_insert_rowid()) "
+    "ON CONFLICT (job_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
+)
+_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), WAL, durable commits."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: an acknowledged append survives power loss, not only a process crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _recorded_event(row: Sequence[Any]) -> RecordedEvent:
+    job_id, version, position, event_id, recorded_at, kind, schema_version, data = row
+    event = decode_stored(kind, schema_version, data)
+    return RecordedEvent(job_id, version, position, event_id, recorded_at, event)
+
+
+class SqliteLog:
+    """The SQLite store's synchronous core: one connection, one transaction per write."""
+
+    def __init__(self, path: str, *, clock: Callable[[], str] = utc_now) -> None:
+        self.path = path
+        self.conn = connect(path)
+        self.db = sqlite_utils.Database(self.conn)
+        self._clock = clock
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return their names."""
+        return migrate_sqlite(self.conn)
+
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _state(self, job_id: str) -> JobState | None:
+        row = self.conn.execute(_SELECT_JOB, (job_id,)).fetchone()
+        return None if row is None else state_from_row(row)
+
+    def _save_state(self, state: JobState) -> None:
+        """Write the projection; must follow the events' insert, whose last position it keeps."""
+        self.conn.execute(_UPSERT_JOB, state_to_row(state))
+
+    def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
+        """Create a job durably, or return the owner's existing one."""
+        with self._immediate():
+            existing = self._state(job_id)
+            if existing is not None:
+                if existing.owner != created.owner:
+                    raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
+                return existing, False
+            state = start(job_id, created)
+            self._insert_events(job_id, 1, [NewEvent(new_event_id(), created)])
+            self._save_state(state)
+            return state, True
+
+    def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Validate the batch with the fold and write it with its projection, or write nothing."""
+        with self._immediate():
+            outcome = self._append_in_savepoint(job_id, items)
+        if isinstance(outcome, JobtrackerError):
+            raise outcome
+        return outcome
+
+    def append_group(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
+        """Write many appends in one transaction (one durable commit), each in a savepoint.
+
+        A request the fold refuses is rolled back to its savepoint and answered with its own
+        error; the others commit together. A plain group (the usual one) skips the savepoints
+        and is written a table at a time (`sqlite_group`).
+        """
+        with self._immediate():
+            self.conn.execute("SAVEPOINT append_group")
+            try:
+                outcomes: list[Outcome] = [*write_together(self.conn, requests, self._clock())]
+            except (NotPlain, sqlite3.IntegrityError):
+                self.conn.execute("ROLLBACK TO append_group")
+                outcomes = [self._append_in_savepoint(job_id, items) for job_id, items in requests]
+            self.conn.execute("RELEASE append_group")
+            return outcomes
+
+    def _append_in_savepoint(self, job_id: str, items: Sequence[NewEvent]) -> Outcome:
+        self.conn.execute("SAVEPOINT append_request")
+        try:
+            outcome: Outcome = self._append_in_transaction(job_id, items)
+        except (JobtrackerError, sqlite3.Error) as exc:
+            self.conn.execute("ROLLBACK TO append_request")
+            outcome = exc if isinstance(exc, JobtrackerError) else store_error(exc)
+        self.conn.execute("RELEASE append_request")
+        return outcome
+
+    def _append_in_transaction(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
+        """Inside the `append_request` savepoint: the common case first, then the careful one.
+
+        The common case is a batch of events the log has never seen, for rows with no outcome yet:
+        planned as if nothing were recorded, and written. The unique keys catch what that
+        assumption missed (a re-sent event id, a row already reported); then the savepoint is
+        undone and the batch is planned again from what the log holds. A refusal of the quick
+        plan goes the same way, since a re-send may explain it. The answers are the same either
+        way; the common case just skips two lookups.
+        """
+        state = self._state(job_id)
+        if state is None:
+            raise JobNotFound()
+        try:
+            return self._write_plan(job_id, plan_append(state, items, {}, frozenset()))
+        except (JobtrackerError, sqlite3.IntegrityError):
+            self.conn.execute("ROLLBACK TO append_request")
+        known = self._known(items)
+        recorded = self._recorded(job_id, rows_touched(item.event for item in items))
+        return self._write_plan(job_id, plan_append(state, items, known, recorded))
+
+    def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:
+        ids = orjson.dumps([item.event_id for item in items]).decode()
+        rows = self.conn.execute(
+            "SELECT event_id, job_id, type, schema_version, data FROM events "
+            "WHERE event_id IN (SELECT value FROM json_each(?))",
+            (ids,),
+        )
+        return {
+            eid: (job_id, decode_stored(kind, schema, data))
+            for eid, job_id, kind, schema, data in rows
+        }
+
+    def _recorded(self, job_id: str, rows: set[int]) -> set[RowMark]:
+        if not rows:
+            return set()
+        found = self.conn.execute(
+            "SELECT row, kind FROM job_rows "
+            "WHERE job_id = ? AND row IN (SELECT value FROM json_each(?))",
+            (job_id, orjson.dumps(sorted(rows)).decode()),
+        )
+        return {RowMark(row, kind) for row, kind in found}
+
+    def _insert_events(self, job_id: str, first_version: int, items: Sequence[NewEvent]) -> None:
+        now = self._clock()
+        self.conn.executemany(
+            INSERT_EVENT,
+            [
+                (
+                    job_id,
+                    version,
+                    it.event_id,
+                    it.event.TYPE,
+                    stored_version(it.event),
+                    encode_fields(it.event),
+                    now,
+                )
+                for version, it in enumerate(items, start=first_version)
+            ],
+        )
+
+    def _write_plan(self, job_id: str, plan: AppendPlan) -> AppendResult:
+        # Statements are skipped when they have nothing to write: under group commit each one
+        # is a round trip through the GIL for the writer thread.
+        if plan.new:
+            self._insert_events(job_id, plan.first_version, plan.new)
+        if plan.batch.marks:
+            self.conn.executemany(
+                "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)",
+                [(job_id, mark.row, mark.kind) for mark in plan.batch.marks],
+            )
+        if plan.batch.row_errors:
+            self.conn.executemany(
+                "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
+                [(job_id, e.row, e.email, e.error) for e in plan.batch.row_errors],
+            )
+        if plan.new:
+            self._save_state(plan.batch.state)
+        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+
+    def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
+        """The projection of one job; row errors are read only for a SUCCESS body."""
+        state = self._state(job_id)
+        if state is None:
+            return None
+        if state.status is not Status.SUCCESS or state.failed == 0:
+            return JobView(state)
+        rows = self.conn.execute(
+            "SELECT row, email, error FROM job_errors WHERE job_id = ? ORDER BY row LIMIT ?",
+            (job_id, errors_limit),
+        )
+        return JobView(state, tuple(RowError(*row) for row in rows))
+
+    def read_job_events(
+        self, job_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """One job's history, oldest first."""
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
+            "WHERE job_id = ? AND version > ? ORDER BY version LIMIT ?",
+            (job_id, after_version, limit),
+        )
+        return [_recorded_event(row) for row in rows]
+
+    def read_job_errors(
+        self, job_id: str, after_row: int = -1, limit: int = 1000
+    ) -> list[RowError]:
+        """One job's row errors in row order, read by primary-key range."""
+        rows = self.conn.execute(
+            "SELECT row, email, error FROM job_errors "
+            "WHERE job_id = ? AND row > ? ORDER BY row LIMIT ?",
+            (job_id, after_row, limit),
+        )
+        return [RowError(*row) for row in rows]
+
+    def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """The log in position order."""
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
+            "WHERE position > ? ORDER BY position LIMIT ?",
+            (after_position, limit),
+        )
+        return [_recorded_event(row) for row in rows]
+
+    def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """Jobs with events after `after_position`; SQLite commits in position order, so no gaps."""
+        rows = self.conn.execute(
+            "SELECT job_id, max(version), max(position) FROM "
+            "(SELECT job_id, version, position FROM events WHERE position > ? "
+            "ORDER BY position LIMIT ?) GROUP BY job_id ORDER BY max(position)",
+            (after_position, limit),
+        )
+        return [JobChange(*row) for row in rows]
+
+    def last_position(self) -> int:
+        """The newest position (0 when empty)."""
+        return sqlite_rebuild.last_position(self.conn)
+
+    def add_key(self, key: ApiKey) -> None:
+        """Store a key record."""
+        with self._immediate():
+            self.conn.execute(
+                "INSERT INTO api_keys (key_id, name, scope, key_hash, created_at, revoked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key.key_id, key.name, key.scope, key.key_hash, key.created_at, key.revoked_at),
+            )
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash."""
+        row = self.conn.execute(
+            "SELECT key_id, name, scope, key_hash, created_at, revoked_at "
+            "FROM api_keys WHERE key_hash = ?",
+            (key_hash,),
+        ).fetchone()
+        return None if row is None else ApiKey(*row)
+
+    def data_version(self) -> int:
+        """A number that moves whenever another connection, in any process, commits a change."""
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def list_keys(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+        return [ApiKey(**row) for row in self.db["api_keys"].rows_where(order_by="created_at")]
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key; False when there is none with that id."""
+        with self._immediate():
+            self.conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (self._clock(), key_id),
+            )
+            found = self.conn.execute("SELECT 1 FROM api_keys WHERE key_id = ?", (key_id,))
+            return found.fetchone() is not None
+
+
+def sqlite_path(path: str) -> str:
+    """Make sure the folder of a database file exists; return the path."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def store_error(exc: sqlite3.Error) -> StoreUnavailable:
+    """A driver error as our own: the one place SQLite errors cross over."""
+    error = StoreUnavailable(f"SQLite store error: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def translated(call: Callable[[], T]) -> T:
+    """Run `call`, raising a driver error as our own."""
+    try:
+        return call()
+    except sqlite3.Error as exc:
+        raise store_error(exc) from exc
