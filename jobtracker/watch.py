@@ -167,8 +167,8 @@ class ChangeFeed:
 
         The waiter is registered before the store is re-read, so a change landing between the
         read and the wait still wakes it; and a wait that ends without a wake-up needs no read
-        at all: nothing the feed saw touched the job (a thousand idle streams' heartbeats would
-        otherwise cost a thousand reads).
+        at all: nothing the feed saw touched the job (a thousand long-polls timing out would
+        otherwise cost a thousand reads). Event streams hold a `Subscription` instead.
         """
         deadline = asyncio.get_running_loop().time() + within
         while True:
