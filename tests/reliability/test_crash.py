@@ -71,11 +71,15 @@ def test_sdk_writing_into_the_store_survives_kill_9(store_url: str) -> None:
              str(kill * 1_000_000), str(kill)],
             cwd=ROOT, stdout=subprocess.PIPE, text=True,
         )
-        time.sleep(rng.uniform(0.4, 1.0))
+        # Kill once the writer has begun its first batch (starting Python and connecting can take
+        # a while on a slow machine), then at a random moment of the batches that follow.
+        assert writer.stdout is not None
+        first = writer.stdout.readline()
+        time.sleep(rng.uniform(0.0, 0.6))
         writer.send_signal(signal.SIGKILL)
         out, _ = writer.communicate(timeout=30)
         ledger = WriterLedger()
-        ledger.read(out)
+        ledger.read(first + out)
         assert ledger.begun, "the writer never got going"
         check_after_kill(store_url, "chaos", ledger)
         total_acked += sum(count for _, count in ledger.acked)
@@ -136,7 +140,10 @@ def test_server_killed_during_ingest_loses_nothing_acknowledged(store_url: str) 
         ]
         for client in clients:
             client.start()
-        time.sleep(rng.uniform(0.2, 0.8))
+        # Kill once something was acknowledged (a slow machine may need a while for the first
+        # 200), then at a random moment of the stream of batches that follows.
+        _wait_for_first_ack(ledgers)
+        time.sleep(rng.uniform(0.0, 0.6))
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
         for client in clients:
@@ -149,6 +156,12 @@ def test_server_killed_during_ingest_loses_nothing_acknowledged(store_url: str) 
         check_after_kill(store_url, "chaos", merged)
         acked += sum(count for _, count in merged.acked)
     print(f"\nserver on {store_url.split(':')[0]}: {KILLS} kills, {acked} acked rows kept")
+
+
+def _wait_for_first_ack(ledgers: list[WriterLedger], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(ledger.acked for ledger in ledgers) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _free_port() -> int:
