@@ -394,8 +394,6 @@ class GroupCommitter:
             return _unwrap(outcome)
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
-        if self._changed.locked():
-            return await future  # a lane is choosing right now: it sees this request
         async with self._changed:
             self._changed.notify()
         return await future
