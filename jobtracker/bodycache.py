@@ -8,8 +8,11 @@ Both maps are bounded, least recently used out first.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Generic, TypeVar
 
 import attrs
+
+V = TypeVar("V")
 
 #: 64 MiB: tens of thousands of typical bodies, a few hundred of the largest (1,000 errors listed).
 DEFAULT_BUDGET = 64 * 1024 * 1024
@@ -24,23 +27,30 @@ class FinishedBody:
     etag: str
 
 
-class FinishedBodies:
-    """A least-recently-used map from job id to its finished body, within a byte budget."""
+class _Recent(Generic[V]):
+    """A map from job id to a value, least recently used first (subclasses decide what to evict)."""
 
-    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
-        self._budget = budget
-        self._used = 0
-        self._entries: OrderedDict[str, FinishedBody] = OrderedDict()
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, V] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, job_id: str) -> FinishedBody | None:
-        """The job's body if it is held here."""
+    def get(self, job_id: str) -> V | None:
+        """The job's value if it is held here."""
         entry = self._entries.get(job_id)
         if entry is not None:
             self._entries.move_to_end(job_id)
         return entry
+
+
+class FinishedBodies(_Recent[FinishedBody]):
+    """A least-recently-used map from job id to its finished body, within a byte budget."""
+
+    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+        super().__init__()
+        self._budget = budget
+        self._used = 0
 
     def put(self, job_id: str, entry: FinishedBody) -> None:
         """Hold a finished job's body (a body bigger than the whole budget is not held)."""
@@ -58,7 +68,7 @@ class FinishedBodies:
 DEFAULT_OWNERS = 100_000
 
 
-class JobOwners:
+class JobOwners(_Recent[str]):
     """Which key owns each job, for jobs this server has seen: appends skip the job read.
 
     A worker posts many small batches to one job; its ownership check, done once, holds for
@@ -66,18 +76,11 @@ class JobOwners:
     """
 
     def __init__(self, limit: int = DEFAULT_OWNERS) -> None:
+        super().__init__()
         self._limit = limit
-        self._owners: OrderedDict[str, str] = OrderedDict()
-
-    def get(self, job_id: str) -> str | None:
-        """The owner's key id, if this job is held."""
-        owner = self._owners.get(job_id)
-        if owner is not None:
-            self._owners.move_to_end(job_id)
-        return owner
 
     def put(self, job_id: str, owner: str) -> None:
         """Remember a job's owner."""
-        self._owners[job_id] = owner
-        if len(self._owners) > self._limit:
-            self._owners.popitem(last=False)
+        self._entries[job_id] = owner
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)

@@ -1,12 +1,14 @@
-"""A group of appends written with a handful of statements, whatever its size.
+"""How appends reach the SQLite tables: table by table, whatever the number of requests.
 
-Under group commit one transaction holds many small requests. Written one by one, each costs about
-six statements (savepoint, state, events, row marks, projection, release), every one a trip
-through the sqlite3 module with the GIL held. Nearly every group is plain: new events for rows
-with no outcome yet. For that case the whole group is planned in Python first, each request on the
-state the previous one left, and then written with one `executemany` per table. Anything unusual
-(a refusal, a re-sent event id, a row reported twice) makes `write_together` give up, and the
-caller undoes it and takes the careful path, one savepoint per request.
+`Rows` gathers what one transaction writes (events, row marks, row errors, job rows) and writes it
+with one statement per table. Every write goes through it: a job's creation, a single append, and a
+whole group under group commit. Written one request at a time, a group of small requests costs
+about six statements each (savepoint, state, events, row marks, projection, release), every one a
+trip through the sqlite3 module with the GIL held. Nearly every group is plain: new events for rows
+with no outcome yet. `write_together` plans such a group in Python first, each request on the state
+the previous one left, and writes it as one `Rows`. Anything unusual (a refusal, a re-sent event
+id, a row reported twice) makes it give up, and the caller undoes it and takes the careful path,
+one savepoint per request.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import orjson
 
 from jobtracker.codec import encode_fields, stored_version
 from jobtracker.errors import JobtrackerError
-from jobtracker.projection import plan_append
+from jobtracker.events import NewEvent
+from jobtracker.projection import AppendPlan, plan_append
 from jobtracker.state import JobState
 from jobtracker.store.base import AppendResult
 from jobtracker.store.group import AppendRequest
@@ -37,7 +40,6 @@ _UPSERT_JOB_AT_VERSION = (
     "ON CONFLICT (job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
 )
-#: One event row; `sqlite_log` writes single appends with it too.
 INSERT_EVENT = (
     "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -48,15 +50,64 @@ class NotPlain(Exception):
     """The group needs the careful path: some request is not a plain append of new events."""
 
 
+class Rows:
+    """What one transaction writes, gathered table by table, then written one statement each."""
+
+    def __init__(self, now: str) -> None:
+        self.now = now
+        self.events: list[tuple[Any, ...]] = []
+        self.marks: list[tuple[str, int, str]] = []
+        self.errors: list[tuple[str, int, str, str]] = []
+        self.states: dict[str, JobState] = {}
+
+    def add_events(self, job_id: str, first_version: int, items: Sequence[NewEvent]) -> None:
+        """Events of one job, numbered from `first_version`."""
+        self.events.extend(
+            (job_id, version, it.event_id, it.event.TYPE, stored_version(it.event),
+             encode_fields(it.event), self.now)
+            for version, it in enumerate(items, start=first_version)
+        )
+
+    def add_plan(self, job_id: str, plan: AppendPlan) -> None:
+        """An append's new events, row marks, row errors and resulting job row."""
+        if not plan.new:
+            return  # only re-sends: nothing to write
+        self.add_events(job_id, plan.first_version, plan.new)
+        self.marks.extend((job_id, mark.row, mark.kind) for mark in plan.batch.marks)
+        self.errors.extend((job_id, e.row, e.email, e.error) for e in plan.batch.row_errors)
+        self.states[job_id] = plan.batch.state
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Write everything gathered; the job rows last, since they point at their newest event.
+
+        Statements with nothing to write are skipped: each is a trip through the GIL.
+        """
+        if self.events:
+            conn.executemany(INSERT_EVENT, self.events)
+        if self.marks:
+            conn.executemany(
+                "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)", self.marks
+            )
+        if self.errors:
+            conn.executemany(
+                "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
+                self.errors,
+            )
+        if self.states:
+            conn.executemany(
+                _UPSERT_JOB_AT_VERSION,
+                [(*state_to_row(state), job_id, state.version)
+                 for job_id, state in self.states.items()],
+            )
+
+
 def write_together(
     conn: sqlite3.Connection, requests: Sequence[AppendRequest], now: str
 ) -> list[AppendResult]:
     """Plan every request, then write the group; raises `NotPlain` (or an IntegrityError a
     unique key raised) when the careful path must decide. The caller undoes any partial write."""
     states = _states(conn, {job_id for job_id, _ in requests})
-    events: list[tuple[Any, ...]] = []
-    marks: list[tuple[str, int, str]] = []
-    errors: list[tuple[str, int, str, str]] = []
+    rows = Rows(now)
     results: list[AppendResult] = []
     for job_id, items in requests:
         state = states.get(job_id)
@@ -66,42 +117,13 @@ def write_together(
             plan = plan_append(state, items, {}, frozenset())
         except JobtrackerError as exc:  # a re-send may explain a refusal: the careful path sees
             raise NotPlain(job_id) from exc
-        events.extend(
-            (job_id, version, it.event_id, it.event.TYPE, stored_version(it.event),
-             encode_fields(it.event), now)
-            for version, it in enumerate(plan.new, start=plan.first_version)
-        )
-        marks.extend((job_id, mark.row, mark.kind) for mark in plan.batch.marks)
-        errors.extend((job_id, e.row, e.email, e.error) for e in plan.batch.row_errors)
+        rows.add_plan(job_id, plan)
         states[job_id] = plan.batch.state
         results.append(AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version))
-    _write(conn, events, marks, errors, states)
+    rows.write(conn)
     return results
 
 
 def _states(conn: sqlite3.Connection, job_ids: set[str]) -> dict[str, JobState]:
     found = conn.execute(_SELECT_JOBS, (orjson.dumps(sorted(job_ids)).decode(),))
     return {row[0]: state_from_row(row) for row in found}
-
-
-def _write(
-    conn: sqlite3.Connection,
-    events: list[tuple[Any, ...]],
-    marks: list[tuple[str, int, str]],
-    errors: list[tuple[str, int, str, str]],
-    states: dict[str, JobState],
-) -> None:
-    if not events:
-        return  # every request was all duplicates of itself: nothing to write
-    conn.executemany(INSERT_EVENT, events)
-    if marks:
-        conn.executemany("INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)", marks)
-    if errors:
-        conn.executemany(
-            "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)", errors
-        )
-    touched = {row[0] for row in events}
-    conn.executemany(
-        _UPSERT_JOB_AT_VERSION,
-        [(*state_to_row(states[job_id]), job_id, states[job_id].version) for job_id in touched],
-    )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import orjson
 import sqlite_utils
 
-from jobtracker.codec import decode_stored, encode_fields, stored_version
+from jobtracker.codec import decode_stored
 from jobtracker.errors import JobIdTaken, JobNotFound, JobtrackerError, StoreUnavailable
 from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.migrate import migrate_sqlite
@@ -26,20 +26,12 @@ from jobtracker.state import JobState, RowError, RowMark, Status
 from jobtracker.store import sqlite_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.group import AppendRequest, Outcome
-from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
-from jobtracker.store.sqlite_group import INSERT_EVENT, NotPlain, write_together
+from jobtracker.store.rows import JOB_COLUMNS, state_from_row
+from jobtracker.store.sqlite_group import NotPlain, Rows, write_together
 
 T = TypeVar("T")
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
-_UPSERT_JOB = (
-    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) "  # noqa: S608
-    # last_insert_rowid(): the position of the newest event (job_rows and job_errors are WITHOUT
-    # ROWID tables, whose inserts leave it alone).
-    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, last_insert_rowid()) "
-    "ON CONFLICT (job_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
-)
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
 
 
@@ -89,10 +81,6 @@ class SqliteLog:
         row = self.conn.execute(_SELECT_JOB, (job_id,)).fetchone()
         return None if row is None else state_from_row(row)
 
-    def _save_state(self, state: JobState) -> None:
-        """Write the projection; must follow the events' insert, whose last position it keeps."""
-        self.conn.execute(_UPSERT_JOB, state_to_row(state))
-
     def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """Create a job durably, or return the owner's existing one."""
         with self._immediate():
@@ -102,8 +90,10 @@ class SqliteLog:
                     raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
                 return existing, False
             state = start(job_id, created)
-            self._insert_events(job_id, 1, [NewEvent(new_event_id(), created)])
-            self._save_state(state)
+            rows = Rows(self._clock())
+            rows.add_events(job_id, 1, [NewEvent(new_event_id(), created)])
+            rows.states[job_id] = state
+            rows.write(self.conn)
             return state, True
 
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
@@ -184,41 +174,10 @@ class SqliteLog:
         )
         return {RowMark(row, kind) for row, kind in found}
 
-    def _insert_events(self, job_id: str, first_version: int, items: Sequence[NewEvent]) -> None:
-        now = self._clock()
-        self.conn.executemany(
-            INSERT_EVENT,
-            [
-                (
-                    job_id,
-                    version,
-                    it.event_id,
-                    it.event.TYPE,
-                    stored_version(it.event),
-                    encode_fields(it.event),
-                    now,
-                )
-                for version, it in enumerate(items, start=first_version)
-            ],
-        )
-
     def _write_plan(self, job_id: str, plan: AppendPlan) -> AppendResult:
-        # Statements are skipped when they have nothing to write: under group commit each one
-        # is a round trip through the GIL for the writer thread.
-        if plan.new:
-            self._insert_events(job_id, plan.first_version, plan.new)
-        if plan.batch.marks:
-            self.conn.executemany(
-                "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)",
-                [(job_id, mark.row, mark.kind) for mark in plan.batch.marks],
-            )
-        if plan.batch.row_errors:
-            self.conn.executemany(
-                "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
-                [(job_id, e.row, e.email, e.error) for e in plan.batch.row_errors],
-            )
-        if plan.new:
-            self._save_state(plan.batch.state)
+        rows = Rows(self._clock())
+        rows.add_plan(job_id, plan)
+        rows.write(self.conn)
         return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
 
     def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
