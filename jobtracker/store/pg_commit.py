@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from itertools import repeat
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -102,16 +101,18 @@ class Reads:
 
 
 async def lock_and_read(
-    conn: Conn, requests: Sequence[AppendRequest], *, with_marks: bool
+    conn: Conn, requests: Sequence[AppendRequest], *, careful: bool
 ) -> Reads:
-    """Lock the jobs' rows; read their states, known event ids and (if asked) rows' marks.
+    """Lock the jobs' rows and read their states; `careful` also reads which of the batches'
+    event ids the log holds and which of their rows have an outcome (the fast path leaves both
+    to the unique keys, see `commit_group`).
 
     One round trip unless a writer committed to these jobs while we waited for their locks
     (see `pg_sql.LOCK_AND_READ`); then a second read sees what it wrote.
     """
     job_ids = sorted({request.job_id for request in requests})
-    event_ids = [item.event_id for request in requests for item in request.items]
-    pairs = sorted(_rows_reported(requests)) if with_marks else []
+    event_ids = [item.event_id for request in requests for item in request.items] if careful else []
+    pairs = sorted(_rows_reported(requests)) if careful else []
     args = (job_ids, event_ids, [job for job, _ in pairs], [row for _, row in pairs])
     found = await conn.fetchrow(LOCK_AND_READ, *args)
     states = _states(found)
@@ -194,36 +195,30 @@ def plan_group(
     return plans
 
 
-def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[Any]:
-    ev_jobs: list[str] = []
-    ev_versions: list[int] = []
-    ev_ids: list[str] = []
-    ev_types: list[str] = []
-    ev_data: list[str] = []
-    ev_schemas: list[int] = []
-    marks: list[tuple[str, int, str]] = []
-    errors: list[tuple[str, int, str, str]] = []
+def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[str]:
+    """The group's events, row marks, row errors and job rows: one JSON document per table."""
+    events: list[dict[str, Any]] = []
+    marks: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     final: dict[str, JobState] = {}
     for request, plan in planned:
-        job_id, new = request.job_id, plan.new
-        ev_jobs.extend(repeat(job_id, len(new)))
-        ev_versions.extend(range(plan.first_version, plan.first_version + len(new)))
-        ev_ids.extend(item.event_id for item in new)
-        ev_types.extend(item.event.TYPE for item in new)
-        ev_data.extend(request.data[item.event_id] for item in new)
-        ev_schemas.extend(stored_version(item.event) for item in new)
-        marks.extend((job_id, mark.row, mark.kind) for mark in plan.batch.marks)
-        errors.extend((job_id, e.row, e.email, e.error) for e in plan.batch.row_errors)
+        job_id = request.job_id
+        events.extend(
+            {"job_id": job_id, "version": version, "event_id": item.event_id,
+             "type": item.event.TYPE, "schema_version": stored_version(item.event),
+             "data": orjson.Fragment(request.data[item.event_id])}
+            for version, item in enumerate(plan.new, start=plan.first_version)
+        )
+        marks.extend(
+            {"job_id": job_id, "row": mark.row, "kind": mark.kind} for mark in plan.batch.marks
+        )
+        errors.extend(
+            {"job_id": job_id, "row": e.row, "email": e.email, "error": e.error}
+            for e in plan.batch.row_errors
+        )
         final[job_id] = plan.batch.state
-    events = [ev_jobs, ev_versions, ev_ids, ev_types, ev_data]
-    return [*events, *_columns(marks, 3), *_columns(errors, 4), *_columns(
-        [state_to_row(state) for state in final.values()], len(JOB_COLUMNS)
-    ), ev_schemas]
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows turned into `width` column lists (empty lists when there are no rows)."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+    jobs = [dict(zip(JOB_COLUMNS, state_to_row(state), strict=True)) for state in final.values()]
+    return [orjson.dumps(rows).decode() for rows in (events, marks, errors, jobs)]
 
 
 async def write_plans(
@@ -235,14 +230,15 @@ async def write_plans(
 
 
 async def _plan_and_write(
-    conn: Conn, requests: Sequence[AppendRequest], *, with_marks: bool
+    conn: Conn, requests: Sequence[AppendRequest], *, careful: bool
 ) -> tuple[list[Outcome], int]:
-    reads = await lock_and_read(conn, requests, with_marks=with_marks)
+    reads = await lock_and_read(conn, requests, careful=careful)
     plans = plan_group(requests, reads.states, reads.known, reads.recorded)
-    if not with_marks and any(isinstance(plan, JobtrackerError) for plan in plans):
+    if not careful and any(isinstance(plan, JobtrackerError) for plan in plans):
         # A refusal planned without marks may not be the one the fold gives first with them
-        # (a row reported twice outranks a full total): plan again with the marks.
-        reads = await lock_and_read(conn, requests, with_marks=True)
+        # (a row reported twice outranks a full total), and a re-sent batch may explain it (its
+        # terminal event is what made the job terminal): plan again with everything read.
+        reads = await lock_and_read(conn, requests, careful=True)
         plans = plan_group(requests, reads.states, reads.known, reads.recorded)
     planned = [
         (request, plan)
@@ -269,13 +265,15 @@ async def commit_group(
     before_commit: BeforeCommit,
 ) -> tuple[list[Outcome], int]:
     """Commit a group in one transaction; each request's outcome, and the newest position."""
-    # The fast path plans without reading row marks: the fold only refuses a row because of a
-    # mark, and job_rows' primary key refuses the same write, so a plan made without marks is
-    # right whenever its write succeeds. A batch that does re-report a row (a client's mistake)
-    # fails that write, and the redo below plans with the marks and names the row.
+    # The fast path plans as if the log held none of the batches' event ids and none of their
+    # rows had an outcome: the usual case, and reading both would cost a lookup per event. The
+    # unique keys on events.event_id and job_rows refuse exactly the writes those reads would
+    # have prevented, so a plan made without them is right whenever its write succeeds. A re-sent
+    # batch (a retry after a lost answer) or a row reported twice fails that write, and the redo
+    # below plans with both reads, counts the duplicates and names the row.
     try:
         async with conn.transaction():
-            outcomes, head = await _plan_and_write(conn, requests, with_marks=False)
+            outcomes, head = await _plan_and_write(conn, requests, careful=False)
             await before_commit()
         return outcomes, head
     except _REQUEST_ERRORS as exc:
@@ -284,7 +282,7 @@ async def commit_group(
         log.info("group of %d redone one request per savepoint: %s", len(requests), exc)
     async with conn.transaction():
         # every row lock first, in job-id order, as on the fast path
-        await lock_and_read(conn, requests, with_marks=False)
+        await lock_and_read(conn, requests, careful=False)
         outcomes, head = await _one_savepoint_each(conn, requests)
         await before_commit()
     return outcomes, head
@@ -298,7 +296,7 @@ async def _one_savepoint_each(
     for request in requests:
         try:
             async with conn.transaction():  # a SAVEPOINT: a failure here undoes this request only
-                (outcome,), head = await _plan_and_write(conn, [request], with_marks=True)
+                (outcome,), head = await _plan_and_write(conn, [request], careful=True)
         except _REQUEST_ERRORS as exc:
             outcomes.append(exc)
             continue

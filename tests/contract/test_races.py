@@ -90,3 +90,30 @@ async def test_revocation_during_use_wins_from_the_next_request_on(store: Store)
     await store.revoke_key(issued.record.key_id)
     await racing
     assert not any(await asyncio.gather(*(use() for _ in range(20))))
+
+
+async def test_retried_batches_among_new_ones_count_once_and_the_new_ones_commit(
+    store: Store, make_job: MakeJob
+) -> None:
+    """Re-sent batches (a retry after a lost answer) arriving together with new batches, for
+    the same jobs and others: the re-sent events are duplicates, every new event is counted."""
+    jobs = [await make_job(f"job-{n}") for n in range(4)]
+    sent = {
+        job_id: [NewEvent(f"{job_id}-r{row}", RowSucceeded(row, "x@y.z", True)) for row in range(3)]
+        for job_id in jobs
+    }
+    for job_id in jobs[:2]:
+        await store.append(job_id, sent[job_id])
+
+    fresh = {job_id: [NewEvent(f"{job_id}-r9", RowFailed(9, "bad", "Invalid email: bad"))]
+             for job_id in jobs}
+    calls = [store.append(job_id, sent[job_id]) for job_id in jobs]
+    calls += [store.append(job_id, fresh[job_id]) for job_id in jobs]
+    results = await asyncio.gather(*calls)
+
+    assert [(r.appended, r.duplicates) for r in results[:4]] == [(0, 3), (0, 3), (3, 0), (3, 0)]
+    assert [(r.appended, r.duplicates) for r in results[4:]] == [(1, 0)] * 4
+    for job_id in jobs:
+        view = await store.get_job(job_id, 10)
+        assert view is not None
+        assert (view.state.successful, view.state.failed, view.state.version) == (3, 1, 5)
