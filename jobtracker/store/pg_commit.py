@@ -31,7 +31,13 @@ from jobtracker.events import Event, NewEvent
 from jobtracker.projection import AppendPlan, plan_append, rows_touched
 from jobtracker.state import JobState, RowMark
 from jobtracker.store.base import AppendResult
-from jobtracker.store.pg_sql import APPEND_CHANNEL, LOCK_AND_READ, POSITION_LOCK, WRITE_GROUP
+from jobtracker.store.pg_sql import (
+    APPEND_CHANNEL,
+    LOCK_AND_READ,
+    LOCK_JOBS,
+    POSITION_LOCK,
+    WRITE_GROUP,
+)
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
 log = logging.getLogger(__name__)
@@ -107,12 +113,16 @@ async def lock_and_read(
     event ids the log holds and which of their rows have an outcome (the fast path leaves both
     to the unique keys, see `commit_group`).
 
-    One round trip unless a writer committed to these jobs while we waited for their locks
-    (see `pg_sql.LOCK_AND_READ`); then a second read sees what it wrote.
+    One round trip. The careful read takes a second one if a writer committed to these jobs while
+    we waited for their locks (see `pg_sql.LOCK_AND_READ`), to see what it wrote; the fast read
+    only reads the rows it locks, which come back in their newest version.
     """
     job_ids = sorted({request.job_id for request in requests})
-    event_ids = [item.event_id for request in requests for item in request.items] if careful else []
-    pairs = sorted(_rows_reported(requests)) if careful else []
+    if not careful:
+        rows = await conn.fetch(LOCK_JOBS, job_ids)
+        return Reads({row[0]: state_from_row(tuple(row)) for row in rows}, {}, _no_marks(job_ids))
+    event_ids = [item.event_id for request in requests for item in request.items]
+    pairs = sorted(_rows_reported(requests))
     args = (job_ids, event_ids, [job for job, _ in pairs], [row for _, row in pairs])
     found = await conn.fetchrow(LOCK_AND_READ, *args)
     states = _states(found)
@@ -157,8 +167,12 @@ def _known(found: asyncpg.Record | None) -> dict[str, tuple[str, Event]]:
     }
 
 
+def _no_marks(job_ids: Sequence[str]) -> dict[str, set[RowMark]]:
+    return {job_id: set() for job_id in job_ids}
+
+
 def _recorded(found: asyncpg.Record | None, job_ids: Sequence[str]) -> dict[str, set[RowMark]]:
-    marks: dict[str, set[RowMark]] = {job_id: set() for job_id in job_ids}
+    marks = _no_marks(job_ids)
     if found is not None and found["mark_jobs"] is not None:
         columns = (found["mark_jobs"], found["mark_rows"], found["mark_kinds"])
         for job_id, row, kind in zip(*columns, strict=True):

@@ -140,3 +140,8 @@ FROM (
 
 
 LOCK_AND_READ = _lock_and_read_sql()
+#: The fast path's read: the jobs' rows, locked in job-id order (so two groups never deadlock).
+LOCK_JOBS = (
+    f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = ANY($1::text[]) "  # noqa: S608
+    "ORDER BY job_id FOR UPDATE"
+)
