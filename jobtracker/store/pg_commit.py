@@ -343,6 +343,43 @@ async def no_pause() -> None:
 #: with two lanes one group's reads and planning overlap the other's write and COMMIT (positions
 #: are still drawn one transaction at a time, under the position lock).
 LANES = 2
+#: Opens a connection of a lane's own.
+Connect: TypeAlias = "Callable[[], Awaitable[asyncpg.Connection[asyncpg.Record]]]"
+
+
+class _LaneConnection:
+    """A lane's own connection, opened when first needed and again after a cut.
+
+    A lane commits group after group; borrowing from the pool for each would add the pool's
+    bookkeeping to every group and make lanes queue behind readers for a connection.
+    """
+
+    def __init__(self, connect: Connect) -> None:
+        self._connect = connect
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+
+    async def run(self, call: Callable[[Conn], Awaitable[T]]) -> T:
+        """`call` on this lane's connection; once more on a new one if the connection was cut
+        (safe for appends: they are idempotent by event id)."""
+        try:
+            return await call(await self._open())
+        except CONNECTION_LOST:
+            await self.close()
+            return await call(await self._open())
+
+    async def _open(self) -> asyncpg.Connection[asyncpg.Record]:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=5)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                conn.terminate()
+
 
 _Waiting: TypeAlias = tuple[AppendRequest, "asyncio.Future[AppendResult]"]
 
@@ -351,14 +388,15 @@ class GroupCommitter:
     """Queues appends and commits what has gathered as groups, up to `LANES` groups at a time.
 
     Groups in flight never share a job: a job's requests commit in the order they arrived, and two
-    lanes never wait on each other's row locks. With `grouped=False` every append runs its own
-    transaction on its own pooled connection (the reference the group-commit benchmark compares
-    with).
+    lanes never wait on each other's row locks. Each lane commits on a connection of its own
+    (opened with `connect`). With `grouped=False` every append runs its own transaction on a
+    pooled connection (the reference the group-commit benchmark compares with).
     """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
+        connect: Connect,
         *,
         grouped: bool = True,
         before_commit: BeforeCommit = no_pause,
@@ -366,6 +404,7 @@ class GroupCommitter:
         lanes: int = LANES,
     ) -> None:
         self._pool = pool
+        self._connect = connect
         self._grouped = grouped
         self._before_commit = before_commit
         self._after_commit = after_commit
@@ -410,10 +449,17 @@ class GroupCommitter:
             self._changed.notify()
         return await future
 
-    async def _commit(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
-        outcomes, head = await once_more_if_cut(
-            self._pool, lambda: self._commit_on_a_connection(requests)
-        )
+    async def _commit(
+        self, requests: Sequence[AppendRequest], lane: _LaneConnection | None = None
+    ) -> list[Outcome]:
+        if lane is not None:
+            outcomes, head = await lane.run(
+                lambda conn: commit_group(conn, requests, self._before_commit)
+            )
+        else:
+            outcomes, head = await once_more_if_cut(
+                self._pool, lambda: self._commit_on_a_connection(requests)
+            )
         if head and self._after_commit is not None:
             self._after_commit(head)
         return outcomes
@@ -425,6 +471,13 @@ class GroupCommitter:
             return await commit_group(conn, requests, self._before_commit)
 
     async def _lane(self) -> None:
+        lane = _LaneConnection(self._connect)
+        try:
+            await self._run_lane(lane)
+        finally:
+            await lane.close()
+
+    async def _run_lane(self, lane: _LaneConnection) -> None:
         while True:
             async with self._changed:
                 group = self._take_group()
@@ -439,7 +492,7 @@ class GroupCommitter:
                 if self._pending:
                     self._changed.notify()  # the rest is another lane's share
             try:
-                await self._commit_and_answer(group)
+                await self._commit_and_answer(group, lane)
             finally:
                 async with self._changed:
                     self._busy -= jobs
@@ -475,9 +528,9 @@ class GroupCommitter:
         self._pending = rest
         return group
 
-    async def _commit_and_answer(self, group: list[_Waiting]) -> None:
+    async def _commit_and_answer(self, group: list[_Waiting], lane: _LaneConnection) -> None:
         try:
-            outcomes = await self._commit([request for request, _ in group])
+            outcomes = await self._commit([request for request, _ in group], lane)
         except Exception as exc:
             outcomes = [exc] * len(group)
         for (_, future), outcome in zip(group, outcomes, strict=True):

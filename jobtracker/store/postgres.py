@@ -56,7 +56,8 @@ DRIVER_ERRORS = (
     TimeoutError,
 )
 
-#: Connections each store may open (plus one that LISTENs); `?pool_size=N` in the URL changes it.
+#: Connections each store's pool may open (the LISTENers and the group committer's lanes have
+#: their own); `?pool_size=N` in the URL changes it.
 DEFAULT_POOL_SIZE = 10
 POOL_SIZE_PARAM = "pool_size"
 
@@ -197,6 +198,7 @@ class PostgresStore:
         self._key_cache = KeyCache(self.url, self._poll_interval)
         self._committer = GroupCommitter(
             pool,
+            self._connect,
             grouped=self._group_commit,
             before_commit=self._before_commit or no_pause,
             after_commit=self._appended,
@@ -217,6 +219,10 @@ class PostgresStore:
                 await hints.close()
             if pool is not None:
                 await pool.close()
+
+    async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
+        """A connection outside the pool (the group committer's lanes keep one each)."""
+        return await asyncpg.connect(self.url, timeout=10, command_timeout=60)
 
     @property
     def groups_in_flight(self) -> int:

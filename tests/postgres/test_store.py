@@ -109,6 +109,7 @@ async def test_store_recovers_when_its_connections_are_cut(
     """After the server drops every connection (a restart), reads and appends work again."""
     store = await open_store()
     await store.create_job("job", Created(owner="key_a"))
+    await store.append("job", [NewEvent("before", Started())])  # the committer's lanes connect
     killer = await asyncpg.connect(pg_url)
     try:
         await killer.execute(
@@ -118,7 +119,10 @@ async def test_store_recovers_when_its_connections_are_cut(
     finally:
         await killer.close()
     assert await store.get_job("job", 10) is not None
-    assert (await store.append("job", [NewEvent("go", Started())])).appended == 1
+    results = await asyncio.gather(
+        *(store.append("job", [NewEvent(f"go-{n}", Started())]) for n in range(4))
+    )
+    assert [r.appended for r in results] == [1] * 4
 
 
 def test_migrate_and_keys_commands_work_on_postgresql(pg_url: str) -> None:
