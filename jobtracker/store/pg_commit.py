@@ -4,10 +4,10 @@ Concurrent appends that reach one process are committed together: one transactio
 rows in job-id order, plans each request with `plan_append` against the state its predecessors in
 the group left, and writes every new event, row mark, row error and job row with one statement.
 Each request is acknowledged only after COMMIT. A request the fold refuses never touches the
-database, so it cannot sink its neighbours. What planning leaves to the database's keys (a row
-reported twice, since the fast path does not read row marks; another process recording one of our
-event ids for another job between our check and our write) aborts that fast path; the group is
-then redone one request per SAVEPOINT, so only the request at fault hears about it.
+database, so it cannot sink its neighbours. The fast path reads only the locked job rows and
+leaves re-sent event ids and rows reported twice to the database's unique keys: such a write aborts
+it, and the group is redone one request per SAVEPOINT with everything read, so only the request at
+fault hears about it (and a re-send is answered as duplicates).
 
 Driver exceptions are not translated here: they reach the caller's `await`, which sits inside the
 store's one translation boundary (`postgres.driver_errors`).
@@ -357,15 +357,31 @@ class _LaneConnection:
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self._cut = False  # whether the last failed call found its connection closed
 
     async def run(self, call: Callable[[Conn], Awaitable[T]]) -> T:
         """`call` on this lane's connection; once more on a new one if the connection was cut
         (safe for appends: they are idempotent by event id)."""
         try:
-            return await call(await self._open())
-        except CONNECTION_LOST:
-            await self.close()
-            return await call(await self._open())
+            return await self._call(call)
+        except Exception as exc:
+            if not (isinstance(exc, CONNECTION_LOST) or self._cut):
+                raise
+            return await self._call(call)
+
+    async def _call(self, call: Callable[[Conn], Awaitable[T]]) -> T:
+        conn = await self._open()
+        try:
+            return await call(conn)
+        except BaseException:
+            # A cut shows as whatever the driver was doing when it noticed (an InterfaceError
+            # from inside a transaction, say), so the connection itself is asked. Whatever
+            # escaped may also have left it inside a transaction or a cancel (a command
+            # timeout): the next group gets a fresh one either way.
+            self._cut = conn.is_closed()
+            self._conn = None
+            conn.terminate()
+            raise
 
     async def _open(self) -> asyncpg.Connection[asyncpg.Record]:
         if self._conn is None or self._conn.is_closed():

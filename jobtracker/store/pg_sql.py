@@ -14,7 +14,7 @@ APPEND_CHANNEL = "jobtracker_appended"
 #: The channel a trigger announces every key change on (migration 0002): caches drop that key.
 KEYS_CHANNEL = "jobtracker_keys"
 
-#: PostgreSQL types of `JOB_COLUMNS`, for the arrays the job rows travel in.
+#: PostgreSQL types of `JOB_COLUMNS`, for reading the job rows out of their JSON document.
 _JOB_TYPES = {
     "job_id": "text",
     "owner": "text",

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from jobtracker.errors import ConfigError, StoreUnavailable
-from jobtracker.events import Created, NewEvent, RowFailed, Started
+from jobtracker.events import Created, NewEvent, RowFailed, RowSucceeded, Started
 from jobtracker.migrate import migrations
 from jobtracker.store import make_store
 from jobtracker.store.postgres import PostgresStore
@@ -109,7 +109,7 @@ async def test_store_recovers_when_its_connections_are_cut(
     """After the server drops every connection (a restart), reads and appends work again."""
     store = await open_store()
     await store.create_job("job", Created(owner="key_a"))
-    await store.append("job", [NewEvent("before", Started())])  # the committer's lanes connect
+    await store.append("job", [NewEvent("before", Started())])  # a commit lane connects
     killer = await asyncpg.connect(pg_url)
     try:
         await killer.execute(
@@ -123,6 +123,43 @@ async def test_store_recovers_when_its_connections_are_cut(
         *(store.append("job", [NewEvent(f"go-{n}", Started())]) for n in range(4))
     )
     assert [r.appended for r in results] == [1] * 4
+
+
+async def test_commit_cut_inside_its_transaction_is_redone_once_on_a_new_connection(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """The server drops the committing connections just before COMMIT: each group is committed
+    again on a fresh connection, and every event is in the log exactly once."""
+    cut: list[int] = []
+
+    async def cut_once() -> None:
+        if cut:
+            return
+        killer = await asyncpg.connect(pg_url)
+        try:
+            cut.append(await killer.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND state = 'idle in transaction'"
+            ))
+        finally:
+            await killer.close()
+
+    store = await open_store(before_commit=cut_once)
+    jobs = ["job-a", "job-b"]
+    for job_id in jobs:
+        await store.create_job(job_id, Created(owner="key_a"))
+    results = await asyncio.gather(*(
+        store.append(job_id, [NewEvent(f"{job_id}-{row}", RowSucceeded(row, "x@y.z", True))])
+        for job_id in jobs for row in range(3)
+    ))
+    assert cut, "the hook never ran"
+    assert cut[0] >= 1, "no committing connection was cut"
+    assert [r.appended for r in results] == [1] * 6
+    for job_id in jobs:
+        view = await store.get_job(job_id, 10)
+        assert view is not None
+        assert (view.state.successful, view.state.version) == (3, 4)
+        assert len(await store.read_job_events(job_id)) == 4
 
 
 def test_migrate_and_keys_commands_work_on_postgresql(pg_url: str) -> None:
