@@ -370,6 +370,7 @@ class _LaneConnection:
             return await self._call(call)
 
     async def _call(self, call: Callable[[Conn], Awaitable[T]]) -> T:
+        self._cut = False
         conn = await self._open()
         try:
             return await call(conn)
