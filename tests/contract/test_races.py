@@ -117,3 +117,36 @@ async def test_retried_batches_among_new_ones_count_once_and_the_new_ones_commit
         view = await store.get_job(job_id, 10)
         assert view is not None
         assert (view.state.successful, view.state.failed, view.state.version) == (3, 1, 5)
+
+
+async def test_a_second_outcome_among_concurrent_batches_is_refused_alone(
+    store: Store, make_job: MakeJob
+) -> None:
+    """Arriving together: a re-sent batch, a batch that reports a row a second time, and a new
+    batch. Only the second outcome is refused (409, naming the row); the re-send is duplicates,
+    the new batch is counted."""
+    for job_id in ("job-a", "job-b", "job-c"):
+        await make_job(job_id)
+    first = [NewEvent("a-1", RowSucceeded(1, "x@y.z", True))]
+    await store.append("job-a", first)
+    await store.append("job-b", [NewEvent("b-1", RowSucceeded(1, "x@y.z", True))])
+
+    resent, twice, fresh = await asyncio.gather(
+        store.append("job-a", first),
+        store.append("job-b", [NewEvent("b-2", RowFailed(1, "x@y.z", "second outcome"))]),
+        store.append("job-c", [NewEvent("c-1", RowSucceeded(1, "x@y.z", True))]),
+        return_exceptions=True,
+    )
+
+    assert not isinstance(resent, BaseException)
+    assert (resent.appended, resent.duplicates) == (0, 1)
+    assert isinstance(twice, RowAlreadyReported)
+    assert "row 1" in twice.detail
+    assert not isinstance(fresh, BaseException)
+    assert (fresh.appended, fresh.duplicates) == (1, 0)
+    counts: dict[str, tuple[int, int, int]] = {}
+    for job_id in ("job-a", "job-b", "job-c"):
+        view = await store.get_job(job_id, 10)
+        assert view is not None
+        counts[job_id] = (view.state.successful, view.state.failed, view.state.version)
+    assert counts == {"job-a": (1, 0, 2), "job-b": (1, 0, 2), "job-c": (1, 0, 2)}
