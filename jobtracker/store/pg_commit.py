@@ -120,7 +120,7 @@ async def lock_and_read(
     job_ids = sorted({request.job_id for request in requests})
     if not careful:
         rows = await conn.fetch(LOCK_JOBS, job_ids)
-        return Reads({row[0]: state_from_row(tuple(row)) for row in rows}, {}, _no_marks(job_ids))
+        return Reads({row[0]: state_from_row(tuple(row)) for row in rows}, {}, {})
     event_ids = [item.event_id for request in requests for item in request.items]
     pairs = sorted(_rows_reported(requests))
     args = (job_ids, event_ids, [job for job, _ in pairs], [row for _, row in pairs])
@@ -130,7 +130,7 @@ async def lock_and_read(
         log.debug("a writer committed while we waited for its lock; reading again")
         found = await conn.fetchrow(LOCK_AND_READ, *args)
         states = _states(found)
-    return Reads(states, _known(found), _recorded(found, job_ids))
+    return Reads(states, _known(found), _recorded(found))
 
 
 def _rows_reported(requests: Sequence[AppendRequest]) -> set[tuple[str, int]]:
@@ -167,16 +167,12 @@ def _known(found: asyncpg.Record | None) -> dict[str, tuple[str, Event]]:
     }
 
 
-def _no_marks(job_ids: Sequence[str]) -> dict[str, set[RowMark]]:
-    return {job_id: set() for job_id in job_ids}
-
-
-def _recorded(found: asyncpg.Record | None, job_ids: Sequence[str]) -> dict[str, set[RowMark]]:
-    marks = _no_marks(job_ids)
+def _recorded(found: asyncpg.Record | None) -> dict[str, set[RowMark]]:
+    marks: dict[str, set[RowMark]] = {}
     if found is not None and found["mark_jobs"] is not None:
         columns = (found["mark_jobs"], found["mark_rows"], found["mark_kinds"])
         for job_id, row, kind in zip(*columns, strict=True):
-            marks[job_id].add(RowMark(row, kind))
+            marks.setdefault(job_id, set()).add(RowMark(row, kind))
     return marks
 
 
@@ -357,32 +353,25 @@ class _LaneConnection:
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
-        self._cut = False  # whether the last failed call found its connection closed
 
     async def run(self, call: Callable[[Conn], Awaitable[T]]) -> T:
         """`call` on this lane's connection; once more on a new one if the connection was cut
         (safe for appends: they are idempotent by event id)."""
-        try:
-            return await self._call(call)
-        except Exception as exc:
-            if not (isinstance(exc, CONNECTION_LOST) or self._cut):
-                raise
-            return await self._call(call)
-
-    async def _call(self, call: Callable[[Conn], Awaitable[T]]) -> T:
-        self._cut = False
-        conn = await self._open()
-        try:
-            return await call(conn)
-        except BaseException:
-            # A cut shows as whatever the driver was doing when it noticed (an InterfaceError
-            # from inside a transaction, say), so the connection itself is asked. Whatever
-            # escaped may also have left it inside a transaction or a cancel (a command
-            # timeout): the next group gets a fresh one either way.
-            self._cut = conn.is_closed()
-            self._conn = None
-            conn.terminate()
-            raise
+        for attempt in (1, 2):
+            conn = await self._open()
+            try:
+                return await call(conn)
+            except BaseException as exc:
+                # Whatever escaped (a cut, a command timeout, a cancellation) may have left the
+                # connection inside a transaction or a cancel: the next call gets a fresh one. A
+                # cut shows as whatever the driver was doing when it noticed (an InterfaceError
+                # from inside a transaction, say), so the connection itself is asked too.
+                self._conn = None
+                conn.terminate()
+                cut = isinstance(exc, CONNECTION_LOST) or conn.is_closed()
+                if attempt == 2 or not cut or not isinstance(exc, Exception):
+                    raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _open(self) -> asyncpg.Connection[asyncpg.Record]:
         if self._conn is None or self._conn.is_closed():

@@ -59,6 +59,9 @@ DRIVER_ERRORS = (
 #: Connections each store's pool may open (the LISTENers and the group committer's lanes have
 #: their own); `?pool_size=N` in the URL changes it.
 DEFAULT_POOL_SIZE = 10
+#: Seconds to connect, and for any one statement, on the pool's and the commit lanes' connections.
+CONNECT_TIMEOUT = 10
+COMMAND_TIMEOUT = 60
 POOL_SIZE_PARAM = "pool_size"
 
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
@@ -183,8 +186,8 @@ class PostgresStore:
                 self.url,
                 min_size=1,
                 max_size=self._pool_size,
-                timeout=10,
-                command_timeout=60,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
                 reset=keep_session,
             )
         try:
@@ -222,7 +225,9 @@ class PostgresStore:
 
     async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
         """A connection outside the pool (the group committer's lanes keep one each)."""
-        return await asyncpg.connect(self.url, timeout=10, command_timeout=60)
+        return await asyncpg.connect(
+            self.url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
+        )
 
     @property
     def groups_in_flight(self) -> int:
