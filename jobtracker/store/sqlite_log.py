@@ -35,9 +35,15 @@ _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # n
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
 
 
+#: How long a write waits for another connection (another process) to finish its own.
+BUSY_TIMEOUT_S = 30.0
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL, durable commits."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+    )
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: an acknowledged append survives power loss, not only a process crash.
     conn.execute("PRAGMA synchronous = FULL")
@@ -112,14 +118,54 @@ class SqliteLog:
         and is written a table at a time (`sqlite_group`).
         """
         with self._immediate():
-            self.conn.execute("SAVEPOINT append_group")
-            try:
-                outcomes: list[Outcome] = [*write_together(self.conn, requests, self._clock())]
-            except (NotPlain, sqlite3.IntegrityError):
-                self.conn.execute("ROLLBACK TO append_group")
-                outcomes = [self._append_in_savepoint(job_id, items) for job_id, items in requests]
-            self.conn.execute("RELEASE append_group")
-            return outcomes
+            return self.append_group_in_transaction(requests)
+
+    def append_group_in_transaction(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
+        """`append_group` inside a write transaction the caller opened and will commit."""
+        self.conn.execute("SAVEPOINT append_group")
+        try:
+            outcomes: list[Outcome] = [*write_together(self.conn, requests, self._clock())]
+        except (NotPlain, sqlite3.IntegrityError):
+            self.conn.execute("ROLLBACK TO append_group")
+            outcomes = [self._append_in_savepoint(job_id, items) for job_id, items in requests]
+        self.conn.execute("RELEASE append_group")
+        return outcomes
+
+    # A write transaction in steps, for a caller that runs them on different threads.
+
+    def begin_now(self) -> bool:
+        """Open a write transaction unless another connection is writing: never waits.
+
+        False means another connection (another process) holds the write lock; `begin` waits for
+        it. For a caller that must not block, such as an event loop.
+        """
+        self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return True
+
+    def begin(self) -> None:
+        """Open a write transaction, waiting up to `BUSY_TIMEOUT_S` for other writers."""
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Commit the open transaction durably; if that fails, it is rolled back."""
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if there is one."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     def _append_in_savepoint(self, job_id: str, items: Sequence[NewEvent]) -> Outcome:
         self.conn.execute("SAVEPOINT append_request")

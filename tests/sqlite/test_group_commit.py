@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def test_one_refused_request_rolls_back_alone(tmp_path: Path) -> None:
 
 
 async def test_without_group_commit_every_append_commits_alone(tmp_path: Path) -> None:
-    """`group_commit=False` is the one-commit-per-request reference, with the same answers."""
+    """`group_commit=False` is the one-commit-per-request reference, with the same answers: the
+    same path, in groups of one."""
     results = {}
     for grouped in (True, False):
         store = SqliteStore(str(tmp_path / f"{grouped}.db"), group_commit=grouped)
@@ -62,7 +64,9 @@ async def test_without_group_commit_every_append_commits_alone(tmp_path: Path) -
         await store.create_job("a", Created(owner="k"))
         answers = await asyncio.gather(*(store.append("a", [row(f"e{n}", n)]) for n in range(20)))
         results[grouped] = sorted(a.version for a in answers)
-        assert (store.committer.requests > 0) is grouped
+        committer = store.committer
+        assert committer.requests == 20
+        assert (committer.groups < 20) if grouped else (committer.groups == 20)
         await store.close()
     assert results[True] == results[False] == list(range(2, 22))
 
@@ -159,3 +163,51 @@ def test_a_plain_group_over_several_jobs_is_written_together(tmp_path: Path) -> 
     kept = dict(log.conn.execute("SELECT job_id, updated_position FROM jobs"))
     assert kept == positions
     log.close()
+
+
+# -- folding on the loop must not tie the loop to another process's write lock -------------------
+
+
+async def test_reads_answer_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    """Another writer (an SDK worker, a replay) holding the lock delays appends, never reads; the
+    append commits once the lock is free."""
+    path = str(tmp_path / "locked.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.create_job("a", Created(owner="k"))
+        other = SqliteLog(path)
+        other.conn.execute("BEGIN IMMEDIATE")
+        try:
+            appending = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
+            started = time.monotonic()
+            await asyncio.sleep(0.2)
+            assert time.monotonic() - started < 2  # the loop was not stuck behind the lock
+            assert not appending.done()  # the append waits for the lock, off the loop
+            view = await store.get_job("a", 10)  # the loop is free to answer
+            assert view is not None
+            assert view.state.version == 1
+        finally:
+            other.conn.execute("ROLLBACK")
+            other.close()
+        assert await asyncio.wait_for(appending, 10) == AppendResult(1, 0, 2)
+        assert [e.event_id for e in await store.read_job_events("a", after_version=1)] == ["e1"]
+    finally:
+        await store.close()
+
+
+async def test_a_caller_that_goes_away_still_gets_its_events_in(tmp_path: Path) -> None:
+    """A cancelled append (a client that hung up) is written with its group, and the next
+    append gets the next version."""
+    store = SqliteStore(str(tmp_path / "cancel.db"))
+    await store.open()
+    try:
+        await store.create_job("a", Created(owner="k"))
+        first = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
+        await asyncio.sleep(0)  # queued and being written
+        first.cancel()
+        assert await store.append("a", [row("e2", 2)]) == AppendResult(1, 0, 3)
+        versions = [e.version for e in await store.read_job_events("a")]
+        assert versions == [1, 2, 3]
+    finally:
+        await store.close()
