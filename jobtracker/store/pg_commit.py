@@ -56,6 +56,15 @@ CONNECTION_LOST = (
     ConnectionResetError,
 )
 T = TypeVar("T")
+
+
+def was_cut(exc: BaseException, conn: Conn) -> bool:
+    """Whether `exc` means the connection was cut. A cut shows as whatever the driver was doing
+    when it noticed (an InterfaceError from inside a transaction, say), so the connection itself
+    is asked too."""
+    return isinstance(exc, CONNECTION_LOST) or conn.is_closed()
+
+
 #: What a request ends with: its result, or the error to raise in its caller.
 Outcome: TypeAlias = AppendResult | BaseException
 #: Runs inside the append transaction just before COMMIT (a test seam for commit-order races).
@@ -363,12 +372,10 @@ class _LaneConnection:
                 return await call(conn)
             except BaseException as exc:
                 # Whatever escaped (a cut, a command timeout, a cancellation) may have left the
-                # connection inside a transaction or a cancel: the next call gets a fresh one. A
-                # cut shows as whatever the driver was doing when it noticed (an InterfaceError
-                # from inside a transaction, say), so the connection itself is asked too.
+                # connection inside a transaction or a cancel: the next call gets a fresh one.
+                cut = was_cut(exc, conn)
                 self._conn = None
                 conn.terminate()
-                cut = isinstance(exc, CONNECTION_LOST) or conn.is_closed()
                 if attempt == 2 or not cut or not isinstance(exc, Exception):
                     raise
         raise AssertionError("unreachable: the second attempt returns or raises")
@@ -474,7 +481,13 @@ class GroupCommitter:
         self, requests: Sequence[AppendRequest]
     ) -> tuple[list[Outcome], int]:
         async with self._pool.acquire() as conn:
-            return await commit_group(conn, requests, self._before_commit)
+            try:
+                return await commit_group(conn, requests, self._before_commit)
+            except Exception as exc:
+                if was_cut(exc, conn) and not isinstance(exc, CONNECTION_LOST):
+                    # Named as the cut it is, so `once_more_if_cut` redoes it.
+                    raise asyncpg.ConnectionDoesNotExistError(str(exc)) from exc
+                raise
 
     async def _lane(self) -> None:
         lane = _LaneConnection(self._connect)

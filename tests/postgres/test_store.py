@@ -125,11 +125,12 @@ async def test_store_recovers_when_its_connections_are_cut(
     assert [r.appended for r in results] == [1] * 4
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["group-commit", "commit-alone"])
 async def test_commit_cut_inside_its_transaction_is_redone_once_on_a_new_connection(
-    open_store: OpenStore, pg_url: str
+    open_store: OpenStore, pg_url: str, grouped: bool
 ) -> None:
-    """The server drops the committing connections just before COMMIT: each group is committed
-    again on a fresh connection, and every event is in the log exactly once."""
+    """The server drops the committing connections just before COMMIT: each group (or lone
+    append) is committed again on a fresh connection, and every event is in the log once."""
     cut: list[int] = []
 
     async def cut_once() -> None:
@@ -144,7 +145,7 @@ async def test_commit_cut_inside_its_transaction_is_redone_once_on_a_new_connect
         finally:
             await killer.close()
 
-    store = await open_store(before_commit=cut_once)
+    store = await open_store(before_commit=cut_once, group_commit=grouped)
     jobs = ["job-a", "job-b"]
     for job_id in jobs:
         await store.create_job(job_id, Created(owner="key_a"))
