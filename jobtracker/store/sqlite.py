@@ -68,15 +68,20 @@ class _Thread:
         return await self._submit(lambda: call(log))
 
     async def run_to_end(self, call: Callable[[SqliteLog], T]) -> T:
-        """`run`; a caller cancelled meanwhile still waits for the call to finish on the thread,
-        since the connection is not free before then."""
-        running = asyncio.ensure_future(self.run(call))
+        """`run`, except that a cancelled caller still waits for the call to finish on the
+        thread: the connection is not free before then.
+
+        The wait is on the thread's own future, never on a task: a loop shutting down cancels
+        every task, and a task cancelled that way would end the wait while the thread still runs.
+        """
+        log = self.log
+        done = asyncio.wrap_future(self._pool.submit(_translated, lambda: call(log)))
         try:
-            return await asyncio.shield(running)
+            return await asyncio.shield(done)
         except asyncio.CancelledError:
-            while not running.done():
+            while not done.done():
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait({running})
+                    await asyncio.wait({done})
             raise
 
     async def stop(self) -> None:
@@ -186,17 +191,21 @@ class SqliteStore:
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
         await self.committer.close()
+        # A write under way finishes first; one that comes later finds the store closed, instead
+        # of using the connection while its thread closes it.
+        async with self._writing:
+            threads, self._writer, self._bulk_reader = (self._writer, self._bulk_reader), None, None
         for watch in self._watches:
             watch.close()
         self._watches.clear()
-        for thread in (self._writer, self._bulk_reader):
+        for thread in threads:
             if thread is not None:
                 await thread.stop()
         if self._watch is not None:
             self._watch.close()
         if self._reader is not None:
             self._reader.close()
-        self._writer = self._bulk_reader = self._reader = self._watch = None
+        self._reader = self._watch = None
 
     def _open(self, part: T | None) -> T:
         if part is None:
@@ -204,9 +213,8 @@ class SqliteStore:
         return part
 
     async def _write(self, call: Callable[[SqliteLog], T]) -> T:
-        writer = self._open(self._writer)
         async with self._writing:
-            return await writer.run_to_end(call)
+            return await self._open(self._writer).run_to_end(call)
 
     async def _bulk_read(self, call: Callable[[SqliteLog], T]) -> T:
         return await self._open(self._bulk_reader).run(call)
@@ -220,15 +228,16 @@ class SqliteStore:
         return await self._write(lambda log: log.create_job(job_id, created))
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
-        """See `SqliteLog.append`; grouped with concurrent appends when `group_commit` is on."""
+        """Validate and write a batch (see `Store.append`), in a group with whatever other appends
+        are waiting, or alone without `group_commit`."""
         return await self.committer.append(job_id, items)
 
     async def _commit_group(self, requests: list[AppendRequest]) -> list[Outcome]:
         """Fold and write a group on the loop, commit it on the writer thread (see the module)."""
         if sum(len(items) for _, items in requests) > INLINE_EVENTS:
             return await self._write(lambda log: log.append_group(requests))
-        writer = self._open(self._writer)
         async with self._writing:
+            writer = self._open(self._writer)  # after the lock: `close` may have run meanwhile
             log = writer.log
             try:
                 if not _translated(log.begin_now):  # another process is writing: wait off the loop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobtracker.errors import JobNotFound, JobtrackerError, RowAlreadyReported
+from jobtracker.errors import JobNotFound, JobtrackerError, RowAlreadyReported, StoreUnavailable
 from jobtracker.events import (
     Created,
     EmailSent,
@@ -209,5 +210,49 @@ async def test_a_caller_that_goes_away_still_gets_its_events_in(tmp_path: Path) 
         assert await store.append("a", [row("e2", 2)]) == AppendResult(1, 0, 3)
         versions = [e.version for e in await store.read_job_events("a")]
         assert versions == [1, 2, 3]
+    finally:
+        await store.close()
+
+
+async def test_an_append_racing_close_is_refused_cleanly(tmp_path: Path) -> None:
+    """An append that arrives while the store closes gets StoreUnavailable (a 503), not a crash
+    of the process from two threads on one connection."""
+    store = SqliteStore(str(tmp_path / "closing.db"))
+    await store.open()
+    await store.create_job("a", Created(owner="k"))
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0)  # close() is under way
+    with pytest.raises(StoreUnavailable):
+        await store.append("a", [row("e1", 1)])
+    await closing
+
+
+async def test_shutdown_while_waiting_for_another_writer_leaves_the_file_unlocked(
+    tmp_path: Path,
+) -> None:
+    """A loop shutting down cancels every task, among them an append waiting on the writer thread
+    for another process's lock. Once that process lets go, nothing is left holding the lock."""
+    path = str(tmp_path / "shutdown.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.create_job("a", Created(owner="k"))
+        other = SqliteLog(path)
+        other.conn.execute("BEGIN IMMEDIATE")
+        appending = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
+        await asyncio.sleep(0.2)  # the writer thread is waiting in BEGIN IMMEDIATE
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.sleep(0.05)
+        other.conn.execute("ROLLBACK")
+        await asyncio.gather(appending, return_exceptions=True)
+        await asyncio.sleep(0.3)  # the thread's BEGIN has gone through by now, if it was left
+        probe = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+        probe.execute("BEGIN IMMEDIATE")  # "database is locked" if a transaction was left open
+        probe.execute("ROLLBACK")
+        probe.close()
+        other.close()
+        assert await store.append("a", [row("e2", 2)]) == AppendResult(1, 0, 2)
     finally:
         await store.close()
