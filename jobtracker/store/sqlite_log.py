@@ -1,9 +1,9 @@
 """The SQLite store's synchronous core: one connection, one transaction per write.
 
-`SqliteLog` is what the asyncio store (`store/sqlite.py`) runs on its writer and reader threads, and
-what the SDK's direct transport uses as is. Every write runs inside `BEGIN IMMEDIATE`, so writers
-never deadlock on a lock upgrade; WAL with `synchronous = FULL`, so an acknowledged append survives
-power loss.
+`SqliteLog` is what the asyncio store (`store/sqlite.py`) runs on its threads and, for point reads
+and small groups of appends, on its event loop; the SDK's direct transport uses it as is. Every
+write runs inside `BEGIN IMMEDIATE`, so writers never deadlock on a lock upgrade; WAL with
+`synchronous = FULL`, so an acknowledged append survives power loss.
 """
 
 from __future__ import annotations
