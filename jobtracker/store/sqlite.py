@@ -160,7 +160,6 @@ class SqliteStore:
     ) -> None:
         self.path = path
         self._clock = clock
-        self.group_commit = group_commit
         self.committer = GroupCommitter(self._commit_group, most=None if group_commit else 1)
         #: Held for every use of the writer connection, from its thread or from the loop.
         self._writing = asyncio.Lock()
