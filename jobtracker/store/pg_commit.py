@@ -62,7 +62,14 @@ def was_cut(exc: BaseException, conn: Conn) -> bool:
     """Whether `exc` means the connection was cut. A cut shows as whatever the driver was doing
     when it noticed (an InterfaceError from inside a transaction, say), so the connection itself
     is asked too."""
-    return isinstance(exc, CONNECTION_LOST) or conn.is_closed()
+    if isinstance(exc, CONNECTION_LOST):
+        return True
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        # The pool detaches a borrowed connection's proxy as soon as the connection closes, and
+        # the proxy then refuses every call: closed, so cut.
+        return True
 
 
 #: What a request ends with: its result, or the error to raise in its caller.
