@@ -29,6 +29,7 @@ from jobtracker.store import sqlite_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
 from jobtracker.store.rebuild import Comparison, LogEntry, ProjectionRows, TailFolder
+from jobtracker.store.sqlite_group import NotPlain
 from jobtracker.store.sqlite_log import SqliteLog, sqlite_path
 from jobtracker.store.sqlite_log import translated as _translated
 from jobtracker.store.walwatch import WalWatch
@@ -237,16 +238,30 @@ class SqliteStore:
             return await self._write(lambda log: log.append_group(requests))
         async with self._writing:
             writer = self._open(self._writer)  # after the lock: `close` may have run meanwhile
-            log = writer.log
             try:
-                if not _translated(log.begin_now):  # another process is writing: wait off the loop
-                    await writer.run_to_end(lambda log: log.begin())
-                outcomes = _translated(lambda: log.append_group_in_transaction(requests))
-            except BaseException:
-                _translated(log.rollback)
-                raise
-            await writer.run_to_end(lambda log: log.commit())
-            return outcomes
+                return await self._commit_on_loop(writer, writer.log.write_group_quickly, requests)
+            except NotPlain:
+                pass  # rolled back: the careful path plans from what the log holds
+            return await self._commit_on_loop(writer, writer.log.write_group_carefully, requests)
+
+    @staticmethod
+    async def _commit_on_loop(
+        writer: _Thread,
+        write: Callable[[list[AppendRequest]], list[Outcome]],
+        requests: list[AppendRequest],
+    ) -> list[Outcome]:
+        """One transaction: BEGIN (on the thread if another process is writing), `write` on the
+        loop, COMMIT on the thread; rolled back if anything fails."""
+        log = writer.log
+        try:
+            if not _translated(log.begin_now):
+                await writer.run_to_end(lambda log: log.begin())
+            outcomes = _translated(lambda: write(requests))
+        except BaseException:
+            _translated(log.rollback)
+            raise
+        await writer.run_to_end(lambda log: log.commit())
+        return outcomes
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """See `SqliteLog.get_job`; runs on the loop."""
