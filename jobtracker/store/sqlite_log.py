@@ -75,17 +75,33 @@ class SqliteLog:
 
     @contextmanager
     def _immediate(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.begin()
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.rollback()
             raise
-        self.conn.execute("COMMIT")
+        self.commit()
+
+    def _quick_else_careful(self, quick: Callable[[], T], careful: Callable[[], T]) -> T:
+        """`quick` in a write transaction; if it raises `NotPlain`, `careful` in a new one."""
+        try:
+            with self._immediate():
+                return quick()
+        except NotPlain:
+            pass
+        with self._immediate():
+            return careful()
 
     def _state(self, job_id: str) -> JobState | None:
         row = self.conn.execute(_SELECT_JOB, (job_id,)).fetchone()
         return None if row is None else state_from_row(row)
+
+    def _existing_state(self, job_id: str) -> JobState:
+        state = self._state(job_id)
+        if state is None:
+            raise JobNotFound()
+        return state
 
     def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """Create a job durably, or return the owner's existing one."""
@@ -114,13 +130,10 @@ class SqliteLog:
     def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Validate the batch with the fold and write it with its projection, or write nothing."""
         try:
-            try:
-                with self._immediate():
-                    return self._append_quickly(job_id, items)
-            except NotPlain:
-                pass
-            with self._immediate():
-                return self._append_carefully(job_id, items)
+            return self._quick_else_careful(
+                lambda: self._append_quickly(job_id, items),
+                lambda: self._append_carefully(job_id, items),
+            )
         except sqlite3.Error as exc:
             raise store_error(exc) from exc
 
@@ -131,13 +144,10 @@ class SqliteLog:
         request gets a savepoint: one the fold refuses is rolled back to it and answered with its
         own error, and the others commit together.
         """
-        try:
-            with self._immediate():
-                return self.write_group_quickly(requests)
-        except NotPlain:
-            pass
-        with self._immediate():
-            return self.write_group_carefully(requests)
+        return self._quick_else_careful(
+            lambda: self.write_group_quickly(requests),
+            lambda: self.write_group_carefully(requests),
+        )
 
     def write_group_quickly(self, requests: Sequence[AppendRequest]) -> list[Outcome]:
         """Inside a write transaction: the group as one plain write, or `NotPlain`, after which
@@ -200,9 +210,7 @@ class SqliteLog:
 
     def _append_quickly(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """The usual case, planned as if nothing were recorded; `NotPlain` if that did not hold."""
-        state = self._state(job_id)
-        if state is None:
-            raise JobNotFound()
+        state = self._existing_state(job_id)
         try:
             return self._write_plan(job_id, plan_append(state, items, {}, frozenset()))
         except (JobtrackerError, sqlite3.IntegrityError) as exc:
@@ -210,9 +218,7 @@ class SqliteLog:
 
     def _append_carefully(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Planned from the log: the batch's known event ids and its rows' recorded outcomes."""
-        state = self._state(job_id)
-        if state is None:
-            raise JobNotFound()
+        state = self._existing_state(job_id)
         known = self._known(items)
         recorded = self._recorded(job_id, rows_touched(item.event for item in items))
         return self._write_plan(job_id, plan_append(state, items, known, recorded))

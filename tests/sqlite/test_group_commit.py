@@ -6,6 +6,8 @@ import asyncio
 import os
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -169,16 +171,31 @@ def test_a_plain_group_over_several_jobs_is_written_together(tmp_path: Path) -> 
 # -- folding on the loop must not tie the loop to another process's write lock -------------------
 
 
-async def test_reads_answer_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
-    """Another writer (an SDK worker, a replay) holding the lock delays appends, never reads; the
-    append commits once the lock is free."""
-    path = str(tmp_path / "locked.db")
+@asynccontextmanager
+async def store_with_job(path: str) -> AsyncIterator[SqliteStore]:
+    """An open store on `path` holding job "a"; closed afterwards."""
     store = SqliteStore(path)
     await store.open()
     try:
         await store.create_job("a", Created(owner="k"))
-        other = SqliteLog(path)
-        other.conn.execute("BEGIN IMMEDIATE")
+        yield store
+    finally:
+        await store.close()
+
+
+def holding_the_write_lock(path: str) -> SqliteLog:
+    """Another connection (another process, as far as the store can tell) in a write
+    transaction on `path`, until it rolls back."""
+    other = SqliteLog(path)
+    other.conn.execute("BEGIN IMMEDIATE")
+    return other
+
+
+async def test_reads_answer_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    """Another writer (an SDK worker, a replay) holding the lock delays appends, never reads; the
+    append commits once the lock is free."""
+    async with store_with_job(str(tmp_path / "locked.db")) as store:
+        other = holding_the_write_lock(store.path)
         try:
             appending = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
             started = time.monotonic()
@@ -193,25 +210,18 @@ async def test_reads_answer_while_another_process_holds_the_write_lock(tmp_path:
             other.close()
         assert await asyncio.wait_for(appending, 10) == AppendResult(1, 0, 2)
         assert [e.event_id for e in await store.read_job_events("a", after_version=1)] == ["e1"]
-    finally:
-        await store.close()
 
 
 async def test_a_caller_that_goes_away_still_gets_its_events_in(tmp_path: Path) -> None:
     """A cancelled append (a client that hung up) is written with its group, and the next
     append gets the next version."""
-    store = SqliteStore(str(tmp_path / "cancel.db"))
-    await store.open()
-    try:
-        await store.create_job("a", Created(owner="k"))
+    async with store_with_job(str(tmp_path / "cancel.db")) as store:
         first = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
         await asyncio.sleep(0)  # queued and being written
         first.cancel()
         assert await store.append("a", [row("e2", 2)]) == AppendResult(1, 0, 3)
         versions = [e.version for e in await store.read_job_events("a")]
         assert versions == [1, 2, 3]
-    finally:
-        await store.close()
 
 
 async def test_an_append_racing_close_is_refused_cleanly(tmp_path: Path) -> None:
@@ -233,12 +243,8 @@ async def test_shutdown_while_waiting_for_another_writer_leaves_the_file_unlocke
     """A loop shutting down cancels every task, among them an append waiting on the writer thread
     for another process's lock. Once that process lets go, nothing is left holding the lock."""
     path = str(tmp_path / "shutdown.db")
-    store = SqliteStore(path)
-    await store.open()
-    try:
-        await store.create_job("a", Created(owner="k"))
-        other = SqliteLog(path)
-        other.conn.execute("BEGIN IMMEDIATE")
+    async with store_with_job(path) as store:
+        other = holding_the_write_lock(path)
         appending = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
         await asyncio.sleep(0.2)  # the writer thread is waiting in BEGIN IMMEDIATE
         for task in asyncio.all_tasks():
@@ -258,5 +264,3 @@ async def test_shutdown_while_waiting_for_another_writer_leaves_the_file_unlocke
         ids = [e.event_id for e in await store.read_job_events("a", after_version=1)]
         assert ids in (["e2"], ["e1", "e2"])
         assert result == AppendResult(1, 0, 1 + len(ids))
-    finally:
-        await store.close()
