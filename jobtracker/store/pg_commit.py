@@ -1,13 +1,16 @@
 """The PostgreSQL append path: group commit, the pure fold inside the transaction, one write.
 
-Concurrent appends that reach one process are committed together: one transaction locks the jobs'
-rows in job-id order, plans each request with `plan_append` against the state its predecessors in
-the group left, and writes every new event, row mark, row error and job row with one statement.
-Each request is acknowledged only after COMMIT. A request the fold refuses never touches the
-database, so it cannot sink its neighbours. The fast path reads only the locked job rows and
-leaves re-sent event ids and rows reported twice to the database's unique keys: such a write aborts
-it, and the group is redone one request per SAVEPOINT with everything read, so only the request at
-fault hears about it (and a re-send is answered as duplicates).
+Concurrent appends that reach one process are committed together. The usual group takes one round
+trip: each request is planned with `plan_append` against the state its predecessors in the group
+left, starting from the jobs' states as this process's last commit left them (read when it has
+none), and one statement, its own transaction, locks the jobs' rows in job-id order, checks that
+no job moved on since, and writes every new event, row mark, row error and job row. When a job
+did move on, or the fold refuses a request, the group goes the transactional way: lock the rows,
+read, plan, write, COMMIT. Each request is acknowledged only after its commit. A request the fold
+refuses never touches the database, so it cannot sink its neighbours. Both ways leave re-sent
+event ids and rows reported twice to the database's unique keys: such a write aborts, and the
+group is redone one request per SAVEPOINT with everything read, so only the request at fault
+hears about it (and a re-send is answered as duplicates).
 
 Driver exceptions are not translated here: they reach the caller's `await`, which sits inside the
 store's one translation boundary (`postgres.driver_errors`).
@@ -36,6 +39,7 @@ from jobtracker.store.pg_sql import (
     LOCK_AND_READ,
     LOCK_JOBS,
     POSITION_LOCK,
+    READ_JOBS,
     WRITE_GROUP,
 )
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 #: A group stops growing past this many events or requests (one request may be bigger on its own).
 MAX_GROUP_EVENTS = 10_000
 MAX_GROUP_REQUESTS = 256
+#: A burst is split over idle lanes only into groups of at least this many requests (about where
+#: planning a share takes as long as one group's round trip and commit on the server).
+MIN_SHARE = 8
 #: A connection of our own or one lent by the pool.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 #: Errors after which a fresh connection may well succeed: the server restarted or cut us off
@@ -248,31 +255,48 @@ def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[str
 
 
 async def write_plans(
-    conn: Conn, planned: Sequence[tuple[AppendRequest, AppendPlan]]
-) -> int:
-    """Write the plans' events, marks, errors and job rows in one statement; the newest position."""
-    head = await conn.fetchval(WRITE_GROUP, POSITION_LOCK, APPEND_CHANNEL, *_write_args(planned))
-    return int(head)
+    conn: Conn, planned: Sequence[tuple[AppendRequest, AppendPlan]], started: dict[str, int]
+) -> int | None:
+    """Write the plans' events, marks, errors and job rows in one statement if every job is still
+    at the version its plan was folded from (`started`); the newest position, or None when a job
+    had moved on and nothing was written."""
+    job_ids = sorted({request.job_id for request, _ in planned})
+    versions = [started[job_id] for job_id in job_ids]
+    written = await conn.fetchrow(
+        WRITE_GROUP, POSITION_LOCK, APPEND_CHANNEL, *_write_args(planned), job_ids, versions
+    )
+    if written is None or not written["unchanged"]:
+        return None
+    return int(written["head"])
 
 
 async def _plan_and_write(
     conn: Conn, requests: Sequence[AppendRequest], *, careful: bool
 ) -> tuple[list[Outcome], int]:
+    """Inside a transaction: lock, read, plan and write."""
     reads = await lock_and_read(conn, requests, careful=careful)
+    started = _versions(reads.states)
     plans = plan_group(requests, reads.states, reads.known, reads.recorded)
     if not careful and any(isinstance(plan, JobtrackerError) for plan in plans):
         # A refusal planned without marks may not be the one the fold gives first with them
         # (a row reported twice outranks a full total), and a re-sent batch may explain it (its
         # terminal event is what made the job terminal): plan again with everything read.
         reads = await lock_and_read(conn, requests, careful=True)
+        started = _versions(reads.states)
         plans = plan_group(requests, reads.states, reads.known, reads.recorded)
     planned = [
         (request, plan)
         for request, plan in zip(requests, plans, strict=True)
         if isinstance(plan, AppendPlan) and plan.new
     ]
-    head = await write_plans(conn, planned) if planned else 0
+    head = await write_plans(conn, planned, started) if planned else 0
+    if head is None:
+        raise RuntimeError("a job's row changed while this transaction held its lock")
     return [_outcome(plan) for plan in plans], head
+
+
+def _versions(states: dict[str, JobState]) -> dict[str, int]:
+    return {job_id: state.version for job_id, state in states.items()}
 
 
 def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
@@ -285,19 +309,95 @@ def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
 _REQUEST_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 
 
+class Remembered:
+    """Job states this process's own commits left, newest last, at most `most` of them.
+
+    They let the next group for a job be planned without reading the job first. The write checks
+    each job's version under its row lock (`WRITE_GROUP`), so a state another process has moved
+    on from costs one redo, never a wrong plan.
+    """
+
+    def __init__(self, most: int = 10_000) -> None:
+        self._most = most
+        self._states: dict[str, JobState] = {}
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """The remembered states of those of `job_ids` we have one for."""
+        return {job_id: self._states[job_id] for job_id in job_ids if job_id in self._states}
+
+    def keep(self, states: dict[str, JobState]) -> None:
+        for job_id, state in states.items():
+            self._states.pop(job_id, None)
+            self._states[job_id] = state
+        while len(self._states) > self._most:
+            del self._states[next(iter(self._states))]
+
+    def forget(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self._states.pop(job_id, None)
+
+
+async def commit_in_one_statement(
+    conn: Conn, requests: Sequence[AppendRequest], remembered: Remembered
+) -> tuple[list[Outcome], int] | None:
+    """The usual case in one round trip: plan from the jobs' remembered (or freshly read) states,
+    then write and commit with `WRITE_GROUP` outside any transaction, so it is its own.
+
+    None when this cannot answer for the group and wrote nothing: a request was refused (the
+    careful path names the right refusal) or a job had moved on since its state was read. A
+    write refused by a unique key (a re-sent batch, a row reported twice) raises, as it does in
+    a transaction.
+    """
+    job_ids = sorted({request.job_id for request in requests})
+    states = remembered.states(job_ids)
+    missing = [job_id for job_id in job_ids if job_id not in states]
+    if missing:
+        rows = await conn.fetch(READ_JOBS, missing)
+        states.update((row[0], state_from_row(tuple(row))) for row in rows)
+    started = _versions(states)
+    plans = plan_group(requests, states, {}, {})
+    planned = [
+        (request, plan)
+        for request, plan in zip(requests, plans, strict=True)
+        if isinstance(plan, AppendPlan) and plan.new
+    ]
+    if len(planned) < len(requests):
+        return None
+    try:
+        head = await write_plans(conn, planned, started)
+    except BaseException:
+        remembered.forget(job_ids)
+        raise
+    if head is None:
+        remembered.forget(job_ids)
+        return None
+    remembered.keep(states)
+    return [_outcome(plan) for plan in plans], head
+
+
 async def commit_group(
     conn: Conn,
     requests: Sequence[AppendRequest],
     before_commit: BeforeCommit,
+    remembered: Remembered | None = None,
 ) -> tuple[list[Outcome], int]:
-    """Commit a group in one transaction; each request's outcome, and the newest position."""
-    # The fast path plans as if the log held none of the batches' event ids and none of their
+    """Commit a group; each request's outcome, and the newest position.
+
+    With `remembered`, the group is first tried as one statement (`commit_in_one_statement`). A
+    `before_commit` hook needs a transaction to pause in, so with one every group takes the
+    transactional path.
+    """
+    # The fast paths plan as if the log held none of the batches' event ids and none of their
     # rows had an outcome: the usual case, and reading both would cost a lookup per event. The
     # unique keys on events.event_id and job_rows refuse exactly the writes those reads would
     # have prevented, so a plan made without them is right whenever its write succeeds. A re-sent
     # batch (a retry after a lost answer) or a row reported twice fails that write, and the redo
     # below plans with both reads, counts the duplicates and names the row.
     try:
+        if remembered is not None and before_commit is no_pause:
+            done = await commit_in_one_statement(conn, requests, remembered)
+            if done is not None:
+                return done
         async with conn.transaction():
             outcomes, head = await _plan_and_write(conn, requests, careful=False)
             await before_commit()
@@ -430,6 +530,7 @@ class GroupCommitter:
         self._after_commit = after_commit
         self._lanes = lanes
         self._pending: list[_Waiting] = []
+        self._remembered = Remembered()
         self._busy: set[str] = set()  # jobs in a group being committed
         self._in_flight = 0
         self._changed = asyncio.Condition()
@@ -474,7 +575,7 @@ class GroupCommitter:
     ) -> list[Outcome]:
         if lane is not None:
             outcomes, head = await lane.run(
-                lambda conn: commit_group(conn, requests, self._before_commit)
+                lambda conn: commit_group(conn, requests, self._before_commit, self._remembered)
             )
         else:
             outcomes, head = await once_more_if_cut(
@@ -489,7 +590,7 @@ class GroupCommitter:
     ) -> tuple[list[Outcome], int]:
         async with self._pool.acquire() as conn:
             try:
-                return await commit_group(conn, requests, self._before_commit)
+                return await commit_group(conn, requests, self._before_commit, self._remembered)
             except Exception as exc:
                 if was_cut(exc, conn) and not isinstance(exc, CONNECTION_LOST):
                     # Named as the cut it is, so `once_more_if_cut` redoes it.
@@ -505,13 +606,16 @@ class GroupCommitter:
 
     async def _run_lane(self, lane: _LaneConnection) -> None:
         while True:
+            # One pass of the loop first: appenders woken by the answers just given (or by the
+            # same wake-up as this lane) queue their next request, and the group takes them all.
+            await asyncio.sleep(0)
             async with self._changed:
                 group = self._take_group()
-                while not group:
+                if not group:
                     if self._stopping and not self._pending:
                         return
                     await self._changed.wait()
-                    group = self._take_group()
+                    continue
                 jobs = {request.job_id for request, _ in group}
                 self._busy |= jobs
                 self._in_flight += 1
@@ -528,18 +632,22 @@ class GroupCommitter:
     def _take_group(self) -> list[_Waiting]:
         """The next group: every waiting request of this lane's share of the free jobs.
 
-        The share splits the free jobs evenly over the idle lanes, so a burst becomes groups that
-        overlap instead of one group and an idle lane; all of a job's waiting requests go in one
-        group, in arrival order.
+        A burst big enough is split evenly over the idle lanes, so it becomes groups that overlap
+        (one planned while another commits) instead of one group and an idle lane. A small one is
+        not: each group costs a round trip and a commit of its own, and splitting a handful of
+        requests would double those for almost no overlap. All of a job's waiting requests go in
+        one group, in arrival order.
         """
         free: dict[str, None] = {}
+        queued = 0
         for request, _ in self._pending:
             if request.job_id not in self._busy:
                 free.setdefault(request.job_id)
+                queued += 1
         if not free:
             return []
-        idle = self._lanes - self._in_flight
-        share = set(list(free)[: -(-len(free) // idle)])
+        shares = max(1, min(self._lanes - self._in_flight, queued // MIN_SHARE))
+        share = set(list(free)[: -(-len(free) // shares)])
         group: list[_Waiting] = []
         rest: list[_Waiting] = []
         size = 0

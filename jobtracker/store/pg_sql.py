@@ -66,18 +66,33 @@ def _write_group_sql() -> str:
     # which PostgreSQL releases after the commit is visible. The lock is taken in the same
     # statement that inserts (the identity is evaluated per row of the join with `position_lock`,
     # so only after the lock is held) to keep the serialized stretch to this statement plus
-    # COMMIT; everything before it (row locks, reads, the fold) runs in parallel. We chose this
-    # over reading below pg_snapshot_xmin because that orders by transaction id, not position,
-    # and a tailing reader's cursor is one integer. Callers reach this lock only while holding
-    # row locks, never the other way round, so lock waits cannot form a cycle.
+    # COMMIT; everything before it (reads, the fold) runs in parallel. We chose this over reading
+    # below pg_snapshot_xmin because that orders by transaction id, not position, and a tailing
+    # reader's cursor is one integer.
+    #
+    # The plans were folded from job states read before this statement (or remembered from this
+    # process's last commit), so it first locks those jobs' rows, in job-id order as `LOCK_JOBS`
+    # does, and writes only if every job is still at the version its plan started from ($7, $8:
+    # job ids and versions). With the rows locked and unchanged the plan is exactly what folding
+    # under the lock makes; otherwise nothing is written and `unchanged` says so. Row locks are
+    # always taken before the position lock, never the other way round, so lock waits cannot
+    # form a cycle. Sent outside a transaction, the statement is its own transaction: it commits
+    # without another round trip, and the position lock is held only while the server inserts
+    # and commits, never while a Python process gets round to sending COMMIT.
     #
     # The rows travel as one JSON document per table ($3 to $6), not as one array per column:
     # asyncpg checks every element of an array parameter against the collection ABCs, which for
     # a batch of 1000 events cost more Python time than the fold. Only our own column names are
     # interpolated below.
     return f"""
-WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
-new_events AS (
+WITH locked AS MATERIALIZED (
+    SELECT job_id, version FROM jobs WHERE job_id = ANY($7::text[]) ORDER BY job_id FOR UPDATE
+), unchanged AS MATERIALIZED (
+    SELECT count(*) = cardinality($7::text[]) AS ok
+    FROM locked JOIN unnest($7::text[], $8::bigint[]) AS x(job_id, version) USING (job_id, version)
+), position_lock AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock($1) AS held FROM unchanged WHERE ok
+), new_events AS (
     INSERT INTO events (job_id, version, event_id, type, schema_version, data)
     SELECT e.job_id, e.version, e.event_id, e.type, e.schema_version, e.data
     FROM position_lock, ROWS FROM (json_to_recordset($3::json) AS (
@@ -87,11 +102,12 @@ new_events AS (
     RETURNING job_id, position
 ), new_marks AS (
     INSERT INTO job_rows (job_id, row, kind)
-    SELECT * FROM json_to_recordset($4::json) AS m(job_id text, row bigint, kind text)
+    SELECT m.* FROM position_lock,
+        json_to_recordset($4::json) AS m(job_id text, row bigint, kind text)
 ), new_errors AS (
     INSERT INTO job_errors (job_id, row, email, error)
-    SELECT * FROM json_to_recordset($5::json)
-        AS r(job_id text, row bigint, email text, error text)
+    SELECT r.* FROM position_lock,
+        json_to_recordset($5::json) AS r(job_id text, row bigint, email text, error text)
 ), heads AS (
     SELECT job_id, max(position) AS position FROM new_events GROUP BY job_id
 ), saved AS (
@@ -99,7 +115,9 @@ new_events AS (
     FROM json_to_recordset($6::json) AS s({job_columns}), heads
     WHERE jobs.job_id = s.job_id AND heads.job_id = s.job_id
 )
-SELECT head, pg_notify($2, head::text) FROM (SELECT max(position) AS head FROM new_events) AS h
+SELECT (SELECT ok FROM unchanged) AS unchanged, head,
+    CASE WHEN head IS NOT NULL THEN pg_notify($2, head::text) END AS notified
+FROM (SELECT max(position) AS head FROM new_events) AS h
 """  # noqa: S608
 
 
@@ -145,3 +163,5 @@ LOCK_JOBS = (
     f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = ANY($1::text[]) "  # noqa: S608
     "ORDER BY job_id FOR UPDATE"
 )
+#: The jobs' rows without locking them (`WRITE_GROUP` checks their versions under the row locks).
+READ_JOBS = f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = ANY($1::text[])"  # noqa: S608
