@@ -27,7 +27,14 @@ from jobtracker.fswatch import FolderWatch, watch_folder
 from jobtracker.state import JobState, RowError
 from jobtracker.store import sqlite_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
-from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
+from jobtracker.store.group import (
+    AppendRequest,
+    CreateOutcome,
+    CreateRequest,
+    Creation,
+    GroupCommitter,
+    Outcome,
+)
 from jobtracker.store.rebuild import Comparison, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.sqlite_group import NotPlain
 from jobtracker.store.sqlite_log import SqliteLog, sqlite_path
@@ -161,7 +168,13 @@ class SqliteStore:
     ) -> None:
         self.path = path
         self._clock = clock
-        self.committer = GroupCommitter(self._commit_group, most=None if group_commit else 1)
+        most = None if group_commit else 1
+        self.committer: GroupCommitter[AppendRequest, AppendResult] = GroupCommitter(
+            self._commit_group, most=most
+        )
+        self.creator: GroupCommitter[CreateRequest, Creation] = GroupCommitter(
+            self._create_group, most=most, what="job creations"
+        )
         #: Held for every use of the writer connection, from its thread or from the loop.
         self._writing = asyncio.Lock()
         self._writer: _Thread | None = None
@@ -191,6 +204,7 @@ class SqliteStore:
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
         await self.committer.close()
+        await self.creator.close()
         # A write under way finishes first; one that comes later finds the store closed, instead
         # of using the connection while its thread closes it.
         async with self._writing:
@@ -224,13 +238,17 @@ class SqliteStore:
         return _translated(lambda: call(reader))
 
     async def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
-        """See `SqliteLog.create_job`."""
-        return await self._write(lambda log: log.create_job(job_id, created))
+        """See `SqliteLog.create_job`; in a group with whatever other creations are waiting, or
+        alone without `group_commit`."""
+        return await self.creator.submit((job_id, created))
+
+    async def _create_group(self, requests: list[CreateRequest]) -> list[CreateOutcome]:
+        return await self._write(lambda log: log.create_jobs(requests))
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Validate and write a batch (see `Store.append`), in a group with whatever other appends
         are waiting, or alone without `group_commit`."""
-        return await self.committer.append(job_id, items)
+        return await self.committer.submit((job_id, items))
 
     async def _commit_group(self, requests: list[AppendRequest]) -> list[Outcome]:
         """Fold and write a group on the loop, commit it on the writer thread (see the module)."""

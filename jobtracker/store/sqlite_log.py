@@ -25,7 +25,7 @@ from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
 from jobtracker.store import sqlite_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
-from jobtracker.store.group import AppendRequest, Outcome
+from jobtracker.store.group import AppendRequest, CreateOutcome, CreateRequest, Outcome
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
 from jobtracker.store.sqlite_group import NotPlain, Rows, write_together
 
@@ -105,18 +105,32 @@ class SqliteLog:
 
     def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """Create a job durably, or return the owner's existing one."""
+        (outcome,) = self.create_jobs([(job_id, created)])
+        if isinstance(outcome, JobtrackerError):
+            raise outcome
+        return outcome
+
+    def create_jobs(self, requests: Sequence[CreateRequest]) -> list[CreateOutcome]:
+        """Create many jobs in one transaction (one durable commit), each as `create_job` would.
+
+        A job id another key holds is refused before anything is written for it, so the refusal
+        is that request's outcome and the others still commit.
+        """
         with self._immediate():
-            existing = self._state(job_id)
-            if existing is not None:
-                if existing.owner != created.owner:
-                    raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
-                return existing, False
-            state = start(job_id, created)
-            rows = Rows(self._clock())
-            rows.add_events(job_id, 1, [NewEvent(new_event_id(), created)])
-            rows.states[job_id] = state
-            rows.write(self.conn)
-            return state, True
+            return [self._create(job_id, created) for job_id, created in requests]
+
+    def _create(self, job_id: str, created: Created) -> CreateOutcome:
+        existing = self._state(job_id)
+        if existing is not None:
+            if existing.owner != created.owner:
+                return JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
+            return existing, False
+        state = start(job_id, created)
+        rows = Rows(self._clock())
+        rows.add_events(job_id, 1, [NewEvent(new_event_id(), created)])
+        rows.states[job_id] = state
+        rows.write(self.conn)
+        return state, True
 
     # Appends are first planned as if the log held none of their events and none of their rows had
     # an outcome yet (the usual case), and written at once. The unique keys catch what that missed

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobtracker.errors import JobNotFound, JobtrackerError, RowAlreadyReported, StoreUnavailable
+from jobtracker.errors import (
+    JobIdTaken,
+    JobNotFound,
+    JobtrackerError,
+    RowAlreadyReported,
+    StoreUnavailable,
+)
 from jobtracker.events import (
     Created,
     EmailSent,
@@ -72,6 +78,38 @@ async def test_without_group_commit_every_append_commits_alone(tmp_path: Path) -
         assert (committer.groups < 20) if grouped else (committer.groups == 20)
         await store.close()
     assert results[True] == results[False] == list(range(2, 22))
+
+
+async def test_a_burst_of_job_creations_shares_commits_and_a_taken_id_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """Sixty-four jobs created at once cost a few commits, not sixty-four; one asking for an id
+    another key holds is refused on its own, the others are created, and a repeat by the owner
+    gets the existing job."""
+    store = SqliteStore(str(tmp_path / "c.db"))
+    await store.open()
+    try:
+        await store.create_job("taken", Created(owner="other"))
+        answers = await asyncio.gather(
+            *(store.create_job(f"job-{n}", Created(owner="k", total=n)) for n in range(64)),
+            store.create_job("taken", Created(owner="k")),
+            store.create_job("job-0", Created(owner="k")),
+            return_exceptions=True,
+        )
+        created = answers[:64]
+        assert all(isinstance(a, tuple) and a[1] for a in created)
+        assert [a[0].expected_total for a in created if isinstance(a, tuple)] == list(range(64))
+        assert isinstance(answers[64], JobIdTaken)
+        assert isinstance(answers[65], tuple) and answers[65][1] is False
+        assert store.creator.requests == 67
+        assert store.creator.groups <= 4
+        for n in (0, 63):
+            view = await store.get_job(f"job-{n}", 10)
+            assert view is not None and view.state.owner == "k"
+        taken = await store.get_job("taken", 10)
+        assert taken is not None and taken.state.owner == "other"
+    finally:
+        await store.close()
 
 
 # -- a group written together leaves exactly what one-by-one appends leave ----------------------

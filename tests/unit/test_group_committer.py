@@ -34,9 +34,9 @@ async def test_requests_arriving_during_a_commit_share_the_next_one() -> None:
     """The first request commits alone; the 30 that arrive meanwhile share one commit."""
     store = FakeStore()
     committer = GroupCommitter(store.commit_group)
-    first = asyncio.create_task(committer.append("a", ITEMS))
+    first = asyncio.create_task(committer.submit(("a", ITEMS)))
     await asyncio.sleep(0)
-    rest = [asyncio.create_task(committer.append(f"j{n}", ITEMS)) for n in range(30)]
+    rest = [asyncio.create_task(committer.submit((f"j{n}", ITEMS))) for n in range(30)]
     await asyncio.gather(first, *rest)
     assert [len(group) for group in store.groups] == [1, 30]
     assert (committer.requests, committer.groups) == (31, 2)
@@ -46,8 +46,8 @@ async def test_a_refused_request_gets_its_own_error_and_the_rest_their_results()
     """Inside one group each caller hears its own outcome."""
     committer = GroupCommitter(FakeStore().commit_group)
     answers = await asyncio.gather(
-        committer.append("a", ITEMS), committer.append("missing", ITEMS),
-        committer.append("b", ITEMS), return_exceptions=True,
+        committer.submit(("a", ITEMS)), committer.submit(("missing", ITEMS)),
+        committer.submit(("b", ITEMS)), return_exceptions=True,
     )
     assert isinstance(answers[0], AppendResult)
     assert isinstance(answers[1], JobNotFound)
@@ -58,8 +58,8 @@ async def test_a_failed_commit_fails_every_request_in_the_group() -> None:
     """When the transaction itself fails, nobody's events are in and everybody is told."""
     committer = GroupCommitter(FakeStore(StoreUnavailable("disk full")).commit_group)
     answers = await asyncio.gather(
-        *(committer.append(f"j{n}", ITEMS) for n in range(5)), return_exceptions=True
+        *(committer.submit((f"j{n}", ITEMS)) for n in range(5)), return_exceptions=True
     )
     assert all(isinstance(answer, StoreUnavailable) for answer in answers)
     with pytest.raises(StoreUnavailable):
-        await committer.append("later", ITEMS)
+        await committer.submit(("later", ITEMS))
