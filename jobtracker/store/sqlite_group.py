@@ -101,12 +101,74 @@ class Rows:
             )
 
 
+class KnownStates:
+    """Job states as this connection's own plain groups left them, so the next group for the same
+    jobs need not read them back.
+
+    They hold only while nothing else has written: no other connection has committed (SQLite's
+    `data_version`, which a connection's own commits leave alone, is unchanged), this connection
+    has changed no row since (`total_changes`: a careful append, a creation, a rolled-back group
+    all move it) and no table was swapped (`schema_version`: a replay renames its rebuilt tables
+    into place). A group checks all three inside its write transaction, where no other writer can
+    commit, and forgets everything when any moved. States a group planned count only once its
+    COMMIT returned.
+    """
+
+    def __init__(self, most: int = 10_000) -> None:
+        self._most = most
+        self._states: dict[str, JobState] = {}
+        self._staged: dict[str, JobState] = {}
+        self._valid_at: tuple[int, int, int] | None = None
+        self._staged_at: tuple[int, int, int] | None = None
+
+    def current(self, conn: sqlite3.Connection, job_ids: set[str]) -> dict[str, JobState]:
+        """Inside a write transaction: the remembered states of `job_ids` that still hold."""
+        if self._mark(conn) != self._valid_at:
+            self._states.clear()
+            self._valid_at = None
+        return {job_id: self._states[job_id] for job_id in job_ids if job_id in self._states}
+
+    def stage(self, conn: sqlite3.Connection, states: dict[str, JobState]) -> None:
+        """The states a group just wrote, to remember if its transaction commits."""
+        self._staged = states
+        self._staged_at = self._mark(conn)
+
+    def committed(self) -> None:
+        """The transaction committed: what it staged is the truth now."""
+        if self._staged_at is None:
+            return
+        for job_id, state in self._staged.items():
+            self._states.pop(job_id, None)
+            self._states[job_id] = state
+        while len(self._states) > self._most:
+            del self._states[next(iter(self._states))]
+        self._valid_at, self._staged, self._staged_at = self._staged_at, {}, None
+
+    def rolled_back(self) -> None:
+        """The transaction was undone: forget what it staged."""
+        self._staged, self._staged_at = {}, None
+
+    @staticmethod
+    def _mark(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        data_version, schema_version = conn.execute(_VERSIONS).fetchone()
+        return int(data_version), int(schema_version), conn.total_changes
+
+
+_VERSIONS = (
+    "SELECT (SELECT data_version FROM pragma_data_version()), "
+    "(SELECT schema_version FROM pragma_schema_version())"
+)
+
+
 def write_together(
-    conn: sqlite3.Connection, requests: Sequence[AppendRequest], now: str
+    conn: sqlite3.Connection, requests: Sequence[AppendRequest], now: str, known: KnownStates
 ) -> list[AppendResult]:
     """Plan every request, then write the group; raises `NotPlain` (or an IntegrityError a
     unique key raised) when the careful path must decide. The caller undoes any partial write."""
-    states = _states(conn, {job_id for job_id, _ in requests})
+    job_ids = {job_id for job_id, _ in requests}
+    states = known.current(conn, job_ids)
+    if len(states) < len(job_ids):
+        states.update(_states(conn, job_ids - states.keys()))
     rows = Rows(now)
     results: list[AppendResult] = []
     for job_id, items in requests:
@@ -121,6 +183,7 @@ def write_together(
         states[job_id] = plan.batch.state
         results.append(AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version))
     rows.write(conn)
+    known.stage(conn, states)
     return results
 
 

@@ -27,7 +27,7 @@ from jobtracker.store import sqlite_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.group import AppendRequest, CreateOutcome, CreateRequest, Outcome
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
-from jobtracker.store.sqlite_group import NotPlain, Rows, write_together
+from jobtracker.store.sqlite_group import KnownStates, NotPlain, Rows, write_together
 
 T = TypeVar("T")
 
@@ -64,6 +64,7 @@ class SqliteLog:
         self.conn = connect(path)
         self.db = sqlite_utils.Database(self.conn)
         self._clock = clock
+        self._known_states = KnownStates()
 
     def close(self) -> None:
         """Close the connection."""
@@ -167,7 +168,7 @@ class SqliteLog:
         """Inside a write transaction: the group as one plain write, or `NotPlain`, after which
         the caller rolls the transaction back and writes the group carefully in a new one."""
         try:
-            return [*write_together(self.conn, requests, self._clock())]
+            return [*write_together(self.conn, requests, self._clock(), self._known_states)]
         except sqlite3.IntegrityError as exc:
             raise NotPlain("a unique key refused the quick plan") from exc
 
@@ -206,9 +207,11 @@ class SqliteLog:
         except BaseException:
             self.rollback()
             raise
+        self._known_states.committed()
 
     def rollback(self) -> None:
         """Roll back the open transaction, if there is one."""
+        self._known_states.rolled_back()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 

@@ -100,14 +100,17 @@ async def test_a_burst_of_job_creations_shares_commits_and_a_taken_id_fails_alon
         assert all(isinstance(a, tuple) and a[1] for a in created)
         assert [a[0].expected_total for a in created if isinstance(a, tuple)] == list(range(64))
         assert isinstance(answers[64], JobIdTaken)
-        assert isinstance(answers[65], tuple) and answers[65][1] is False
+        assert isinstance(answers[65], tuple)
+        assert answers[65][1] is False
         assert store.creator.requests == 67
         assert store.creator.groups <= 4
         for n in (0, 63):
             view = await store.get_job(f"job-{n}", 10)
-            assert view is not None and view.state.owner == "k"
+            assert view is not None
+            assert view.state.owner == "k"
         taken = await store.get_job("taken", 10)
-        assert taken is not None and taken.state.owner == "other"
+        assert taken is not None
+        assert taken.state.owner == "other"
     finally:
         await store.close()
 
