@@ -1,4 +1,4 @@
-"""The PostgreSQL append path: group commit, the pure fold inside the transaction, one write.
+"""The PostgreSQL append path: group commit, the pure fold checked under row locks, one write.
 
 Concurrent appends that reach one process are committed together. The usual group takes one round
 trip: each request is planned with `plan_append` against the state its predecessors in the group
@@ -326,6 +326,7 @@ class Remembered:
         return {job_id: self._states[job_id] for job_id in job_ids if job_id in self._states}
 
     def keep(self, states: dict[str, JobState]) -> None:
+        """Remember what a commit left (the oldest go past `most`)."""
         for job_id, state in states.items():
             self._states.pop(job_id, None)
             self._states[job_id] = state
@@ -333,6 +334,7 @@ class Remembered:
             del self._states[next(iter(self._states))]
 
     def forget(self, job_ids: Sequence[str]) -> None:
+        """Drop these jobs: a write for them failed or found them moved on."""
         for job_id in job_ids:
             self._states.pop(job_id, None)
 
