@@ -42,7 +42,7 @@ from jobtracker.store.pg_sql import (
     READ_JOBS,
     WRITE_GROUP,
 )
-from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
 
 log = logging.getLogger(__name__)
 
@@ -307,36 +307,6 @@ def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
 
 #: Write errors one request can cause without breaking the transaction's connection.
 _REQUEST_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
-
-
-class Remembered:
-    """Job states this process's own commits left, newest last, at most `most` of them.
-
-    They let the next group for a job be planned without reading the job first. The write checks
-    each job's version under its row lock (`WRITE_GROUP`), so a state another process has moved
-    on from costs one redo, never a wrong plan.
-    """
-
-    def __init__(self, most: int = 10_000) -> None:
-        self._most = most
-        self._states: dict[str, JobState] = {}
-
-    def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        """The remembered states of those of `job_ids` we have one for."""
-        return {job_id: self._states[job_id] for job_id in job_ids if job_id in self._states}
-
-    def keep(self, states: dict[str, JobState]) -> None:
-        """Remember what a commit left (the oldest go past `most`)."""
-        for job_id, state in states.items():
-            self._states.pop(job_id, None)
-            self._states[job_id] = state
-        while len(self._states) > self._most:
-            del self._states[next(iter(self._states))]
-
-    def forget(self, job_ids: Sequence[str]) -> None:
-        """Drop these jobs: a write for them failed or found them moved on."""
-        for job_id in job_ids:
-            self._states.pop(job_id, None)
 
 
 async def commit_in_one_statement(

@@ -1,8 +1,9 @@
-"""How a `JobState` maps to the columns of the `jobs` table (shared by the SQL stores)."""
+"""How a `JobState` maps to the columns of the `jobs` table, and the job states a writer
+remembers from its own commits (shared by the SQL stores)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jobtracker.state import JobState, Progress, Status
@@ -72,3 +73,38 @@ def state_from_row(row: Sequence[Any]) -> JobState:
         emails_failed=emails_failed,
         error=error,
     )
+
+
+class Remembered:
+    """Job states a writer's own commits left, newest last, at most `most` of them.
+
+    They let the next group for a job be planned without reading the job first. Each store says
+    when they still hold: PostgreSQL's write checks each job's version under its row lock, so a
+    state another process moved on from costs one redo; SQLite's `KnownStates` forgets them all
+    as soon as anything else has written.
+    """
+
+    def __init__(self, most: int = 10_000) -> None:
+        self._most = most
+        self._states: dict[str, JobState] = {}
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """The remembered states of those of `job_ids` we have one for."""
+        return {job_id: self._states[job_id] for job_id in job_ids if job_id in self._states}
+
+    def keep(self, states: dict[str, JobState]) -> None:
+        """Remember what a commit left (the oldest go past `most`)."""
+        for job_id, state in states.items():
+            self._states.pop(job_id, None)
+            self._states[job_id] = state
+        while len(self._states) > self._most:
+            del self._states[next(iter(self._states))]
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Drop these jobs: a write for them failed or found them moved on."""
+        for job_id in job_ids:
+            self._states.pop(job_id, None)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self._states.clear()

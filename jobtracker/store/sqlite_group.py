@@ -26,7 +26,7 @@ from jobtracker.projection import AppendPlan, plan_append
 from jobtracker.state import JobState
 from jobtracker.store.base import AppendResult
 from jobtracker.store.group import AppendRequest
-from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
+from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
 
 _SELECT_JOBS = (
     f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs "  # noqa: S608
@@ -114,34 +114,36 @@ class KnownStates:
     COMMIT returned.
     """
 
-    def __init__(self, most: int = 10_000) -> None:
-        self._most = most
-        self._states: dict[str, JobState] = {}
+    def __init__(self) -> None:
+        self._remembered = Remembered()
         self._staged: dict[str, JobState] = {}
+        #: (data_version, schema_version, total_changes) when the remembered states were true;
+        #: what `current` read; and what a staged group's commit will make true.
         self._valid_at: tuple[int, int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._staged_at: tuple[int, int, int] | None = None
 
     def current(self, conn: sqlite3.Connection, job_ids: set[str]) -> dict[str, JobState]:
         """Inside a write transaction: the remembered states of `job_ids` that still hold."""
-        if self._mark(conn) != self._valid_at:
-            self._states.clear()
+        self._seen = self._mark(conn)
+        if self._seen != self._valid_at:
+            self._remembered.clear()
             self._valid_at = None
-        return {job_id: self._states[job_id] for job_id in job_ids if job_id in self._states}
+        return self._remembered.states(job_ids)
 
     def stage(self, conn: sqlite3.Connection, states: dict[str, JobState]) -> None:
-        """The states a group just wrote, to remember if its transaction commits."""
+        """After `current`, in the same transaction: the states the group just wrote, to
+        remember if it commits. Only this connection's own change count can have moved since."""
+        assert self._seen is not None, "stage() follows current() in the same transaction"
+        data_version, schema_version, _ = self._seen
         self._staged = states
-        self._staged_at = self._mark(conn)
+        self._staged_at = (data_version, schema_version, conn.total_changes)
 
     def committed(self) -> None:
         """The transaction committed: what it staged is the truth now."""
         if self._staged_at is None:
             return
-        for job_id, state in self._staged.items():
-            self._states.pop(job_id, None)
-            self._states[job_id] = state
-        while len(self._states) > self._most:
-            del self._states[next(iter(self._states))]
+        self._remembered.keep(self._staged)
         self._valid_at, self._staged, self._staged_at = self._staged_at, {}, None
 
     def rolled_back(self) -> None:
