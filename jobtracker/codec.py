@@ -21,8 +21,17 @@ from jobtracker.events import (
     MAX_INT,
     MAX_LABEL,
     WORKER_TYPES,
+    Created,
+    EmailFailed,
+    EmailSent,
     Event,
+    Failed,
     NewEvent,
+    ProgressReported,
+    RowFailed,
+    RowSucceeded,
+    Started,
+    Succeeded,
     check_count,
     check_event_id,
     check_fields,
@@ -135,8 +144,28 @@ def event_from_fields(kind: str, fields: dict[str, Any]) -> Event:
 
 def encode_fields(event: Event) -> str:
     """An event's fields as canonical JSON text (sorted keys), the form the log stores."""
-    # `event_fields` builds the dict in sorted key order already: no sorting per event.
-    return orjson.dumps(event_fields(event)).decode()
+    return orjson.dumps(FIELDS_OF[type(event)](event)).decode()
+
+
+# `event_fields` spelled out per class, keys in sorted order (the log's canonical JSON): a store
+# encodes every appended event, and reading three attributes by name costs a third of looping
+# over the names with `getattr`. A property test holds the two to the same answers.
+FIELDS_OF: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Created: lambda e: {"label": e.label, "owner": e.owner, "total": e.total},
+    Started: lambda e: {},
+    ProgressReported: lambda e: {"current": e.current, "status": e.status, "total": e.total},
+    RowSucceeded: lambda e: {"email": e.email, "internal": e.internal, "row": e.row},
+    RowFailed: lambda e: {"email": e.email, "error": e.error, "row": e.row},
+    EmailSent: lambda e: {"email": e.email, "row": e.row},
+    EmailFailed: lambda e: {"email": e.email, "error": e.error, "row": e.row},
+    Succeeded: lambda e: {},
+    Failed: lambda e: {"error": e.error},
+}
+
+#: How the log stores each event class: its type, its schema version today, its fields.
+STORED_FORMS: dict[type, tuple[str, int, Callable[[Any], dict[str, Any]]]] = {
+    cls: (cls.TYPE, current_version(cls.TYPE), FIELDS_OF[cls]) for cls in EVENT_CLASSES.values()
+}
 
 
 def decode_fields(kind: str, text: str) -> Event:

@@ -169,6 +169,13 @@ def _prefix(where: Where) -> str:
     return where if isinstance(where, str) else f"events[{where}]."
 
 
+# The fold runs once per row event. A NamedTuple's own constructor is a Python function; the tuple
+# one builds the same mark in C at half the cost. An enum member read off its class goes through
+# a descriptor (80 ns); read from a module constant it costs a tenth of that.
+_new_mark = tuple.__new__
+_SUCCESS, _FAILURE, _PROGRESS = Status.SUCCESS, Status.FAILURE, Status.PROGRESS
+
+
 def _apply(
     draft: _Draft,
     event: Event,
@@ -183,7 +190,7 @@ def _apply(
     Row events are handled inline (no helper calls): they are nearly every event of a big job.
     """
     status = draft.status
-    if status is Status.SUCCESS or status is Status.FAILURE:
+    if status is _SUCCESS or status is _FAILURE:
         raise JobFinished(
             f"Job {draft.base.job_id} is already {status.value}; it accepts no more events"
         )
@@ -196,7 +203,7 @@ def _apply(
         check_fields(event, _prefix(where))
     draft.version += 1
     if kind is RowSucceeded or kind is RowFailed:
-        mark = RowMark(event.row, "outcome")  # type: ignore[union-attr]
+        mark = _new_mark(RowMark, (event.row, "outcome"))  # type: ignore[union-attr]
         if mark in claimed or mark in recorded:
             _refuse_second(draft, mark, where)
         expected = draft.base.expected_total
@@ -212,7 +219,7 @@ def _apply(
             draft.failed += 1
             row_errors.append(RowError(event.row, event.email, event.error))  # type: ignore[union-attr]
     elif kind is EmailSent or kind is EmailFailed:
-        mark = RowMark(event.row, "email")  # type: ignore[union-attr]
+        mark = _new_mark(RowMark, (event.row, "email"))  # type: ignore[union-attr]
         if mark in claimed or mark in recorded:
             _refuse_second(draft, mark, where)
         if kind is EmailSent:
@@ -222,7 +229,7 @@ def _apply(
     else:
         _apply_other(draft, event, where)
         return
-    draft.status = Status.PROGRESS
+    draft.status = _PROGRESS
     if type(claimed) is set:
         claimed.add(mark)
     marks.append(mark)
@@ -274,6 +281,10 @@ def plan_append(
 
     `known` maps each event id of `items` that is already in the log to its (job id, event).
     """
+    if not known and len({item.event_id for item in items}) == len(items):
+        # The usual append (new ids, each once): nothing to drop, every index is its own.
+        return AppendPlan(fold_batch(state, [item.event for item in items], recorded),
+                          tuple(items), 0)
     fresh: dict[str, tuple[int, NewEvent]] = {}
     duplicates = 0
     for index, item in enumerate(items):

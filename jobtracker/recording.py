@@ -90,7 +90,11 @@ def failure_text(exc: BaseException) -> str:
 
 
 class Recorder:
-    """The events a worker reports; subclasses decide how a recorded event travels."""
+    """The events a worker reports; subclasses decide how a recorded event travels.
+
+    Events are built with positional arguments: a worker may report millions of rows, and keyword
+    arguments to a class cost half as much again as the object itself.
+    """
 
     _finished = False
 
@@ -103,23 +107,23 @@ class Recorder:
 
     def progress(self, current: int, total: int, status: str | None = None) -> None:
         """The worker's own account of how far it got (status PROGRESS)."""
-        self._record(ProgressReported(current=current, total=total, status=status))
+        self._record(ProgressReported(current, total, status))
 
     def row_succeeded(self, row: int, email: str, *, internal: bool) -> None:
         """Row `row` was issued its credential; `internal` for members of the organisation."""
-        self._record(RowSucceeded(row=row, email=email, internal=internal))
+        self._record(RowSucceeded(row, email, internal))
 
     def row_failed(self, row: int, email: str, error: str) -> None:
         """Row `row` could not be processed; `error` is listed in the job's result."""
-        self._record(RowFailed(row=row, email=email, error=error))
+        self._record(RowFailed(row, email, error))
 
     def email_sent(self, row: int, email: str) -> None:
         """The notification e-mail for row `row` went out."""
-        self._record(EmailSent(row=row, email=email))
+        self._record(EmailSent(row, email))
 
     def email_failed(self, row: int, email: str, error: str) -> None:
         """The notification e-mail for row `row` could not be sent."""
-        self._record(EmailFailed(row=row, email=email, error=error))
+        self._record(EmailFailed(row, email, error))
 
     def succeeded(self) -> None:
         """The job is done (SUCCESS); sent at once."""
@@ -129,11 +133,15 @@ class Recorder:
     def failed(self, error: str) -> None:
         """The job gave up (FAILURE); sent at once."""
         self._finished = True
-        self._record(Failed(error=error))
+        self._record(Failed(error))
 
 
 #: Events that end a job: sent at once.
 TERMINAL = frozenset({Succeeded, Failed})
+
+
+# The tuple constructor, not the NamedTuple's own (a Python function): one item per reported row.
+_new_item = tuple.__new__
 
 
 class Buffer:
@@ -153,7 +161,7 @@ class Buffer:
         """Empty the buffer; its events get their ids now, before their first send."""
         events, self.items = self.items, []
         ids = new_event_ids(len(events))
-        return [NewEvent(event_id, event) for event_id, event in zip(ids, events, strict=True)]
+        return [_new_item(NewEvent, pair) for pair in zip(ids, events, strict=True)]
 
     def wait_left(self, max_delay: float) -> float | None:
         """Seconds until the oldest event is due; None when there is nothing to send."""

@@ -1,14 +1,14 @@
 """How appends reach the SQLite tables: table by table, whatever the number of requests.
 
-`Rows` gathers what one transaction writes (events, row marks, row errors, job rows) and writes it
-with one statement per table. Every write goes through it: a job's creation, a single append, and a
-whole group under group commit. Written one request at a time, a group of small requests costs
-about six statements each (savepoint, state, events, row marks, projection, release), every one a
-trip through the sqlite3 module with the GIL held. Nearly every group is plain: new events for rows
-with no outcome yet. `write_together` plans such a group in Python first, each request on the state
-the previous one left, and writes it as one `Rows`. Anything unusual (a refusal, a re-sent event
-id, a row reported twice) makes it give up, and the caller undoes it and takes the careful path,
-one savepoint per request.
+`Rows` gathers what one transaction writes (events, row marks as bits, row errors, job rows) and
+writes it with one statement per table. Every write goes through it: a job's creation, a single
+append, and a whole group under group commit. Written one request at a time, a group of small
+requests costs about six statements each (savepoint, state, events, row marks, projection,
+release), every one a trip through the sqlite3 module with the GIL held. Nearly every group is
+plain: new events for rows with no outcome yet. `write_together` plans such a group in Python
+first, each request on the state the previous one left, and writes it as one `Rows`. Anything
+unusual (a refusal, a re-sent event id, a row reported twice) makes it give up, and the caller
+undoes it and takes the careful path, one savepoint per request.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import Any
 
 import orjson
 
-from jobtracker.codec import encode_fields, stored_version
+from jobtracker.codec import STORED_FORMS
 from jobtracker.errors import JobtrackerError
 from jobtracker.events import NewEvent
 from jobtracker.projection import AppendPlan, plan_append
 from jobtracker.state import JobState
+from jobtracker.store import row_bits
 from jobtracker.store.base import AppendResult
 from jobtracker.store.group import AppendRequest
 from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
@@ -56,38 +57,42 @@ class Rows:
     def __init__(self, now: str) -> None:
         self.now = now
         self.events: list[tuple[Any, ...]] = []
-        self.marks: list[tuple[str, int, str]] = []
+        self.marks: row_bits.Bits = {}
         self.errors: list[tuple[str, int, str, str]] = []
         self.states: dict[str, JobState] = {}
 
     def add_events(self, job_id: str, first_version: int, items: Sequence[NewEvent]) -> None:
         """Events of one job, numbered from `first_version`."""
-        self.events.extend(
-            (job_id, version, it.event_id, it.event.TYPE, stored_version(it.event),
-             encode_fields(it.event), self.now)
-            for version, it in enumerate(items, start=first_version)
-        )
+        add, forms, dumps, now = self.events.append, STORED_FORMS, orjson.dumps, self.now
+        for version, item in enumerate(items, start=first_version):
+            event = item.event
+            kind, schema_version, fields = forms[type(event)]
+            add((job_id, version, item.event_id, kind, schema_version,
+                 dumps(fields(event)).decode(), now))
 
     def add_plan(self, job_id: str, plan: AppendPlan) -> None:
-        """An append's new events, row marks, row errors and resulting job row."""
+        """An append's new events, row marks, row errors and resulting job row.
+
+        `RowMarkedTwice` if an earlier plan gathered here already marked one of its rows.
+        """
         if not plan.new:
             return  # only re-sends: nothing to write
         self.add_events(job_id, plan.first_version, plan.new)
-        self.marks.extend((job_id, mark.row, mark.kind) for mark in plan.batch.marks)
+        row_bits.add(self.marks, job_id, plan.batch.marks)
         self.errors.extend((job_id, e.row, e.email, e.error) for e in plan.batch.row_errors)
         self.states[job_id] = plan.batch.state
 
     def write(self, conn: sqlite3.Connection) -> None:
         """Write everything gathered; the job rows last, since they point at their newest event.
 
+        `RowMarkedTwice` (an `IntegrityError`, like a unique key's) if a row already had a mark.
+
         Statements with nothing to write are skipped: each is a trip through the GIL.
         """
         if self.events:
             conn.executemany(INSERT_EVENT, self.events)
         if self.marks:
-            conn.executemany(
-                "INSERT INTO job_rows (job_id, row, kind) VALUES (?, ?, ?)", self.marks
-            )
+            row_bits.write_new(conn, self.marks)
         if self.errors:
             conn.executemany(
                 "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",

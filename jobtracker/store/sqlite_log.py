@@ -23,7 +23,7 @@ from jobtracker.events import Created, Event, NewEvent, RecordedEvent, new_event
 from jobtracker.migrate import migrate_sqlite
 from jobtracker.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.state import JobState, RowError, RowMark, Status
-from jobtracker.store import sqlite_rebuild
+from jobtracker.store import row_bits, sqlite_rebuild
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.group import AppendRequest, CreateOutcome, CreateRequest, Outcome
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
@@ -256,9 +256,7 @@ class SqliteLog:
         if not rows:
             return set()
         found = self.conn.execute(
-            "SELECT row, kind FROM job_rows "
-            "WHERE job_id = ? AND row IN (SELECT value FROM json_each(?))",
-            (job_id, orjson.dumps(sorted(rows)).decode()),
+            row_bits.SELECT_MARKED, (job_id, orjson.dumps(sorted(rows)).decode())
         )
         return {RowMark(row, kind) for row, kind in found}
 

@@ -2,8 +2,8 @@
 # every value is bound as a parameter.
 """The SQLite side of replay: scan the log fast, fill scratch tables, swap them in by renaming.
 
-A scratch area `x` is three tables, `jobs__x`, `job_rows__x` and `job_errors__x`, created from the
-live tables' own `CREATE` statements so they never drift from the migrations. Swapping renames
+A scratch area `x` is three tables, `jobs__x`, `job_row_bits__x` and `job_errors__x`, created from
+the live tables' own `CREATE` statements so they never drift from the migrations. Swapping renames
 tables inside one `BEGIN IMMEDIATE`: readers (WAL) keep seeing the old projection until the commit,
 then the new one; writers wait for the lock and fold onto the new one.
 """
@@ -16,21 +16,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
-
 from jobtracker.codec import decode_stored_rows
 from jobtracker.errors import InvalidInput
 from jobtracker.events import MAX_INT
 from jobtracker.state import RowError, RowMark, Status
+from jobtracker.store import row_bits
 from jobtracker.store.base import JobView
 from jobtracker.store.rebuild import Comparison, JobDiff, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
-PROJECTION_TABLES = ("jobs", "job_rows", "job_errors")
+PROJECTION_TABLES = ("jobs", "job_row_bits", "job_errors")
 _AREA_NAME = re.compile(r"[a-z][a-z_]{0,19}")
 _CREATE_NAME = re.compile(r'^CREATE TABLE\s+(?:"[^"]+"|\w+)', re.IGNORECASE)
 _JOB_ROW = (*JOB_COLUMNS, "updated_position")
-_TUPLES_AS_ARRAYS: dict[str, Any] = {"option": orjson.OPT_PASSTHROUGH_SUBCLASS, "default": tuple}
 #: Events folded per scan while catching up under the lock.
 _TAIL_CHUNK = 20_000
 #: Marks and errors shown per side for each differing job.
@@ -104,14 +102,13 @@ def drop_area(conn: sqlite3.Connection, area: str) -> None:
 
 
 def _insert(conn: sqlite3.Connection, area: str, rows: ProjectionRows) -> None:
-    # One statement per job: SQLite unpacks the marks from JSON itself, which saves building and
-    # binding a Python tuple per mark (a million of them for a big job).
-    insert_marks = (
-        f"INSERT INTO {_table('job_rows', area)} (job_id, row, kind) "
-        "SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)"
-    )
+    # A job's marks may come in several parts (the tail is folded in chunks): ORed in.
+    bits: row_bits.Bits = {}
     for job_id, marks in rows.marks:
-        conn.execute(insert_marks, (job_id, orjson.dumps(marks, **_TUPLES_AS_ARRAYS)))
+        row_bits.add(bits, job_id, marks)
+    conn.executemany(
+        row_bits.MERGE.format(table=_table("job_row_bits", area)), row_bits.params(bits)
+    )
     conn.executemany(f"INSERT INTO {_table('job_errors', area)} VALUES (?, ?, ?, ?)", rows.errors)
     conn.executemany(
         f"INSERT INTO {_table('jobs', area)} ({', '.join(_JOB_ROW)}) "
@@ -231,19 +228,27 @@ def _only_in(
     ).fetchall()
 
 
+def _marks(conn: sqlite3.Connection, table: str, job_id: str) -> set[RowMark]:
+    rows = conn.execute(f"SELECT chunk, kind, bits FROM {table} WHERE job_id = ?", (job_id,))
+    return {mark for chunk, kind, bits in rows for mark in row_bits.marks_of(chunk, kind, bits)}
+
+
+def _marks_only_in(
+    conn: sqlite3.Connection, one: str, other: str, job_id: str
+) -> tuple[RowMark, ...]:
+    only = _marks(conn, one, job_id) - _marks(conn, other, job_id)
+    return tuple(sorted(only)[:_SHOWN])
+
+
 def _job_diff(conn: sqlite3.Connection, area: str, job_id: str) -> JobDiff:
-    marks_live, marks_new = '"job_rows"', _table("job_rows", area)
+    marks_live, marks_new = '"job_row_bits"', _table("job_row_bits", area)
     errors_live, errors_new = '"job_errors"', _table("job_errors", area)
     return JobDiff(
         job_id=job_id,
         live=_job_row(conn, '"jobs"', job_id),
         rebuilt=_job_row(conn, _table("jobs", area), job_id),
-        marks_only_live=tuple(
-            RowMark(*r) for r in _only_in(conn, "row, kind", marks_live, marks_new, job_id)
-        ),
-        marks_only_rebuilt=tuple(
-            RowMark(*r) for r in _only_in(conn, "row, kind", marks_new, marks_live, job_id)
-        ),
+        marks_only_live=_marks_only_in(conn, marks_live, marks_new, job_id),
+        marks_only_rebuilt=_marks_only_in(conn, marks_new, marks_live, job_id),
         errors_only_live=tuple(
             RowError(*r)
             for r in _only_in(conn, "row, email, error", errors_live, errors_new, job_id)

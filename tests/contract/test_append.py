@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from jobtracker import replay
 from jobtracker.errors import (
     EventIdReused,
     InvalidInput,
@@ -16,6 +17,7 @@ from jobtracker.errors import (
     RowsExceedTotal,
 )
 from jobtracker.events import (
+    MAX_INT,
     Created,
     EmailSent,
     Event,
@@ -143,6 +145,39 @@ async def test_second_outcome_for_a_row_is_refused(store: Store, make_job: MakeJ
     view = await store.get_job(job_id, 1000)
     assert view is not None
     assert (view.state.successful, view.state.failed, view.state.emails_sent) == (1, 0, 0)
+
+
+#: Rows on every edge a store might pack marks by: the first, around 64-row words (bit 63 is a
+#: signed integer's sign), and the largest row number there is.
+EDGE_ROWS = [0, 1, 62, 63, 64, 65, 127, 128, 4095, 4096, MAX_INT - 64, MAX_INT - 1, MAX_INT]
+
+
+async def test_each_row_keeps_its_one_outcome_at_any_row_number(
+    store: Store, make_job: MakeJob
+) -> None:
+    """Rows on word edges and the largest row number get one outcome and one e-mail outcome each;
+    a second of either is refused, and their neighbours stay free."""
+    job_id = await make_job()
+    taken = EDGE_ROWS[::2]
+    await store.append(job_id, [new(f"ok-{row}", RowSucceeded(row, "a@uni.edu", internal=True))
+                                for row in taken])
+    await store.append(job_id, [new(f"mail-{row}", EmailSent(row, "a@uni.edu"))
+                                for row in taken])
+    for row in taken:
+        with pytest.raises(RowAlreadyReported, match=f"row {row} "):
+            await store.append(job_id, [new(f"again-{row}", RowFailed(row, "a@uni.edu", "x"))])
+        with pytest.raises(RowAlreadyReported, match=f"row {row} "):
+            await store.append(job_id, [new(f"mail-again-{row}", EmailSent(row, "a@uni.edu"))])
+    free = EDGE_ROWS[1::2]
+    await store.append(job_id, [new(f"late-{row}", RowFailed(row, "a@uni.edu", "x"))
+                                for row in free])
+    view = await store.get_job(job_id, 1000)
+    assert view is not None
+    assert (view.state.successful, view.state.failed, view.state.emails_sent) == (
+        len(taken), len(free), len(taken))
+    comparison = (await replay.verify(store)).comparison
+    assert comparison is not None
+    assert (comparison.differing, comparison.diffs) == (0, ())
 
 
 async def test_batch_with_one_bad_event_writes_nothing(store: Store, make_job: MakeJob) -> None:

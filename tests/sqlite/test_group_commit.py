@@ -143,7 +143,7 @@ _requests = st.lists(
 _TABLES = {
     "events": "SELECT * FROM events ORDER BY position",
     "jobs": "SELECT * FROM jobs ORDER BY job_id",
-    "job_rows": "SELECT * FROM job_rows ORDER BY job_id, row, kind",
+    "job_row_bits": "SELECT * FROM job_row_bits ORDER BY job_id, kind, chunk",
     "job_errors": "SELECT * FROM job_errors ORDER BY job_id, row",
 }
 

@@ -7,6 +7,7 @@ import pytest
 
 from jobtracker.codec import converter, decode_fields, encode_fields
 from jobtracker.events import (
+    EVENT_CLASSES,
     Created,
     EmailFailed,
     EmailSent,
@@ -32,6 +33,11 @@ SAMPLES: list[Event] = [
     Succeeded(),
     Failed(error="Achievement not found"),
 ]
+
+
+def test_every_event_class_has_a_sample_here() -> None:
+    """The stored form is spelled out per class (`FIELDS_OF`): a new class must be checked too."""
+    assert {type(event) for event in SAMPLES} == set(EVENT_CLASSES.values())
 
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
