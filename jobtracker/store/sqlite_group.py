@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from functools import cache
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -41,10 +43,36 @@ _UPSERT_JOB_AT_VERSION = (
     "ON CONFLICT (job_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
 )
-INSERT_EVENT = (
+_INSERT_EVENTS = (
     "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "VALUES "
 )
+_INSERT_ERRORS = "INSERT INTO job_errors (job_id, row, email, error) VALUES "
+
+#: Rows per multi-row INSERT at most; 64 x 7 parameters stay under SQLite's oldest limit (999).
+WIDEST_INSERT = 64
+
+
+# One INSERT with many rows' VALUES costs SQLite and the sqlite3 module about 40% less per row
+# than `executemany`, which runs the statement once per row (bind, step, reset). A batch is sent
+# in statements of 64 rows, then of the powers of two its remainder is made of, so a connection
+# only ever prepares seven shapes of each statement.
+def insert_rows(
+    conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert `rows` (tuples of one width, in order) with `head` (`INSERT INTO t (...) VALUES `)."""
+    done = 0
+    while left := len(rows) - done:
+        size = WIDEST_INSERT if left >= WIDEST_INSERT else 1 << (left.bit_length() - 1)
+        part = rows[done : done + size]
+        conn.execute(_values(head, len(part[0]), size), [*chain.from_iterable(part)])
+        done += size
+
+
+@cache
+def _values(head: str, width: int, rows: int) -> str:
+    one = f"({', '.join('?' * width)})"
+    return head + ", ".join([one] * rows)
 
 
 class NotPlain(Exception):
@@ -90,14 +118,11 @@ class Rows:
         Statements with nothing to write are skipped: each is a trip through the GIL.
         """
         if self.events:
-            conn.executemany(INSERT_EVENT, self.events)
+            insert_rows(conn, _INSERT_EVENTS, self.events)
         if self.marks:
             row_bits.write_new(conn, self.marks)
         if self.errors:
-            conn.executemany(
-                "INSERT INTO job_errors (job_id, row, email, error) VALUES (?, ?, ?, ?)",
-                self.errors,
-            )
+            insert_rows(conn, _INSERT_ERRORS, self.errors)
         if self.states:
             conn.executemany(
                 _UPSERT_JOB_AT_VERSION,

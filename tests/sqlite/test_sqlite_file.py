@@ -10,6 +10,7 @@ import sqlite_utils
 
 from jobtracker.events import Created, NewEvent, Started
 from jobtracker.migrate import migrate_sqlite, migrations
+from jobtracker.store.sqlite_group import insert_rows
 from jobtracker.store.sqlite_log import SqliteLog
 
 
@@ -64,3 +65,13 @@ def test_position_is_never_reused(tmp_path: Path) -> None:
     log.migrate()
     schema = log.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
     assert "AUTOINCREMENT" in schema[0]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 63, 64, 65, 100, 127, 128, 129, 1000])
+def test_rows_inserted_many_to_a_statement_arrive_whole_and_in_order(count: int) -> None:
+    """Batches go in as 64-row INSERTs and a power-of-two tail: every row, once, in order."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (position INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER, s TEXT)")
+    rows = [(n, f"row {n}") for n in range(count)]
+    insert_rows(conn, "INSERT INTO t (n, s) VALUES ", rows)
+    assert conn.execute("SELECT n, s FROM t ORDER BY position").fetchall() == rows
