@@ -35,13 +35,11 @@ _SELECT_JOBS = (
     f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs "  # noqa: S608
     "WHERE job_id IN (SELECT value FROM json_each(?))"
 )
-# The job's newest event is the one at its version: its position is what the projection keeps.
-_UPSERT_JOB_AT_VERSION = (
-    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(JOB_COLUMNS))}, "
-    "(SELECT position FROM events WHERE job_id = ? AND version = ?)) "
-    "ON CONFLICT (job_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*JOB_COLUMNS[1:], "updated_position"))
+_INSERT_JOBS = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) VALUES "  # noqa: S608
+_UPDATE_JOB = (
+    "UPDATE jobs SET "  # noqa: S608
+    + ", ".join(f"{c} = ?" for c in (*JOB_COLUMNS[1:], "updated_position"))
+    + " WHERE job_id = ?"
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
@@ -59,14 +57,17 @@ WIDEST_INSERT = 64
 # only ever prepares seven shapes of each statement.
 def insert_rows(
     conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """Insert `rows` (tuples of one width, in order) with `head` (`INSERT INTO t (...) VALUES `)."""
-    done = 0
+) -> int:
+    """Insert `rows` (tuples of one width, in order) with `head` (`INSERT INTO t (...) VALUES `);
+    return the rowid of the last."""
+    done = last = 0
     while left := len(rows) - done:
         size = WIDEST_INSERT if left >= WIDEST_INSERT else 1 << (left.bit_length() - 1)
         part = rows[done : done + size]
-        conn.execute(_values(head, len(part[0]), size), [*chain.from_iterable(part)])
+        cursor = conn.execute(_values(head, len(part[0]), size), [*chain.from_iterable(part)])
+        last = cursor.lastrowid or 0
         done += size
+    return last
 
 
 @cache
@@ -88,6 +89,9 @@ class Rows:
         self.marks: row_bits.Bits = {}
         self.errors: list[tuple[str, int, str, str]] = []
         self.states: dict[str, JobState] = {}
+        self._created: set[str] = set()
+        #: Each job's newest event, as its index in `events`.
+        self._newest: dict[str, int] = {}
 
     def add_events(self, job_id: str, first_version: int, items: Sequence[NewEvent]) -> None:
         """Events of one job, numbered from `first_version`."""
@@ -97,6 +101,13 @@ class Rows:
             kind, schema_version, fields = forms[type(event)]
             add((job_id, version, item.event_id, kind, schema_version,
                  dumps(fields(event)).decode(), now))
+        self._newest[job_id] = len(self.events) - 1
+
+    def add_job(self, job_id: str, item: NewEvent, state: JobState) -> None:
+        """A new job: its `created` event and its first state."""
+        self.add_events(job_id, 1, [item])
+        self.states[job_id] = state
+        self._created.add(job_id)
 
     def add_plan(self, job_id: str, plan: AppendPlan) -> None:
         """An append's new events, row marks, row errors and resulting job row.
@@ -117,18 +128,30 @@ class Rows:
 
         Statements with nothing to write are skipped: each is a trip through the GIL.
         """
-        if self.events:
-            insert_rows(conn, _INSERT_EVENTS, self.events)
+        if not self.events:
+            return  # only re-sends: every state is as it was
+        last_position = insert_rows(conn, _INSERT_EVENTS, self.events)
         if self.marks:
             row_bits.write_new(conn, self.marks)
         if self.errors:
             insert_rows(conn, _INSERT_ERRORS, self.errors)
-        if self.states:
-            conn.executemany(
-                _UPSERT_JOB_AT_VERSION,
-                [(*state_to_row(state), job_id, state.version)
-                 for job_id, state in self.states.items()],
-            )
+        self._write_jobs(conn, last_position - len(self.events) + 1)
+
+    def _write_jobs(self, conn: sqlite3.Connection, first_position: int) -> None:
+        """Each job's row, pointing at its newest event. Inside one write transaction the events
+        got consecutive positions (AUTOINCREMENT: the largest so far, plus one), in order, so the
+        newest's is known without reading it back."""
+        created, changed = [], []
+        for job_id, state in self.states.items():
+            row, position = state_to_row(state), first_position + self._newest[job_id]
+            if job_id in self._created:
+                created.append((*row, position))
+            else:
+                changed.append((*row[1:], position, job_id))
+        if created:
+            insert_rows(conn, _INSERT_JOBS, created)
+        if changed and conn.executemany(_UPDATE_JOB, changed).rowcount != len(changed):
+            raise sqlite3.IntegrityError("a job appended to has no row in `jobs`")
 
 
 class KnownStates:

@@ -128,8 +128,7 @@ class SqliteLog:
             return existing, False
         state = start(job_id, created)
         rows = Rows(self._clock())
-        rows.add_events(job_id, 1, [NewEvent(new_event_id(), created)])
-        rows.states[job_id] = state
+        rows.add_job(job_id, NewEvent(new_event_id(), created), state)
         rows.write(self.conn)
         return state, True
 
