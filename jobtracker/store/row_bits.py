@@ -27,18 +27,14 @@ _SIGN = 1 << 63
 #: (job_id, kind, chunk) -> bits, unsigned while gathered.
 Bits = dict[tuple[str, str, int], int]
 
-# Sets the new bits, but only where none of them is set already: `rowcount` then tells whether a
-# mark was refused (the row already had an outcome of that kind).
-MERGE_NEW = (
-    "INSERT INTO {table} (job_id, kind, chunk, bits) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (job_id, kind, chunk) DO UPDATE SET bits = bits | excluded.bits "
-    "WHERE bits & excluded.bits = 0"
-)
-# For replay, which only ever adds marks the fold accepted.
+#: ORs bits in; `{table}` is the live table or a replay's scratch copy of it.
 MERGE = (
     "INSERT INTO {table} (job_id, kind, chunk, bits) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (job_id, kind, chunk) DO UPDATE SET bits = bits | excluded.bits"
 )
+# Live appends set new bits only where none of them is set already: `rowcount` then tells whether
+# a mark was refused (the row already had an outcome of that kind).
+_MERGE_NEW = MERGE.format(table="job_row_bits") + " WHERE bits & excluded.bits = 0"
 #: The marks among some rows of one job: `?1` the job id, `?2` the rows as a JSON array.
 SELECT_MARKED = (
     "SELECT r.value, k.kind FROM json_each(?2) AS r, "
@@ -54,14 +50,32 @@ class RowMarkedTwice(sqlite3.IntegrityError):
 
 def add(bits: Bits, job_id: str, marks: Iterable[RowMark]) -> None:
     """Gather `marks` of one job into `bits`; `RowMarkedTwice` if one is there already."""
-    get = bits.get
+    # Marks come in row order, mostly of one kind: a run of them in one word is gathered in a
+    # local integer and merged into `bits` once, when the word or the kind changes.
+    key: tuple[str, str, int] | None = None
+    word = chunk = 0
+    kind_now = ""
     for row, kind in marks:
-        key = (job_id, kind, row >> _SHIFT)
+        if row >> _SHIFT != chunk or kind is not kind_now or key is None:
+            if key is not None:
+                _merge(bits, key, word)
+            chunk, kind_now, word = row >> _SHIFT, kind, 0
+            key = (job_id, kind, chunk)
         bit = 1 << (row & _LOW)
-        have = get(key, 0)
-        if have & bit:
+        if word & bit:
             raise RowMarkedTwice(f"row {row} of job {job_id} has a {kind} mark already")
-        bits[key] = have | bit
+        word |= bit
+    if key is not None:
+        _merge(bits, key, word)
+
+
+def _merge(bits: Bits, key: tuple[str, str, int], word: int) -> None:
+    have = bits.get(key, 0)
+    if have & word:
+        job_id, kind, chunk = key
+        row = (chunk << _SHIFT) + (have & word & -(have & word)).bit_length() - 1
+        raise RowMarkedTwice(f"row {row} of job {job_id} has a {kind} mark already")
+    bits[key] = have | word
 
 
 def params(bits: Bits) -> list[tuple[str, str, int, int]]:
@@ -72,11 +86,11 @@ def params(bits: Bits) -> list[tuple[str, str, int, int]]:
     ]
 
 
-def write_new(conn: sqlite3.Connection, bits: Bits, table: str = "job_row_bits") -> None:
+def write_new(conn: sqlite3.Connection, bits: Bits) -> None:
     """Set the gathered bits; `RowMarkedTwice` (nothing set can be trusted: roll back) if a row
     already had one."""
     rows = params(bits)
-    cursor = conn.executemany(MERGE_NEW.format(table=table), rows)
+    cursor = conn.executemany(_MERGE_NEW, rows)
     if cursor.rowcount != len(rows):
         raise RowMarkedTwice("a row already has an outcome of that kind")
 

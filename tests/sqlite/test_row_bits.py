@@ -45,6 +45,8 @@ def test_gathering_a_mark_twice_is_refused(marks: set[RowMark]) -> None:
     row_bits.add(bits, "job-1", marks)
     with pytest.raises(row_bits.RowMarkedTwice):
         row_bits.add(bits, "job-1", [min(marks)])
+    with pytest.raises(row_bits.RowMarkedTwice):
+        row_bits.add({}, "job-1", [*sorted(marks), min(marks)])
 
 
 def _old_database(path: Path) -> None:
