@@ -263,15 +263,9 @@ def _rules(cls: type[Event]) -> tuple[_Rule, ...]:
     )
 
 
-def field_names(cls: type[Event]) -> tuple[str, ...]:
-    """The names of an event class's own fields, in definition order."""
-    return _FIELD_NAMES[cls]
-
-
 # Looked up once per class: reading `attrs.fields` for every event of a batch shows on the append
 # path. Built at import from the classes above; no I/O.
 _RULES = {cls: _rules(cls) for cls in EVENT_CLASSES.values()}
-_FIELD_NAMES = {cls: tuple(rule[0] for rule in rules) for cls, rules in _RULES.items()}
 
 
 def _check_slowly(name: str, kind: type, value: Any, limit: int, required: bool) -> None:

@@ -54,9 +54,9 @@ def add(bits: Bits, job_id: str, marks: Iterable[RowMark]) -> None:
     # local integer and merged into `bits` once, when the word or the kind changes.
     key: tuple[str, str, int] | None = None
     word = chunk = 0
-    kind_now = ""
+    kind_now = ""  # no mark's kind: the first mark starts a run
     for row, kind in marks:
-        if row >> _SHIFT != chunk or kind is not kind_now or key is None:
+        if row >> _SHIFT != chunk or kind is not kind_now:
             if key is not None:
                 _merge(bits, key, word)
             chunk, kind_now, word = row >> _SHIFT, kind, 0

@@ -233,22 +233,16 @@ def _marks(conn: sqlite3.Connection, table: str, job_id: str) -> set[RowMark]:
     return {mark for chunk, kind, bits in rows for mark in row_bits.marks_of(chunk, kind, bits)}
 
 
-def _marks_only_in(
-    conn: sqlite3.Connection, one: str, other: str, job_id: str
-) -> tuple[RowMark, ...]:
-    only = _marks(conn, one, job_id) - _marks(conn, other, job_id)
-    return tuple(sorted(only)[:_SHOWN])
-
-
 def _job_diff(conn: sqlite3.Connection, area: str, job_id: str) -> JobDiff:
-    marks_live, marks_new = '"job_row_bits"', _table("job_row_bits", area)
+    marks_live = _marks(conn, '"job_row_bits"', job_id)
+    marks_new = _marks(conn, _table("job_row_bits", area), job_id)
     errors_live, errors_new = '"job_errors"', _table("job_errors", area)
     return JobDiff(
         job_id=job_id,
         live=_job_row(conn, '"jobs"', job_id),
         rebuilt=_job_row(conn, _table("jobs", area), job_id),
-        marks_only_live=_marks_only_in(conn, marks_live, marks_new, job_id),
-        marks_only_rebuilt=_marks_only_in(conn, marks_new, marks_live, job_id),
+        marks_only_live=tuple(sorted(marks_live - marks_new)[:_SHOWN]),
+        marks_only_rebuilt=tuple(sorted(marks_new - marks_live)[:_SHOWN]),
         errors_only_live=tuple(
             RowError(*r)
             for r in _only_in(conn, "row, email, error", errors_live, errors_new, job_id)
