@@ -13,7 +13,7 @@ group is redone one request per SAVEPOINT with everything read, so only the requ
 hears about it (and a re-send is answered as duplicates).
 
 Driver exceptions are not translated here: they reach the caller's `await`, which sits inside the
-store's one translation boundary (`postgres.driver_errors`).
+store's one translation (`postgres.unavailable`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 import asyncpg
 import attrs
@@ -87,8 +87,7 @@ BeforeCommit = Callable[[], Awaitable[None]]
 AfterCommit = Callable[[int], None]
 
 
-@attrs.frozen
-class AppendRequest:
+class AppendRequest(NamedTuple):
     """One caller's batch, with each event's fields already encoded for the log."""
 
     job_id: str
@@ -113,10 +112,11 @@ def prepare(job_id: str, items: Sequence[NewEvent]) -> AppendRequest:
 
 def storable(text: str) -> bool:
     """Whether PostgreSQL can store `text` (valid UTF-8, no NUL)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
+    if not text.isascii():  # a flag on the string: ASCII text is UTF-8 without encoding it
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return False
     return "\x00" not in text
 
 
@@ -483,6 +483,11 @@ class GroupCommitter:
     lanes never wait on each other's row locks. Each lane commits on a connection of its own
     (opened with `connect`). With `grouped=False` every append runs its own transaction on a
     pooled connection (the reference the group-commit benchmark compares with).
+
+    A lane is idle (asleep until woken), looking (about to take a group) or committing. An append
+    wakes an idle lane only when no lane is looking and its job is in no group in flight: a lane
+    that finishes a group always looks again, so it takes what queued meanwhile, and waking a
+    second lane for the same requests would only cost it a wake-up to find nothing.
     """
 
     def __init__(
@@ -505,7 +510,8 @@ class GroupCommitter:
         self._remembered = Remembered()
         self._busy: set[str] = set()  # jobs in a group being committed
         self._in_flight = 0
-        self._changed = asyncio.Condition()
+        self._looking = 0  # lanes running that will take a group before they sleep
+        self._idle: list[asyncio.Future[None]] = []
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -513,15 +519,15 @@ class GroupCommitter:
         """Start the committing lanes (grouped mode only)."""
         if self._grouped and not self._tasks:
             self._stopping = False
+            self._looking = self._lanes
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._lane()) for _ in range(self._lanes)]
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
         if self._tasks:
-            async with self._changed:
-                self._stopping = True
-                self._changed.notify_all()
+            self._stopping = True
+            self._wake_all()
             await asyncio.gather(*self._tasks)
             self._tasks = []
 
@@ -538,9 +544,23 @@ class GroupCommitter:
             return _unwrap(outcome)
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
-        async with self._changed:
-            self._changed.notify()
+        if not self._looking and job_id not in self._busy:
+            self._wake_one()
         return await future
+
+    def _wake_one(self) -> bool:
+        """Wake one idle lane (it counts as looking from now); False if none was idle."""
+        while self._idle:
+            waiter = self._idle.pop()
+            if not waiter.done():  # a lane cancelled while idle left its waiter done
+                self._looking += 1
+                waiter.set_result(None)
+                return True
+        return False
+
+    def _wake_all(self) -> None:
+        while self._wake_one():
+            pass
 
     async def _commit(
         self, requests: Sequence[AppendRequest], lane: _LaneConnection | None = None
@@ -577,29 +597,33 @@ class GroupCommitter:
             await lane.close()
 
     async def _run_lane(self, lane: _LaneConnection) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             # One pass of the loop first: appenders woken by the answers just given (or by the
             # same wake-up as this lane) queue their next request, and the group takes them all.
             await asyncio.sleep(0)
-            async with self._changed:
-                group = self._take_group()
-                if not group:
-                    if self._stopping and not self._pending:
-                        return
-                    await self._changed.wait()
-                    continue
-                jobs = {request.job_id for request, _ in group}
-                self._busy |= jobs
-                self._in_flight += 1
-                if self._pending:
-                    self._changed.notify()  # the rest is another lane's share
+            self._looking -= 1
+            group = self._take_group()
+            if not group:
+                if self._stopping and not self._pending:
+                    return
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            jobs = {request.job_id for request, _ in group}
+            self._busy |= jobs
+            self._in_flight += 1
+            if not self._looking and any(r.job_id not in self._busy for r, _ in self._pending):
+                self._wake_one()  # the rest is another lane's share
             try:
                 await self._commit_and_answer(group, lane)
             finally:
-                async with self._changed:
-                    self._busy -= jobs
-                    self._in_flight -= 1
-                    self._changed.notify_all()
+                self._busy -= jobs
+                self._in_flight -= 1
+                if self._stopping:
+                    self._wake_all()  # idle lanes may have been waiting for these jobs to free
+            self._looking += 1
 
     def _take_group(self) -> list[_Waiting]:
         """The next group: every waiting request of this lane's share of the free jobs.

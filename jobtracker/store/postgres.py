@@ -71,12 +71,18 @@ _KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
 
 @asynccontextmanager
 async def driver_errors(where: str) -> AsyncIterator[None]:
-    """The one place PostgreSQL errors cross over: a driver error becomes `StoreUnavailable`."""
+    """Where PostgreSQL errors cross over: a driver error becomes `StoreUnavailable`."""
     try:
         yield
     except DRIVER_ERRORS as exc:
-        detail = str(exc) or type(exc).__name__
-        raise StoreUnavailable(f"PostgreSQL store error while {where}: {detail}") from exc
+        raise unavailable(exc, where) from exc
+
+
+def unavailable(exc: BaseException, where: str) -> StoreUnavailable:
+    """The one translation of a driver error: `driver_errors` raises it, and so does the append
+    path, which spells the same boundary as a plain `except` (see `PostgresStore.append`)."""
+    detail = str(exc) or type(exc).__name__
+    return StoreUnavailable(f"PostgreSQL store error while {where}: {detail}")
 
 
 def pool_size_from(url: str) -> tuple[str, int | None]:
@@ -277,10 +283,15 @@ class PostgresStore:
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Validate the batch with the fold and write it with its projection, or write nothing."""
-        async with driver_errors("appending"):
-            if self._committer is None:
-                raise StoreUnavailable("The PostgreSQL store is not open")
-            return await self._committer.append(job_id, items)
+        committer = self._committer
+        if committer is None:
+            raise StoreUnavailable("The PostgreSQL store is not open")
+        # Not `driver_errors`: an async context manager costs an async generator, its hooks and
+        # a weak reference per call, and this runs once per request on the group-commit path.
+        try:
+            return await committer.append(job_id, items)
+        except DRIVER_ERRORS as exc:
+            raise unavailable(exc, "appending") from exc
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """The projection of one job; row errors are read only for a SUCCESS body."""
