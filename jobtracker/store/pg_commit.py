@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 import asyncpg
@@ -28,7 +29,7 @@ import attrs
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from jobtracker.codec import decode_stored, encode_fields, stored_version
+from jobtracker.codec import STORED_FORMS, decode_stored, encode_fields
 from jobtracker.errors import InvalidInput, JobNotFound, JobtrackerError
 from jobtracker.events import Event, NewEvent
 from jobtracker.projection import AppendPlan, plan_append, rows_touched
@@ -230,26 +231,28 @@ def plan_group(
 
 def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[str]:
     """The group's events, row marks, row errors and job rows: one JSON document per table."""
+    # Plain loops rather than generators: this runs for every request of every group.
     events: list[dict[str, Any]] = []
     marks: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     final: dict[str, JobState] = {}
     for request, plan in planned:
         job_id = request.job_id
-        events.extend(
-            {"job_id": job_id, "version": version, "event_id": item.event_id,
-             "type": item.event.TYPE, "schema_version": stored_version(item.event),
-             "data": orjson.Fragment(request.data[item.event_id])}
-            for version, item in enumerate(plan.new, start=plan.first_version)
-        )
-        marks.extend(
-            {"job_id": job_id, "row": mark.row, "kind": mark.kind} for mark in plan.batch.marks
-        )
-        errors.extend(
-            {"job_id": job_id, "row": e.row, "email": e.email, "error": e.error}
-            for e in plan.batch.row_errors
-        )
-        final[job_id] = plan.batch.state
+        data = request.data
+        version = plan.first_version
+        for item in plan.new:
+            kind, schema, _ = STORED_FORMS[type(item.event)]
+            events.append(
+                {"job_id": job_id, "version": version, "event_id": item.event_id, "type": kind,
+                 "schema_version": schema, "data": orjson.Fragment(data[item.event_id])}
+            )
+            version += 1
+        batch = plan.batch
+        for row, mark_kind in batch.marks:
+            marks.append({"job_id": job_id, "row": row, "kind": mark_kind})
+        for e in batch.row_errors:
+            errors.append({"job_id": job_id, "row": e.row, "email": e.email, "error": e.error})
+        final[job_id] = batch.state
     jobs = [dict(zip(JOB_COLUMNS, state_to_row(state), strict=True)) for state in final.values()]
     return [orjson.dumps(rows).decode() for rows in (events, marks, errors, jobs)]
 
@@ -309,6 +312,39 @@ def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
 _REQUEST_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 
 
+def _plan_unread(
+    requests: Sequence[AppendRequest], states: dict[str, JobState], jobs: int
+) -> list[AppendPlan] | None:
+    """Every request's plan, folded as if the log held none of the group's event ids and none of
+    its rows had an outcome (see `commit_group`); None if the fold refused one or one is empty.
+
+    When each request is for a job of its own (`jobs` distinct ids), nothing one request does
+    can change another's plan, so each is folded alone, without `plan_group`'s bookkeeping of
+    what the group's earlier requests claimed: this runs for every request of every group.
+    """
+    if jobs < len(requests):
+        plans = plan_group(requests, states, {}, {})
+        fresh = [plan for plan in plans if isinstance(plan, AppendPlan) and plan.new]
+        return fresh if len(fresh) == len(plans) else None
+    planned: list[AppendPlan] = []
+    for request in requests:
+        state = states.get(request.job_id)
+        if state is None:
+            return None
+        try:
+            plan = plan_append(state, request.items, _NONE_KNOWN)
+        except JobtrackerError:
+            return None
+        if not plan.new:
+            return None
+        states[request.job_id] = plan.batch.state
+        planned.append(plan)
+    return planned
+
+
+_NONE_KNOWN: Mapping[str, tuple[str, Event]] = MappingProxyType({})
+
+
 async def commit_in_one_statement(
     conn: Conn, requests: Sequence[AppendRequest], remembered: Remembered
 ) -> tuple[list[Outcome], int] | None:
@@ -327,14 +363,10 @@ async def commit_in_one_statement(
         rows = await conn.fetch(READ_JOBS, missing)
         states.update((row[0], state_from_row(tuple(row))) for row in rows)
     started = _versions(states)
-    plans = plan_group(requests, states, {}, {})
-    planned = [
-        (request, plan)
-        for request, plan in zip(requests, plans, strict=True)
-        if isinstance(plan, AppendPlan) and plan.new
-    ]
-    if len(planned) < len(requests):
+    plans = _plan_unread(requests, states, len(job_ids))
+    if plans is None:
         return None
+    planned = list(zip(requests, plans, strict=True))
     try:
         head = await write_plans(conn, planned, started)
     except BaseException:
