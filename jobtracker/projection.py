@@ -143,21 +143,23 @@ class _Draft:
     def freeze(self) -> JobState:
         """The draft as a frozen state."""
         base = self.base
+        # Positional, in `JobState`'s field order: a call with 14 keywords costs 40% more, and
+        # this runs once per append (a field out of order fails every fold test).
         return JobState(
-            job_id=base.job_id,
-            owner=base.owner,
-            status=self.status,
-            version=self.version,
-            label=base.label,
-            expected_total=base.expected_total,
-            progress=self.progress,
-            successful=self.successful,
-            failed=self.failed,
-            internal_count=self.internal_count,
-            external_count=self.external_count,
-            emails_sent=self.emails_sent,
-            emails_failed=self.emails_failed,
-            error=self.error,
+            base.job_id,
+            base.owner,
+            self.status,
+            self.version,
+            base.label,
+            base.expected_total,
+            self.progress,
+            self.successful,
+            self.failed,
+            self.internal_count,
+            self.external_count,
+            self.emails_sent,
+            self.emails_failed,
+            self.error,
         )
 
 
@@ -281,7 +283,7 @@ def plan_append(
 
     `known` maps each event id of `items` that is already in the log to its (job id, event).
     """
-    if not known and len({item.event_id for item in items}) == len(items):
+    if not known and (len(items) == 1 or len({item.event_id for item in items}) == len(items)):
         # The usual append (new ids, each once): nothing to drop, every index is its own.
         return AppendPlan(fold_batch(state, [item.event for item in items], recorded),
                           tuple(items), 0)
