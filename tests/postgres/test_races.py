@@ -126,6 +126,26 @@ async def test_event_id_raced_onto_two_jobs_is_refused_once_and_spares_its_group
     assert [e.event_id for e in await loser.read_job_events("job-y")][1:] == []
 
 
+async def test_one_event_id_sent_for_two_jobs_in_one_burst_is_written_once(
+    open_store: OpenStore,
+) -> None:
+    """Two requests arriving together carry one event id for two jobs: the first is written, the
+    second is refused as a reused id, and the rest of the burst is written."""
+    store = await open_store()
+    for job_id in ("first", "second", "third"):
+        await store.create_job(job_id, Created(owner="key_a"))
+    results = await asyncio.gather(
+        store.append("first", [NewEvent("same", Started())]),
+        store.append("second", [NewEvent("same", Started())]),
+        store.append("third", [NewEvent("other", Started())]),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == ["AppendResult", "EventIdReused", "AppendResult"]
+    assert [e.job_id for e in await store.read_log() if e.event_id == "same"] == ["first"]
+    assert [e.event_id for e in await store.read_job_events("second")][1:] == []
+    assert [e.event_id for e in await store.read_job_events("third")][1:] == ["other"]
+
+
 async def test_refused_request_does_not_sink_its_group(open_store: OpenStore) -> None:
     """Requests committed together: a refused one fails alone, the others are written."""
     store = await open_store()
