@@ -43,7 +43,7 @@ from jobtracker.store.pg_sql import (
     READ_JOBS,
     WRITE_GROUP,
 )
-from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
+from jobtracker.store.rows import Remembered, state_from_row, state_to_row
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,11 @@ def plan_group(
     return plans
 
 
-def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[str]:
-    """The group's events, row marks, row errors and job rows: one JSON document per table."""
+def _write_args(
+    planned: Sequence[tuple[AppendRequest, AppendPlan]],
+) -> tuple[str, str, str, list[tuple[Any, ...]]]:
+    """The group's events, row marks and row errors as one JSON document per table, and its job
+    rows as `job_write` values (see `pg_sql.WRITE_GROUP`)."""
     # Plain loops rather than generators: this runs for every request of every group.
     events: list[dict[str, Any]] = []
     marks: list[dict[str, Any]] = []
@@ -253,8 +256,12 @@ def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> list[str
         for e in batch.row_errors:
             errors.append({"job_id": job_id, "row": e.row, "email": e.email, "error": e.error})
         final[job_id] = batch.state
-    jobs = [dict(zip(JOB_COLUMNS, state_to_row(state), strict=True)) for state in final.values()]
-    return [orjson.dumps(rows).decode() for rows in (events, marks, errors, jobs)]
+    return (
+        orjson.dumps(events).decode(),
+        orjson.dumps(marks).decode(),
+        orjson.dumps(errors).decode(),
+        [state_to_row(state) for state in final.values()],
+    )
 
 
 async def write_plans(

@@ -14,26 +14,6 @@ APPEND_CHANNEL = "jobtracker_appended"
 #: The channel a trigger announces every key change on (migration 0002): caches drop that key.
 KEYS_CHANNEL = "jobtracker_keys"
 
-#: PostgreSQL types of `JOB_COLUMNS`, for reading the job rows out of their JSON document.
-_JOB_TYPES = {
-    "job_id": "text",
-    "owner": "text",
-    "status": "text",
-    "version": "bigint",
-    "label": "text",
-    "expected_total": "bigint",
-    "progress_current": "bigint",
-    "progress_total": "bigint",
-    "progress_status": "text",
-    "successful": "bigint",
-    "failed": "bigint",
-    "internal_count": "bigint",
-    "external_count": "bigint",
-    "emails_sent": "bigint",
-    "emails_failed": "bigint",
-    "error": "text",
-}
-
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS)
 SELECT_JOB = f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = $1"  # noqa: S608
 INSERT_JOB = (
@@ -56,7 +36,6 @@ SELECT position, pg_notify($2, position::text) FROM created
 
 
 def _write_group_sql() -> str:
-    job_columns = ", ".join(f"{column} {_JOB_TYPES[column]}" for column in JOB_COLUMNS)
     updated = ", ".join(JOB_COLUMNS[1:])
     values = ", ".join(f"s.{column}" for column in JOB_COLUMNS[1:])
     # Gap safety. A tailing reader keeps one cursor, the last position it saw, so positions must
@@ -80,10 +59,13 @@ def _write_group_sql() -> str:
     # without another round trip, and the position lock is held only while the server inserts
     # and commits, never while a Python process gets round to sending COMMIT.
     #
-    # The rows travel as one JSON document per table ($3 to $6), not as one array per column:
-    # asyncpg checks every element of an array parameter against the collection ABCs, which for
-    # a batch of 1000 events cost more Python time than the fold. Only our own column names are
-    # interpolated below.
+    # Events, marks and row errors travel as one JSON document per table ($3 to $5), not as one
+    # array per column: asyncpg checks every element of an array parameter against the collection
+    # ABCs, which for a batch of 1000 events cost more Python time than the fold. Job rows ($6)
+    # are one per request, and parsing their 16 JSON fields cost the server more than the rest of
+    # the request's write: they come as an array of the row type `job_write` (migration 0003),
+    # which asyncpg sends in binary and the server reads without parsing. Only our own column
+    # names are interpolated below.
     return f"""
 WITH locked AS MATERIALIZED (
     SELECT job_id, version FROM jobs WHERE job_id = ANY($7::text[]) ORDER BY job_id FOR UPDATE
@@ -112,7 +94,7 @@ WITH locked AS MATERIALIZED (
     SELECT job_id, max(position) AS position FROM new_events GROUP BY job_id
 ), saved AS (
     UPDATE jobs SET ({updated}, updated_position) = ({values}, heads.position)
-    FROM json_to_recordset($6::json) AS s({job_columns}), heads
+    FROM unnest($6::job_write[]) AS s, heads
     WHERE jobs.job_id = s.job_id AND heads.job_id = s.job_id
 )
 SELECT (SELECT ok FROM unchanged) AS unchanged, head,

@@ -15,6 +15,7 @@ from jobtracker.events import Created, NewEvent, RowFailed, RowSucceeded, Starte
 from jobtracker.migrate import migrations
 from jobtracker.store import make_store
 from jobtracker.store.postgres import PostgresStore
+from jobtracker.store.rows import JOB_COLUMNS
 from tests.postgres.conftest import OpenStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,3 +263,20 @@ async def test_change_feed_hears_appends_from_every_process(open_store: OpenStor
         changes = await feed.changes_since(head)
     assert [(c.job_id, c.version) for c in changes] == [("theirs", 2)]
     assert changes[0].position == await feed.last_position()
+
+
+async def test_job_rows_reach_the_append_statement_field_for_field(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """The append statement receives job rows as the `job_write` type, field by position: its
+    fields must be the job columns, in order, or a counter would land in its neighbour."""
+    await open_store()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        fields = await conn.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'job_write'::regclass "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        )
+    finally:
+        await conn.close()
+    assert tuple(field["attname"] for field in fields) == JOB_COLUMNS
