@@ -68,10 +68,12 @@ async def _timed(call: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - started
 
 
-def _raw_rows(batch: list[NewEvent], first_version: int) -> list[tuple[str, int, str, str, str]]:
+def _raw_rows(
+    batch: list[NewEvent], first_version: int, job_id: str = "raw-job"
+) -> list[tuple[str, int, str, str, str]]:
     """The event rows a store append of `batch` writes, for a job of the raw writer's own."""
     return [
-        ("raw-job", first_version + i, f"raw-{item.event_id}", item.event.TYPE,
+        (job_id, first_version + i, f"raw-{item.event_id}", item.event.TYPE,
          encode_fields(item.event))
         for i, item in enumerate(batch)
     ]
@@ -89,6 +91,12 @@ async def _batched_round(config: BenchConfig) -> Round:
         conn = await asyncpg.connect(url)
         try:
             await store.create_job("store-job", Created(owner="bench"))
+            # One untimed batch each first, on jobs of their own: both sides then time appends on
+            # connections that are open, with statements that are prepared (the store opens its
+            # commit lane's connection on its first append; the raw side connected above).
+            await store.create_job("warm-up", Created(owner="bench"))
+            await store.append("warm-up", row_batch("w", 0))
+            await _raw_insert(conn, _raw_rows(row_batch("w", 0), 2, "raw-warm-up"))
             for batch, rows in zip(plans, raw, strict=True):
                 subject += await _timed(lambda batch=batch: store.append("store-job", batch))
                 reference += await _timed(lambda rows=rows: _raw_insert(conn, rows))
@@ -136,6 +144,11 @@ async def _group_commit_round(config: BenchConfig) -> Round:
         await grouped.open()
         await single.open()
         try:
+            # An untimed stint each first: connections opened on first use (the grouped store's
+            # commit lanes, the other's pool) and statements prepared on them are set-up costs,
+            # not what commits cost.
+            await _writers(single, 10)
+            await _writers(grouped, 10)
             for _ in range(stints):
                 reference += await _writers(single, per_writer)
                 subject += await _writers(grouped, per_writer)
