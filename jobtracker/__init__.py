@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 __all__ = ["connect", "connect_async"]
 
 if TYPE_CHECKING:
-    from jobtracker.worker import connect, connect_async
+    from jobtracker.sdk.worker import connect, connect_async
 
 
 def __getattr__(name: str) -> Any:
@@ -17,7 +17,7 @@ def __getattr__(name: str) -> Any:
     The server, the CLI and `import jobtracker` itself never pay for the SDK's HTTP client.
     """
     if name in __all__:
-        from jobtracker import worker
+        from jobtracker.sdk import worker
 
         return getattr(worker, name)
     raise AttributeError(f"module 'jobtracker' has no attribute {name!r}")

@@ -1,6 +1,6 @@
-"""The simulated credential-issuance worker (see `jobtracker.demo_worker`); run with --help."""
+"""The simulated credential-issuance worker (see `jobtracker.cli.demo_worker`); run with --help."""
 
-from jobtracker.demo_worker import main
+from jobtracker.cli.demo_worker import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

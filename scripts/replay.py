@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from jobtracker.replay_cli import main
+from jobtracker.cli.replay import main
 
 if __name__ == "__main__":
     sys.exit(main())

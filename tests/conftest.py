@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from jobtracker.config import Settings
-from jobtracker.events import Created
-from jobtracker.keys import IssuedKey, issue_key
+from jobtracker.domain.events import Created
+from jobtracker.server.app import create_app
+from jobtracker.server.settings import Settings
 from jobtracker.store import MemoryStore, SqliteStore, Store, make_store
-from jobtracker.web import create_app
+from jobtracker.store.keys import IssuedKey, issue_key
 from tests.pg_database import (  # noqa: F401 - postgres_database is a fixture
     drop_schema,
     new_schema_url,

@@ -6,7 +6,7 @@ import itertools
 
 from hypothesis import strategies as st
 
-from jobtracker.events import (
+from jobtracker.domain.events import (
     EmailFailed,
     EmailSent,
     Event,

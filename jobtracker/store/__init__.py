@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from jobtracker.config import parse_store_url
 from jobtracker.store.base import ApiKey, AppendResult, JobView, Store
 from jobtracker.store.memory import MemoryStore
 from jobtracker.store.sqlite import SqliteStore
+from jobtracker.store.url import parse_store_url
 
 __all__ = ["ApiKey", "AppendResult", "JobView", "MemoryStore", "SqliteStore", "Store", "make_store"]
 

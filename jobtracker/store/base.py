@@ -8,8 +8,8 @@ from typing import Protocol
 
 import attrs
 
-from jobtracker.events import Created, NewEvent, RecordedEvent
-from jobtracker.state import JobState, RowError
+from jobtracker.domain.events import Created, NewEvent, RecordedEvent
+from jobtracker.domain.state import JobState, RowError
 
 
 @attrs.frozen

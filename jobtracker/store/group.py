@@ -19,9 +19,9 @@ from typing import Generic, TypeAlias, TypeVar
 
 import attrs
 
-from jobtracker.errors import JobtrackerError
-from jobtracker.events import Created, NewEvent
-from jobtracker.state import JobState
+from jobtracker.domain.errors import JobtrackerError
+from jobtracker.domain.events import Created, NewEvent
+from jobtracker.domain.state import JobState
 from jobtracker.store.base import AppendResult
 
 #: One append request: the job and its batch.

@@ -8,10 +8,10 @@ from typing import TypeVar
 
 import attrs
 
-from jobtracker.errors import JobIdTaken, JobNotFound
-from jobtracker.events import Created, NewEvent, RecordedEvent, new_event_id
-from jobtracker.projection import AppendPlan, plan_append, start
-from jobtracker.state import JobState, RowError, RowMark, Status
+from jobtracker.domain.errors import JobIdTaken, JobNotFound
+from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event_id
+from jobtracker.domain.projection import AppendPlan, plan_append, start
+from jobtracker.domain.state import JobState, RowError, RowMark, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
 from jobtracker.store.rebuild import (
     Comparison,

@@ -1,11 +1,11 @@
 """What a store offers replay: a fast scan of the log and scratch projections it can swap in.
 
-Replay (`jobtracker.replay`) owns the fold and every decision; a store only moves rows. A scratch
-*area* is an empty copy of the projection (jobs, row marks, row errors) under a short name; replay
-fills it, then the store either swaps it in for the live projection or compares the two. The two
-steps that must see the very end of the log, `swap_in` and `compare_area`, run under the store's
-write lock: they feed the events appended since the last scan to `fold_tail`, write what it
-returns, and only then swap or compare, so nothing appended meanwhile is lost.
+Replay (`jobtracker.store.replay`) owns the fold and every decision; a store only moves rows.
+A scratch *area* is an empty copy of the projection (jobs, row marks, row errors) under a short
+name; replay fills it, then the store either swaps it in for the live projection or compares the
+two. The two steps that must see the very end of the log, `swap_in` and `compare_area`, run
+under the store's write lock: they feed the events appended since the last scan to `fold_tail`,
+write what it returns, and only then swap or compare, so nothing appended meanwhile is lost.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from jobtracker.events import Event
-from jobtracker.state import JobState, RowError, RowMark
+from jobtracker.domain.events import Event
+from jobtracker.domain.state import JobState, RowError, RowMark
 from jobtracker.store.base import JobView
 
 #: One event as replay reads it: (job_id, version, position, event).

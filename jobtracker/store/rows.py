@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jobtracker.state import JobState, Progress, Status
+from jobtracker.domain.state import JobState, Progress, Status
 
 #: The `jobs` columns in the order `state_from_row` reads them.
 JOB_COLUMNS = (

@@ -23,11 +23,11 @@ from pathlib import Path
 import orjson
 
 import jobtracker
-from jobtracker.demo_worker import Simulation, demo_recipients, issue_credentials
-from jobtracker.errors import ConfigError
-from jobtracker.events import Created
-from jobtracker.keys import issue_key
+from jobtracker.cli.demo_worker import Simulation, demo_recipients, issue_credentials
+from jobtracker.domain.errors import ConfigError
+from jobtracker.domain.events import Created
 from jobtracker.store import make_store
+from jobtracker.store.keys import issue_key
 
 from .base import BenchConfig, Benchmark, Round
 from .httpload import (

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import orjson
 
-from jobtracker.demo import _free_port, _wait_until_serving
-from jobtracker.events import Created, new_event_ids
-from jobtracker.keys import issue_key
-from jobtracker.migrate import migrate_sqlite
+from jobtracker.cli.demo import _free_port, _wait_until_serving
+from jobtracker.domain.events import Created, new_event_ids
+from jobtracker.sdk.worker import connect as sdk_connect
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import utc_now
-from jobtracker.store.sqlite_log import SqliteLog, connect
-from jobtracker.worker import connect as sdk_connect
+from jobtracker.store.keys import issue_key
+from jobtracker.store.migrate import migrate_sqlite
+from jobtracker.store.sqlite.log import SqliteLog, connect
 from scripts.benchmarks.base import BenchConfig, Benchmark, Round
 
 CLIENTS = 64

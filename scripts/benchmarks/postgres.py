@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from jobtracker.codec import encode_fields
-from jobtracker.events import Created, NewEvent, RowFailed, RowSucceeded, Started
+from jobtracker.domain.codec import encode_fields
+from jobtracker.domain.events import Created, NewEvent, RowFailed, RowSucceeded, Started
 from jobtracker.store.postgres import PostgresStore
 
 from .base import BenchConfig, Benchmark, Round

@@ -73,7 +73,7 @@ def interleave(streams: list[Iterator[tuple[Any, ...]]], block: int) -> Iterator
 
 def build_log(path: Path, jobs: list[tuple[str, int]], owner: str = "key_bench") -> int:
     """A migrated SQLite file holding the given jobs' events; the projection is left empty."""
-    from jobtracker.store.sqlite_log import SqliteLog
+    from jobtracker.store.sqlite.log import SqliteLog
 
     log = SqliteLog(str(path))
     log.migrate()
@@ -113,7 +113,7 @@ with open("/proc/self/status") as status:
 print(count, elapsed, peak_kb / 1024)
 """
 #: Runs `jobtracker replay` on the store URL given as `path` (the PostgreSQL variant uses it too).
-REPLAY_SETUP = "import io, contextlib, re; from jobtracker.cli import main"
+REPLAY_SETUP = "import io, contextlib, re; from jobtracker.cli.main import main"
 REPLAY_BODY = """
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
@@ -188,9 +188,8 @@ def get_log(config: BenchConfig) -> tuple[Path, str]:
 
 
 async def _prepare_get_log(path: Path, events: int) -> str:
-    from jobtracker import replay
-    from jobtracker.keys import issue_key
-    from jobtracker.store import SqliteStore
+    from jobtracker.store import SqliteStore, replay
+    from jobtracker.store.keys import issue_key
 
     store = SqliteStore(str(path))
     await store.open()

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import aiohttp
 
-from jobtracker.events import Created, NewEvent, ProgressReported, Started, new_event_id
-from jobtracker.keys import hash_secret, issue_key
+from jobtracker.domain.events import Created, NewEvent, ProgressReported, Started, new_event_id
+from jobtracker.store.keys import hash_secret, issue_key
 from jobtracker.store.sqlite import SqliteStore
-from jobtracker.store.sqlite_log import SqliteLog
+from jobtracker.store.sqlite.log import SqliteLog
 
 from .base import BenchConfig, Benchmark, Round
 from .httpload import free_port, python, serving

@@ -6,8 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from jobtracker import replay
-from jobtracker.errors import (
+from jobtracker.domain.errors import (
     EventIdReused,
     InvalidInput,
     JobFinished,
@@ -16,7 +15,7 @@ from jobtracker.errors import (
     RowAlreadyReported,
     RowsExceedTotal,
 )
-from jobtracker.events import (
+from jobtracker.domain.events import (
     MAX_INT,
     Created,
     EmailSent,
@@ -29,8 +28,8 @@ from jobtracker.events import (
     Started,
     Succeeded,
 )
-from jobtracker.state import Status
-from jobtracker.store import Store
+from jobtracker.domain.state import Status
+from jobtracker.store import Store, replay
 
 MakeJob = Callable[..., Awaitable[str]]
 

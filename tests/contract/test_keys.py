@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from jobtracker.keys import hash_secret, issue_key
 from jobtracker.store import Store
+from jobtracker.store.keys import hash_secret, issue_key
 
 
 async def test_key_is_found_by_hash_and_revocation_sticks(store: Store) -> None:

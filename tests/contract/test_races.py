@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from jobtracker.errors import JobFinished, JobIdTaken, NotAuthenticated, RowAlreadyReported
-from jobtracker.events import Created, Failed, NewEvent, RowFailed, RowSucceeded, Succeeded
-from jobtracker.keys import authenticate, issue_key
+from jobtracker.domain.errors import JobFinished, JobIdTaken, NotAuthenticated, RowAlreadyReported
+from jobtracker.domain.events import Created, Failed, NewEvent, RowFailed, RowSucceeded, Succeeded
 from jobtracker.store import Store
+from jobtracker.store.keys import authenticate, issue_key
 
 MakeJob = Callable[..., Awaitable[str]]
 

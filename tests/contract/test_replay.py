@@ -12,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobtracker import replay
-from jobtracker.errors import Conflict, InvalidInput, JobNotFound
-from jobtracker.events import (
+from jobtracker.domain.errors import Conflict, InvalidInput, JobNotFound
+from jobtracker.domain.events import (
     Created,
     EmailFailed,
     EmailSent,
@@ -27,9 +26,9 @@ from jobtracker.events import (
     Started,
     Succeeded,
 )
-from jobtracker.projection import replay as fold_history
-from jobtracker.state import Status
-from jobtracker.store import Store
+from jobtracker.domain.projection import replay as fold_history
+from jobtracker.domain.state import Status
+from jobtracker.store import Store, replay
 from jobtracker.store.rebuild import Rebuildable
 from tests.conftest import make_test_store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from jobtracker.events import NewEvent, Started
+from jobtracker.domain.events import NewEvent, Started
 from jobtracker.store import Store
 from jobtracker.store.waiting import wait_for_append
 

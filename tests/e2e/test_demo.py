@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from jobtracker.demo import run_demo
-from tests.web.test_get_job import SEED_SUCCESS_RESULT
+from jobtracker.cli.demo import run_demo
+from tests.server.test_get_job import SEED_SUCCESS_RESULT
 
 
 def test_demo_ends_with_the_seeds_success_counters() -> None:

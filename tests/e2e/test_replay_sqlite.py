@@ -13,10 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from jobtracker import replay
-from jobtracker.events import Created, NewEvent, RowFailed, RowSucceeded, Started, Succeeded
-from jobtracker.store import SqliteStore
-from jobtracker.store.sqlite_log import SqliteLog
+from jobtracker.domain.events import Created, NewEvent, RowFailed, RowSucceeded, Started, Succeeded
+from jobtracker.store import SqliteStore, replay
+from jobtracker.store.sqlite.log import SqliteLog
 
 
 def new(event: object) -> NewEvent:

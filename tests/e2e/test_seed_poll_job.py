@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from jobtracker.demo import _free_port, _post_json, _wait_until_serving
-from jobtracker.keys import issue_key
+from jobtracker.cli.demo import _free_port, _post_json, _wait_until_serving
 from jobtracker.store import SqliteStore
+from jobtracker.store.keys import issue_key
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "scripts" / "sample_recipients.csv"

@@ -24,9 +24,9 @@ def test_migrations_work_from_an_installed_wheel(tmp_path: Path) -> None:
     run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
         str(wheel), cwd=tmp_path)
     script = (
-        f"import sys; sys.path.insert(0, {str(target)!r}); import jobtracker.migrate as m; "
+        f"import sys; sys.path.insert(0, {str(target)!r}); import jobtracker.store.migrate as m; "
         f"assert m.__file__.startswith({str(target)!r}), m.__file__; "
-        "from jobtracker.cli import main; raise SystemExit(main(['migrate']))"
+        "from jobtracker.cli.main import main; raise SystemExit(main(['migrate']))"
     )
     out = run(sys.executable, "-c", script, cwd=tmp_path)
     assert "migrated" in out

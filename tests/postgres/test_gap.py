@@ -7,7 +7,7 @@ import os
 
 import asyncpg
 
-from jobtracker.events import Created, NewEvent, RowSucceeded, Started
+from jobtracker.domain.events import Created, NewEvent, RowSucceeded, Started
 from jobtracker.store.postgres import PostgresStore
 from tests.postgres.conftest import OpenStore
 

@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp.test_utils import TestClient
 
-from jobtracker.config import Settings
-from jobtracker.events import Created
-from jobtracker.keys import issue_key
+from jobtracker.domain.events import Created
+from jobtracker.server.app import create_app
+from jobtracker.server.settings import Settings
+from jobtracker.store.keys import issue_key
 from jobtracker.store.postgres import PostgresStore
-from jobtracker.web import create_app
 
 
 async def test_revocation_by_another_process_is_refused_on_the_next_request(

@@ -8,8 +8,8 @@ import logging
 import asyncpg
 import pytest
 
-from jobtracker.errors import EventIdReused, JobFinished, RowAlreadyReported
-from jobtracker.events import (
+from jobtracker.domain.errors import EventIdReused, JobFinished, RowAlreadyReported
+from jobtracker.domain.events import (
     Created,
     Event,
     Failed,
@@ -19,10 +19,10 @@ from jobtracker.events import (
     Started,
     Succeeded,
 )
-from jobtracker.state import Status
+from jobtracker.domain.state import Status
 from jobtracker.store.base import AppendResult
-from jobtracker.store.pg_sql import APPEND_CHANNEL
 from jobtracker.store.postgres import PostgresStore
+from jobtracker.store.postgres.sql import APPEND_CHANNEL
 from tests.postgres.conftest import OpenStore
 from tests.postgres.test_gap import CommitGate
 
@@ -109,7 +109,7 @@ async def test_event_id_raced_onto_two_jobs_is_refused_once_and_spares_its_group
     loser = await open_store()
     for job_id in ("job-x", "job-y", "job-z"):
         await holder.create_job(job_id, Created(owner="key_a"))
-    caplog.set_level(logging.INFO, logger="jobtracker.store.pg_commit")
+    caplog.set_level(logging.INFO, logger="jobtracker.store.postgres.commit")
     gate.arm()
     held = asyncio.create_task(holder.append("job-x", [NewEvent("shared", Started())]))
     await gate.reached.wait()
@@ -232,7 +232,7 @@ async def test_job_written_by_another_process_since_is_appended_at_the_next_vers
     write's version check and planned again, never by a clash on the log's keys."""
     stores = [await open_store(), await open_store(group_commit=False)]
     await stores[0].create_job("shared", Created(owner="key_a"))
-    caplog.set_level(logging.INFO, logger="jobtracker.store.pg_commit")
+    caplog.set_level(logging.INFO, logger="jobtracker.store.postgres.commit")
     answers = [
         await stores[row % 2].append(
             "shared", [NewEvent(f"row-{row}", RowSucceeded(row, "a@uni.edu", internal=True))]

@@ -12,9 +12,8 @@ import asyncpg
 import orjson
 import pytest
 
-from jobtracker import replay
-from jobtracker.errors import JobFinished
-from jobtracker.events import (
+from jobtracker.domain.errors import JobFinished
+from jobtracker.domain.events import (
     Created,
     Event,
     NewEvent,
@@ -23,7 +22,8 @@ from jobtracker.events import (
     Started,
     Succeeded,
 )
-from jobtracker.state import RowError
+from jobtracker.domain.state import RowError
+from jobtracker.store import replay
 from jobtracker.store.postgres import PostgresStore
 from tests.postgres.conftest import OpenStore
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobtracker.errors import JobtrackerError
-from jobtracker.events import (
+from jobtracker.domain.errors import JobtrackerError
+from jobtracker.domain.events import (
     Created,
     EmailFailed,
     EmailSent,

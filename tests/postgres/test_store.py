@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from jobtracker.errors import ConfigError, StoreUnavailable
-from jobtracker.events import Created, NewEvent, RowFailed, RowSucceeded, Started
-from jobtracker.migrate import migrations
+from jobtracker.domain.errors import ConfigError, StoreUnavailable
+from jobtracker.domain.events import Created, NewEvent, RowFailed, RowSucceeded, Started
 from jobtracker.store import make_store
+from jobtracker.store.migrate import migrations
 from jobtracker.store.postgres import PostgresStore
 from jobtracker.store.rows import JOB_COLUMNS
 from tests.postgres.conftest import OpenStore

@@ -10,15 +10,15 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from jobtracker.config import Settings
-from jobtracker.events import Created
-from jobtracker.keys import issue_key
+from jobtracker.domain.events import Created
+from jobtracker.server.app import create_app
+from jobtracker.server.settings import Settings
+from jobtracker.store.keys import issue_key
 from jobtracker.store.postgres import PostgresStore
-from jobtracker.web import create_app
 
 OTHER_PROCESS = """
 import asyncio, sys, time
-from jobtracker.events import NewEvent, ProgressReported
+from jobtracker.domain.events import NewEvent, ProgressReported
 from jobtracker.store.postgres import PostgresStore
 async def main():
     store = PostgresStore(sys.argv[1], pool_size=1)

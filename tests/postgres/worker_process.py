@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from jobtracker.events import EmailSent, NewEvent, RowFailed, RowSucceeded
+from jobtracker.domain.events import EmailSent, NewEvent, RowFailed, RowSucceeded
 from jobtracker.store.postgres import PostgresStore
 
 

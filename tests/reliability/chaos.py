@@ -7,11 +7,11 @@ import asyncio
 
 import attrs
 
-from jobtracker.events import RecordedEvent, RowFailed, RowSucceeded
-from jobtracker.projection import replay
-from jobtracker.replay import describe, verify
+from jobtracker.domain.events import RecordedEvent, RowFailed, RowSucceeded
+from jobtracker.domain.projection import replay
 from jobtracker.store import Store, make_store
 from jobtracker.store.rebuild import Rebuildable
+from jobtracker.store.replay import describe, verify
 
 
 @attrs.define

@@ -23,9 +23,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from jobtracker.events import Created
-from jobtracker.keys import issue_key
+from jobtracker.domain.events import Created
 from jobtracker.store import make_store
+from jobtracker.store.keys import issue_key
 from tests.pg_database import drop_schema, new_schema_url, run_database
 from tests.reliability.chaos import WriterLedger, check_after_kill
 

@@ -13,10 +13,10 @@ import attrs
 import pytest
 from aiohttp import web
 
-from jobtracker.config import Settings
-from jobtracker.keys import issue_key
+from jobtracker.server.app import create_app
+from jobtracker.server.settings import Settings
 from jobtracker.store import SqliteStore
-from jobtracker.web import create_app
+from jobtracker.store.keys import issue_key
 
 
 @attrs.frozen

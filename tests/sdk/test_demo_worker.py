@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from jobtracker.demo_worker import (
+from jobtracker.cli.demo_worker import (
     demo_recipients,
     generate_recipients,
     main,
     read_recipients,
 )
-from jobtracker.projection import job_body
-from jobtracker.store.sqlite_log import SqliteLog
+from jobtracker.domain.projection import job_body
+from jobtracker.store.sqlite.log import SqliteLog
 from tests.sdk.conftest import LiveServer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "sample_recipients.csv"

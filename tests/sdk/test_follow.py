@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 import jobtracker
-from jobtracker.errors import JobNotFound
+from jobtracker.domain.errors import JobNotFound
 from tests.sdk.conftest import LiveServer
 
 

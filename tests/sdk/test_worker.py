@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 
 import jobtracker
-from jobtracker.errors import Conflict, InvalidInput, JobNotFound, NotAuthenticated
-from jobtracker.events import new_event_id, new_event_ids
-from jobtracker.projection import job_body
-from jobtracker.store.sqlite_log import SqliteLog
-from jobtracker.transport import BlockingStoreTransport
-from jobtracker.worker import AsyncJob, Job, Options, RetryPolicy, Tracker
+from jobtracker.domain.errors import Conflict, InvalidInput, JobNotFound, NotAuthenticated
+from jobtracker.domain.events import new_event_id, new_event_ids
+from jobtracker.domain.projection import job_body
+from jobtracker.sdk.transport import BlockingStoreTransport
+from jobtracker.sdk.worker import AsyncJob, Job, Options, RetryPolicy, Tracker
+from jobtracker.store.sqlite.log import SqliteLog
 from tests.sdk.conftest import LiveServer
 
 Handler = Callable[[web.Request], Any]

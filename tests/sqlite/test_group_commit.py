@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobtracker.errors import (
+from jobtracker.domain.errors import (
     JobIdTaken,
     JobNotFound,
     JobtrackerError,
     RowAlreadyReported,
     StoreUnavailable,
 )
-from jobtracker.events import (
+from jobtracker.domain.events import (
     Created,
     EmailSent,
     Failed,
@@ -34,7 +34,7 @@ from jobtracker.events import (
 )
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import AppendResult
-from jobtracker.store.sqlite_log import SqliteLog
+from jobtracker.store.sqlite.log import SqliteLog
 
 #: Examples per property run (CI keeps it small; raise it for a longer hunt).
 FUZZ_EXAMPLES = int(os.environ.get("JOBTRACKER_FUZZ_EXAMPLES", "60"))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobtracker.events import Created, NewEvent, RowSucceeded
+from jobtracker.domain.events import Created, NewEvent, RowSucceeded
 from jobtracker.store import SqliteStore
-from jobtracker.store.sqlite_group import KnownStates, write_together
-from jobtracker.store.sqlite_log import SqliteLog, connect
+from jobtracker.store.sqlite.group import KnownStates, write_together
+from jobtracker.store.sqlite.log import SqliteLog, connect
 
 NOW = "2026-12-02T00:00:00.000000Z"
 

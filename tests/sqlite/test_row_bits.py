@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobtracker import replay
-from jobtracker.errors import RowAlreadyReported
-from jobtracker.events import MAX_INT, Created, EmailSent, NewEvent, RowFailed, RowSucceeded
-from jobtracker.migrate import migrate_sqlite, migrations
-from jobtracker.state import RowMark
-from jobtracker.store import SqliteStore, row_bits
+from jobtracker.domain.errors import RowAlreadyReported
+from jobtracker.domain.events import MAX_INT, Created, EmailSent, NewEvent, RowFailed, RowSucceeded
+from jobtracker.domain.state import RowMark
+from jobtracker.store import SqliteStore, replay
+from jobtracker.store.migrate import migrate_sqlite, migrations
+from jobtracker.store.sqlite import row_bits
 
 MARKS = st.sets(
     st.builds(

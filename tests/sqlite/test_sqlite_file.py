@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from jobtracker.events import Created, NewEvent, Started
-from jobtracker.migrate import migrate_sqlite, migrations
-from jobtracker.store.sqlite_group import insert_rows
-from jobtracker.store.sqlite_log import SqliteLog
+from jobtracker.domain.events import Created, NewEvent, Started
+from jobtracker.store.migrate import migrate_sqlite, migrations
+from jobtracker.store.sqlite.group import insert_rows
+from jobtracker.store.sqlite.log import SqliteLog
 
 
 @pytest.fixture

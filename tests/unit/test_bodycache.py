@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobtracker.bodycache import FinishedBodies, FinishedBody
+from jobtracker.server.bodycache import FinishedBodies, FinishedBody
 
 puts = st.lists(
     st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.binary(max_size=40)),

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from jobtracker.codec import decode_create_request, decode_events, encode_event
-from jobtracker.errors import InvalidInput, MalformedRequest
-from jobtracker.events import NewEvent, RowSucceeded
+from jobtracker.domain.codec import decode_create_request, decode_events, encode_event
+from jobtracker.domain.errors import InvalidInput, MalformedRequest
+from jobtracker.domain.events import NewEvent, RowSucceeded
 
 
 def test_wire_event_round_trips() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from jobtracker.codec import converter, decode_fields, encode_fields
-from jobtracker.events import (
+from jobtracker.domain.codec import converter, decode_fields, encode_fields
+from jobtracker.domain.events import (
     EVENT_CLASSES,
     Created,
     EmailFailed,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobtracker.errors import InvalidInput, JobFinished, RowAlreadyReported, RowsExceedTotal
-from jobtracker.events import (
+from jobtracker.domain.errors import InvalidInput, JobFinished, RowAlreadyReported, RowsExceedTotal
+from jobtracker.domain.events import (
     Created,
     EmailFailed,
     EmailSent,
@@ -19,8 +19,8 @@ from jobtracker.events import (
     Started,
     Succeeded,
 )
-from jobtracker.projection import Batch, fold, fold_batch, job_body, start
-from jobtracker.state import JobState, RowMark, Status
+from jobtracker.domain.projection import Batch, fold, fold_batch, job_body, start
+from jobtracker.domain.state import JobState, RowMark, Status
 from tests.strategies import chunked, histories
 
 

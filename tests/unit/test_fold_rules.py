@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobtracker.codec import converter, decode_stored, encode_fields, stored_version
-from jobtracker.errors import InvalidInput, JobtrackerError, UnreadableLog
-from jobtracker.events import (
+from jobtracker.domain.codec import converter, decode_stored, encode_fields, stored_version
+from jobtracker.domain.errors import InvalidInput, JobtrackerError, UnreadableLog
+from jobtracker.domain.events import (
     EVENT_CLASSES,
     MAX_INT,
     Created,
@@ -25,10 +25,10 @@ from jobtracker.events import (
     check_fields,
     fields_ok,
 )
-from jobtracker.projection import fold, fold_batch, start
-from jobtracker.replay import RowMarks
-from jobtracker.state import RowMark
-from jobtracker.upcast import upcast
+from jobtracker.domain.projection import fold, fold_batch, start
+from jobtracker.domain.state import RowMark
+from jobtracker.domain.upcast import upcast
+from jobtracker.store.replay import RowMarks
 
 NUMBERS = st.one_of(st.integers(-3, 10), st.sampled_from([MAX_INT, MAX_INT + 1]))
 TEXTS = st.one_of(st.sampled_from(["", "a@b.c", "nul\x00", "x" * 321, "y" * 4001]), st.text())

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from jobtracker.errors import JobNotFound, StoreUnavailable
-from jobtracker.events import NewEvent, Started
+from jobtracker.domain.errors import JobNotFound, StoreUnavailable
+from jobtracker.domain.events import NewEvent, Started
 from jobtracker.store.base import AppendResult
 from jobtracker.store.group import AppendRequest, GroupCommitter, Outcome
 

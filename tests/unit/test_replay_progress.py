@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from jobtracker.replay_cli import _progress
+from jobtracker.cli.replay import _progress
 
 
 class Terminal(io.StringIO):

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobtracker.store.sqlite_log import connect
-from jobtracker.store.walwatch import WalWatch
+from jobtracker.store.sqlite.log import connect
+from jobtracker.store.sqlite.walwatch import WalWatch
 
 steps = st.lists(st.sampled_from(["commit", "read", "checkpoint", "truncate"]), max_size=25)
 

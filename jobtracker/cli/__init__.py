@@ -1,0 +1,1 @@
+"""The `jobtracker` command: migrate, keys, serve, replay and the demo."""

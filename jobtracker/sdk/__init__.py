@@ -1,0 +1,1 @@
+"""What workers import: `connect`, the job block, its buffering and its transports."""

@@ -1,0 +1,1 @@
+"""The HTTP server: the aiohttp app, one module per resource family, and `serve`."""

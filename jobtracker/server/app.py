@@ -1,0 +1,73 @@
+"""The HTTP API's app factory: settings, the store's life, and the routes to each handler."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from jobtracker.domain import codec
+from jobtracker.server import openapi
+from jobtracker.server.bodycache import FinishedBodies, JobOwners
+from jobtracker.server.common import FEED, FINISHED, OWNERS, SETTINGS, STORE
+from jobtracker.server.errors import error_middleware
+from jobtracker.server.events import append_events, job_errors, job_events
+from jobtracker.server.jobs import create_job, get_job
+from jobtracker.server.settings import Settings
+from jobtracker.server.stream import stream_job
+from jobtracker.store import Store, make_store
+from jobtracker.store.feed import ChangeFeed
+
+__all__ = ["FEED", "STORE", "create_app"]
+
+
+@functools.cache
+def _openapi_body() -> bytes:
+    return codec.dumps(openapi.document())
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """`GET /api/v1/openapi.json`: the API's OpenAPI 3.1 document (no key needed)."""
+    return web.Response(body=_openapi_body(), content_type="application/json")
+
+
+def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def open_and_close(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        app[STORE] = store
+        feed = ChangeFeed(
+            store, app[SETTINGS].feed_interval, heartbeat=app[SETTINGS].heartbeat
+        )
+        await feed.start()
+        app[FEED] = feed
+        yield
+        await feed.stop()
+        await store.close()
+
+    return open_and_close
+
+
+async def _release_waiters(app: web.Application) -> None:
+    # Held requests and open streams end now instead of holding the shutdown for a minute.
+    if FEED in app:
+        await app[FEED].stop()
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
+    """The jobtracker web application; the store opens on startup and closes on cleanup."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[FINISHED] = FinishedBodies()
+    app[OWNERS] = JobOwners()
+    chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
+    app.cleanup_ctx.append(_store_context(chosen))
+    app.on_shutdown.append(_release_waiters)
+    app.router.add_post("/api/v1/jobs", create_job)
+    app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)
+    app.router.add_post("/api/v1/jobs/{job_id}/events", append_events)
+    app.router.add_get("/api/v1/jobs/{job_id}/events", job_events, allow_head=False)
+    app.router.add_get("/api/v1/jobs/{job_id}/errors", job_errors, allow_head=False)
+    app.router.add_get("/api/v1/jobs/{job_id}/stream", stream_job, allow_head=False)
+    app.router.add_get("/api/v1/openapi.json", openapi_document, allow_head=False)
+    return app

@@ -1,0 +1,72 @@
+"""What every handler shares: the app's typed keys, JSON responses, the key and access checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from jobtracker.domain import codec
+from jobtracker.domain.errors import AccessDenied, InvalidInput, JobNotFound
+from jobtracker.domain.events import is_valid_job_id
+from jobtracker.server.bodycache import FinishedBodies, JobOwners
+from jobtracker.server.settings import Settings
+from jobtracker.store import Store
+from jobtracker.store.base import ApiKey, JobView
+from jobtracker.store.feed import ChangeFeed
+from jobtracker.store.keys import authenticate
+
+STORE: web.AppKey[Store] = web.AppKey("jobtracker_store")
+FEED = web.AppKey("jobtracker_change_feed", ChangeFeed)
+SETTINGS = web.AppKey("jobtracker_settings", Settings)
+FINISHED = web.AppKey("jobtracker_finished_bodies", FinishedBodies)
+OWNERS = web.AppKey("jobtracker_job_owners", JobOwners)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON response encoded with orjson."""
+    return encoded_response(codec.dumps(body), status)
+
+
+def encoded_response(body: bytes, status: int = 200) -> web.Response:
+    """A response for JSON that is encoded already."""
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+async def request_key(request: web.Request) -> ApiKey:
+    """The caller's key from `X-API-Key` (401 when missing, unknown or revoked)."""
+    return await authenticate(request.app[STORE], request.headers.get("X-API-Key"))
+
+
+async def job_for(
+    request: web.Request, key: ApiKey, *, workers_too: bool = False, with_errors: bool = True
+) -> JobView:
+    """The job named in the path, if this key may touch it: 404 before 403, as the seed says."""
+    job_id = request.match_info["job_id"]
+    if not is_valid_job_id(job_id):
+        raise JobNotFound()
+    errors_limit = request.app[SETTINGS].errors_cap if with_errors else 0
+    view = await request.app[STORE].get_job(job_id, errors_limit)
+    if view is None:
+        raise JobNotFound()
+    check_access(view.state.owner, key, workers_too=workers_too)
+    return view
+
+
+def check_access(owner: str, key: ApiKey, *, workers_too: bool = False) -> None:
+    """403 unless `key` owns the job (or has the worker scope, where workers may act)."""
+    if owner != key.key_id and not (workers_too and key.scope == "worker"):
+        raise AccessDenied("Access denied to this job")
+
+
+def only_query(request: web.Request, *allowed: str) -> None:
+    """Refuse unknown query parameters: a typo like `?wiat=30` must not be silently ignored."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"{unknown[0]}: unknown query parameter")
+
+
+async def json_body(request: web.Request, *, empty: Any) -> Any:
+    """The request's JSON body, or `empty` when there is none."""
+    body = await request.read()
+    return codec.parse_json(body) if body.strip() else empty

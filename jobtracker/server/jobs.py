@@ -1,0 +1,121 @@
+"""Jobs: `POST /api/v1/jobs` and `GET /api/v1/jobs/{job_id}` (with ETag, 304 and `?wait=`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from jobtracker.domain import codec
+from jobtracker.domain.errors import InvalidInput
+from jobtracker.domain.events import Created, new_job_id
+from jobtracker.domain.projection import job_body
+from jobtracker.server.bodycache import FinishedBody
+from jobtracker.server.common import (
+    FEED,
+    FINISHED,
+    OWNERS,
+    SETTINGS,
+    STORE,
+    check_access,
+    encoded_response,
+    job_for,
+    json_body,
+    json_response,
+    only_query,
+    request_key,
+)
+from jobtracker.store.base import JobView
+
+
+def etag(view: JobView) -> str:
+    """The job's entity tag: its version, which moves on every appended event."""
+    return f'"{view.state.version}"'
+
+
+def matches(if_none_match: str | None, tag: str) -> bool:
+    """RFC 9110 weak comparison of If-None-Match against our ETag."""
+    if not if_none_match:
+        return False
+    tags = (each.strip().removeprefix("W/") for each in if_none_match.split(","))
+    return any(each in (tag, "*") for each in tags)
+
+
+def _wait_seconds(request: web.Request) -> int:
+    only_query(request, "wait")
+    raw = request.query.get("wait")
+    limit = request.app[SETTINGS].max_wait
+    if raw is None:
+        return 0
+    if not raw.isdigit() or int(raw) > limit:
+        raise InvalidInput(f"wait: must be a whole number of seconds from 0 to {limit}")
+    return int(raw)
+
+
+def _freshness_headers(request: web.Request, view: JobView) -> dict[str, str]:
+    headers = {"ETag": etag(view), "Cache-Control": "no-cache"}
+    if not view.state.status.is_terminal:
+        headers["Retry-After"] = str(request.app[FEED].retry_after(view))
+    return headers
+
+
+def reader(request: web.Request, job_id: str) -> Callable[[], Awaitable[JobView | None]]:
+    """A function that reads the job's current view (with the body's row errors)."""
+    store, cap = request.app[STORE], request.app[SETTINGS].errors_cap
+    return lambda: store.get_job(job_id, cap)
+
+
+def _body_response(request: web.Request, view: JobView) -> web.Response:
+    body = job_body(view.state, view.errors, request.app[SETTINGS].errors_cap)
+    response = json_response(body)
+    response.headers.update(_freshness_headers(request, view))
+    return response
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """`GET /api/v1/jobs/{job_id}`: the seed's body; 304 or a held request with If-None-Match.
+
+    A finished job's body is encoded once and served from memory afterwards: it never changes.
+    """
+    key = await request_key(request)
+    wait = _wait_seconds(request)
+    held = request.app[FINISHED].get(request.match_info["job_id"])
+    if held is not None:
+        check_access(held.owner, key)
+        return _finished_response(request, held)
+    view = await job_for(request, key)
+    if view.state.status.is_terminal:
+        body = codec.dumps(job_body(view.state, view.errors, request.app[SETTINGS].errors_cap))
+        held = FinishedBody(view.state.owner, body, etag(view))
+        request.app[FINISHED].put(view.state.job_id, held)
+        return _finished_response(request, held)
+    if not matches(request.headers.get("If-None-Match"), etag(view)):
+        return _body_response(request, view)
+    if wait:
+        read = reader(request, view.state.job_id)
+        changed = await request.app[FEED].wait_for_change(
+            view.state.job_id, read, view.state.version, wait
+        )
+        if changed is not None:
+            return _body_response(request, changed)
+    return web.Response(status=304, headers=_freshness_headers(request, view))
+
+
+def _finished_response(request: web.Request, held: FinishedBody) -> web.Response:
+    headers = {"ETag": held.etag, "Cache-Control": "no-cache"}
+    if matches(request.headers.get("If-None-Match"), held.etag):
+        return web.Response(status=304, headers=headers)
+    response = encoded_response(held.body)
+    response.headers.update(headers)
+    return response
+
+
+async def create_job(request: web.Request) -> web.Response:
+    """`POST /api/v1/jobs`: create a job owned by the caller's key; idempotent per owner."""
+    key = await request_key(request)
+    wanted = codec.decode_create_request(await json_body(request, empty={}))
+    created = Created(owner=key.key_id, total=wanted.total, label=wanted.label)
+    state, is_new = await request.app[STORE].create_job(wanted.job_id or new_job_id(), created)
+    request.app[OWNERS].put(state.job_id, state.owner)
+    body = {"job_id": state.job_id, "status": state.status.value}
+    return json_response(body, 201 if is_new else 200)

@@ -1,0 +1,273 @@
+"""The OpenAPI 3.1 document of the whole HTTP API, served at /api/v1/openapi.json.
+
+Built from the same constants the code enforces (statuses, event fields, limits), and kept true by
+a test that validates real responses against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from jobtracker.domain.events import (
+    EVENT_CLASSES,
+    MAX_EMAIL,
+    MAX_EVENT_ID,
+    MAX_INT,
+    MAX_LABEL,
+    MAX_TEXT,
+    WORKER_TYPES,
+)
+from jobtracker.domain.state import Status
+from jobtracker.server.settings import Settings
+
+JOB_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+NO_NUL = "^[^\\u0000]*$"
+COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "row": COUNT,
+    "current": COUNT,
+    "total": COUNT,
+    "email": {"type": "string", "minLength": 1, "maxLength": MAX_EMAIL, "pattern": NO_NUL},
+    "error": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": NO_NUL},
+    "status": {"type": ["string", "null"], "maxLength": MAX_TEXT, "pattern": NO_NUL},
+    "internal": {"type": "boolean"},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+def _event_schema(kind: str) -> dict[str, Any]:
+    fields = attrs.fields(EVENT_CLASSES[kind])
+    properties: dict[str, Any] = {
+        "type": {"const": kind},
+        "event_id": {"type": "string", "minLength": 1, "maxLength": MAX_EVENT_ID,
+                     "pattern": NO_NUL},
+    }
+    properties |= {f.name: _FIELD_SCHEMAS[f.name] for f in fields}
+    required = ["type", *(f.name for f in fields if f.default is attrs.NOTHING)]
+    return _obj(properties, required)
+
+
+def _job_schemas() -> dict[str, Any]:
+    row_error = _obj({"row": COUNT, "email": {"type": "string"}, "error": {"type": "string"}})
+    result = _obj(
+        {
+            "total": COUNT,
+            "successful": COUNT,
+            "failed": COUNT,
+            "errors": {"type": "array", "items": row_error},
+            "emails_sent": COUNT,
+            "emails_failed": COUNT,
+            "internal_count": COUNT,
+            "external_count": COUNT,
+            "errors_total": COUNT,
+            "errors_truncated": {"const": True},
+        },
+        ["total", "successful", "failed", "errors", "emails_sent", "emails_failed",
+         "internal_count", "external_count"],
+    )
+    progress = _obj({"current": COUNT, "total": COUNT, "status": {"type": "string"}})
+    waiting = {"enum": [Status.PENDING.value, Status.STARTED.value]}
+    return {
+        "RowError": row_error,
+        "JobWaiting": _obj({"job_id": JOB_ID, "status": waiting}),
+        "JobProgress": _obj({"job_id": JOB_ID, "status": {"const": "PROGRESS"},
+                             "progress": progress}),
+        "JobSuccess": _obj({"job_id": JOB_ID, "status": {"const": "SUCCESS"}, "result": result}),
+        "JobFailure": _obj({"job_id": JOB_ID, "status": {"const": "FAILURE"},
+                            "error": {"type": "string"}}),
+        "Job": {"oneOf": [_ref(n) for n in ("JobWaiting", "JobProgress", "JobSuccess",
+                                            "JobFailure")]},
+    }
+
+
+def _page_schemas() -> dict[str, Any]:
+    recorded = {
+        "type": "object",
+        "properties": {"version": COUNT, "position": COUNT, "type": {"type": "string"},
+                       "event_id": {"type": "string"}, "recorded_at": {"type": "string"}},
+        "required": ["version", "position", "type", "event_id", "recorded_at"],
+    }
+    next_cursor = {"type": ["integer", "null"]}
+    return {
+        "History": _obj({"job_id": JOB_ID, "events": {"type": "array", "items": recorded},
+                         "next_after_version": next_cursor}),
+        "ErrorsPage": _obj({"job_id": JOB_ID, "errors": {"type": "array",
+                                                         "items": _ref("RowError")},
+                            "errors_total": COUNT, "next_after_row": next_cursor}),
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _json(description: str, schema: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+ERRORS = {
+    "401": _error("No API key, or an unknown or revoked one"),
+    "403": _error("The key may not touch this job: `Access denied to this job`"),
+    "404": _error("`Job not found` (unknown or malformed id)"),
+    "503": _error("The store is unavailable; safe to retry"),
+}
+JOB_PATH_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": JOB_ID}
+FRESHNESS = {
+    "ETag": {"schema": {"type": "string"}, "description": "The job's version, quoted"},
+    "Retry-After": {"schema": {"type": "string"}, "description": "Seconds; non-terminal only"},
+}
+
+
+LIMIT = {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT}}
+
+
+def _cursor(name: str, minimum: int) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": minimum, "maximum": MAX_INT}}
+
+
+def _paths() -> dict[str, Any]:
+    wait = {"name": "wait", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
+    return {
+        "/api/v1/jobs": {
+            "post": {
+                "summary": "Create a job owned by the caller's key (idempotent per owner)",
+                "requestBody": {"required": False, "content": {
+                    "application/json": {"schema": _ref("CreateJob")}}},
+                "responses": {
+                    "201": _json("Created", "JobCreated"),
+                    "200": _json("The owner's existing job with this id", "JobCreated"),
+                    "400": _error("Unreadable body"),
+                    "401": ERRORS["401"],
+                    "409": _error("Another key owns this job id"),
+                    "413": _error("Body too large"),
+                    "422": _error("A bad field, named"),
+                    "503": ERRORS["503"],
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "The job's status and result, as the seed page shows them",
+                "parameters": [JOB_PATH_PARAM, wait],
+                "responses": {
+                    "200": _json("The job", "Job", FRESHNESS),
+                    "304": {"description": "Unchanged since If-None-Match", "headers": FRESHNESS},
+                    "422": _error("A bad query parameter, named"),
+                    **ERRORS,
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/events": {
+            "get": {
+                "summary": "The job's history, oldest first, a page at a time (owner only)",
+                "parameters": [JOB_PATH_PARAM, _cursor("after_version", 0), LIMIT],
+                "responses": {
+                    "200": _json("A page; pass next_after_version back for the next", "History"),
+                    "422": _error("A bad query parameter, named"),
+                    **ERRORS,
+                },
+            },
+            "post": {
+                "summary": "Append a batch of events atomically (owner or worker-scope key)",
+                "parameters": [JOB_PATH_PARAM],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "array", "items": _ref("Event"), "minItems": 1,
+                               "maxItems": Settings().max_events}}}},
+                "responses": {
+                    "200": _json("Appended", "Appended"),
+                    "400": _error("Unreadable body, or not a JSON array"),
+                    "409": _error("Finished job, second outcome for a row, reused event id"),
+                    "413": _error("Too large"),
+                    "422": _error("A bad event, named by index and field"),
+                    **ERRORS,
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/errors": {
+            "get": {
+                "summary": "Every row error of the job, in row order, a page at a time",
+                "parameters": [JOB_PATH_PARAM, _cursor("after_row", -1), LIMIT],
+                "responses": {
+                    "200": _json("A page; pass next_after_row back for the next", "ErrorsPage"),
+                    "422": _error("A bad query parameter, named"),
+                    **ERRORS,
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/stream": {
+            "get": {
+                "summary": "Server-sent events: the job's body on every change",
+                "parameters": [JOB_PATH_PARAM],
+                "responses": {
+                    "200": {"description": "text/event-stream; `id:` is the version",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    **ERRORS,
+                },
+            }
+        },
+        "/api/v1/openapi.json": {
+            "get": {"summary": "This document", "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1",
+                                          "content": {"application/json": {}}}}}
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    events = {f"Event_{kind}": _event_schema(kind) for kind in sorted(WORKER_TYPES)}
+    schemas: dict[str, Any] = {
+        "Error": _obj({"detail": {"type": "string"}}),
+        "CreateJob": _obj(
+            {"job_id": {**JOB_ID, "type": ["string", "null"]},
+             "total": {**COUNT, "type": ["integer", "null"]},
+             "label": {"type": ["string", "null"], "maxLength": MAX_LABEL, "pattern": NO_NUL}},
+            [],
+        ),
+        "JobCreated": _obj({"job_id": JOB_ID, "status": {"type": "string"}}),
+        "Appended": _obj({"appended": COUNT, "duplicates": COUNT, "version": COUNT}),
+        **events,
+        "Event": {
+            "oneOf": [_ref(name) for name in events],
+            "discriminator": {
+                "propertyName": "type",
+                "mapping": {k: f"#/components/schemas/Event_{k}" for k in sorted(WORKER_TYPES)},
+            },
+        },
+        **_job_schemas(),
+        **_page_schemas(),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jobtracker", "version": "1"},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": _paths(),
+    }

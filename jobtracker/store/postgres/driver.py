@@ -1,0 +1,127 @@
+"""Where the PostgreSQL driver meets the store: error translation, the URL, sessions, migrations.
+
+Every asyncpg failure becomes `StoreUnavailable` here (`driver_errors`, `unavailable`), so no
+driver exception crosses into the server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from jobtracker.domain.codec import decode_stored
+from jobtracker.domain.errors import ConfigError, StoreUnavailable
+from jobtracker.domain.events import RecordedEvent
+from jobtracker.store.migrate import migrations
+from jobtracker.store.postgres.plan import Conn
+from jobtracker.store.postgres.sql import (
+    MIGRATION_LOCK,
+)
+
+#: Every driver failure we turn into `StoreUnavailable` (connection refused arrives as OSError).
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+#: Connections each store's pool may open (the LISTENers and the group committer's lanes have
+#: their own); `?pool_size=N` in the URL changes it.
+DEFAULT_POOL_SIZE = 10
+#: Seconds to connect, and for any one statement, on the pool's and the commit lanes' connections.
+CONNECT_TIMEOUT = 10
+COMMAND_TIMEOUT = 60
+POOL_SIZE_PARAM = "pool_size"
+
+
+@asynccontextmanager
+async def driver_errors(where: str) -> AsyncIterator[None]:
+    """Where PostgreSQL errors cross over: a driver error becomes `StoreUnavailable`."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise unavailable(exc, where) from exc
+
+
+def unavailable(exc: BaseException, where: str) -> StoreUnavailable:
+    """The one translation of a driver error: `driver_errors` raises it, and so does the append
+    path, which spells the same boundary as a plain `except` (see `PostgresStore.append`)."""
+    detail = str(exc) or type(exc).__name__
+    return StoreUnavailable(f"PostgreSQL store error while {where}: {detail}")
+
+
+def pool_size_from(url: str) -> tuple[str, int | None]:
+    """Take our own `pool_size=N` out of the URL's query (the rest are server settings)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sizes = [value for key, value in query if key == POOL_SIZE_PARAM]
+    if not sizes:
+        return url, None
+    if not sizes[-1].isdigit() or int(sizes[-1]) < 1:
+        raise ConfigError(f"store URL: {POOL_SIZE_PARAM} must be a whole number >= 1")
+    rest = urlencode([(key, value) for key, value in query if key != POOL_SIZE_PARAM])
+    return urlunsplit(parts._replace(query=rest)), int(sizes[-1])
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def recorded_at(value: dt.datetime) -> str:
+    """A `timestamptz` in the log's text form (the same as SQLite's: ISO 8601, UTC, `Z`)."""
+    text = value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z")
+
+
+def recorded_event(row: asyncpg.Record) -> RecordedEvent:
+    job_id, version, position, event_id, at, kind, schema_version, data = row
+    event = decode_stored(kind, schema_version, data)
+    return RecordedEvent(job_id, version, position, event_id, recorded_at(at), event)
+
+
+async def migrate_postgres(conn: Conn) -> list[str]:
+    """Apply what is missing, each migration in one transaction with its record; their names.
+
+    A transaction-level advisory lock makes a second process wait for the first, then find the
+    record and skip: two servers starting on a fresh database never apply anything twice.
+    """
+    done: list[str] = []
+    for migration in migrations("postgres"):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            found = await conn.fetchval(
+                "SELECT 1 FROM schema_migrations WHERE name = $1", migration.name
+            )
+            if found:
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", migration.name)
+        done.append(migration.name)
+    return done
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing to send to the server.
+
+    asyncpg's default reset runs `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
+    one more round trip for every checkout, which on a busy store costs about as much as the
+    query itself. We never leave session state on a pooled connection: our advisory locks and
+    settings are transaction-scoped (`pg_advisory_xact_lock`, `SET LOCAL`), the listeners have
+    connections of their own, and we declare no cursors outside a transaction. asyncpg still
+    rolls back a transaction left open before it calls this.
+    """

@@ -1,0 +1,230 @@
+"""Planning a group of appends on PostgreSQL: encode, lock and read, fold, and one write.
+
+`plan_group` folds each request with the pure `plan_append` against the state its predecessors
+in the group left; `write_plans` sends the whole group's events, row marks, row errors and job
+rows in one statement that checks, under the jobs' row locks, that none moved on meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, NamedTuple, TypeAlias
+
+import asyncpg
+import attrs
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from jobtracker.domain.codec import STORED_FORMS, decode_stored, encode_fields
+from jobtracker.domain.errors import InvalidInput, JobNotFound, JobtrackerError
+from jobtracker.domain.events import Event, NewEvent
+from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched
+from jobtracker.domain.state import JobState, RowMark
+from jobtracker.store.postgres.sql import (
+    APPEND_CHANNEL,
+    LOCK_AND_READ,
+    LOCK_JOBS,
+    POSITION_LOCK,
+    WRITE_GROUP,
+)
+from jobtracker.store.rows import state_from_row, state_to_row
+
+log = logging.getLogger(__name__)
+
+#: A connection of our own or one lent by the pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+class AppendRequest(NamedTuple):
+    """One caller's batch, with each event's fields already encoded for the log."""
+
+    job_id: str
+    items: Sequence[NewEvent]
+    data: dict[str, str]
+
+
+def prepare(job_id: str, items: Sequence[NewEvent]) -> AppendRequest:
+    """Encode a batch up front, so text PostgreSQL cannot store fails this request alone."""
+    if not storable(job_id):
+        raise JobNotFound()
+    data: dict[str, str] = {}
+    for index, item in enumerate(items):
+        if not storable(item.event_id):
+            raise InvalidInput(f"events[{index}].event_id: must be valid UTF-8 text without NUL")
+        try:
+            data[item.event_id] = encode_fields(item.event)
+        except orjson.JSONEncodeError:
+            raise InvalidInput(f"events[{index}]: text must be valid UTF-8") from None
+    return AppendRequest(job_id, items, data)
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store `text` (valid UTF-8, no NUL)."""
+    if not text.isascii():  # a flag on the string: ASCII text is UTF-8 without encoding it
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return False
+    return "\x00" not in text
+
+
+@attrs.frozen
+class Reads:
+    """What planning a group needs, read while holding its jobs' row locks."""
+
+    states: dict[str, JobState]
+    known: dict[str, tuple[str, Event]]
+    recorded: dict[str, set[RowMark]]
+
+
+async def lock_and_read(
+    conn: Conn, requests: Sequence[AppendRequest], *, careful: bool
+) -> Reads:
+    """Lock the jobs' rows and read their states; `careful` also reads which of the batches'
+    event ids the log holds and which of their rows have an outcome (the fast path leaves both
+    to the unique keys, see `commit_group`).
+
+    One round trip. The careful read takes a second one if a writer committed to these jobs while
+    we waited for their locks (see `sql.LOCK_AND_READ`), to see what it wrote; the fast read
+    only reads the rows it locks, which come back in their newest version.
+    """
+    job_ids = sorted({request.job_id for request in requests})
+    if not careful:
+        rows = await conn.fetch(LOCK_JOBS, job_ids)
+        return Reads({row[0]: state_from_row(tuple(row)) for row in rows}, {}, {})
+    event_ids = [item.event_id for request in requests for item in request.items]
+    pairs = sorted(_rows_reported(requests))
+    args = (job_ids, event_ids, [job for job, _ in pairs], [row for _, row in pairs])
+    found = await conn.fetchrow(LOCK_AND_READ, *args)
+    states = _states(found)
+    if not _current(found, states):
+        log.debug("a writer committed while we waited for its lock; reading again")
+        found = await conn.fetchrow(LOCK_AND_READ, *args)
+        states = _states(found)
+    return Reads(states, _known(found), _recorded(found))
+
+
+def _rows_reported(requests: Sequence[AppendRequest]) -> set[tuple[str, int]]:
+    return {
+        (request.job_id, row)
+        for request in requests
+        for row in rows_touched(item.event for item in request.items)
+    }
+
+
+def _states(found: asyncpg.Record | None) -> dict[str, JobState]:
+    rows = orjson.loads(found["states"]) if found and found["states"] else []
+    return {row[0]: state_from_row(row) for row in rows}
+
+
+def _current(found: asyncpg.Record | None, states: dict[str, JobState]) -> bool:
+    seen = orjson.loads(found["seen"]) if found and found["seen"] else {}
+    return all(seen.get(job_id) == state.version for job_id, state in states.items())
+
+
+def _known(found: asyncpg.Record | None) -> dict[str, tuple[str, Event]]:
+    if found is None or found["known_ids"] is None:
+        return {}
+    columns = (
+        found["known_ids"],
+        found["known_jobs"],
+        found["known_types"],
+        found["known_schemas"],
+        found["known_data"],
+    )
+    return {
+        event_id: (job_id, decode_stored(kind, schema, data))
+        for event_id, job_id, kind, schema, data in zip(*columns, strict=True)
+    }
+
+
+def _recorded(found: asyncpg.Record | None) -> dict[str, set[RowMark]]:
+    marks: dict[str, set[RowMark]] = {}
+    if found is not None and found["mark_jobs"] is not None:
+        columns = (found["mark_jobs"], found["mark_rows"], found["mark_kinds"])
+        for job_id, row, kind in zip(*columns, strict=True):
+            marks.setdefault(job_id, set()).add(RowMark(row, kind))
+    return marks
+
+
+def plan_group(
+    requests: Sequence[AppendRequest],
+    states: dict[str, JobState],
+    known: dict[str, tuple[str, Event]],
+    recorded: dict[str, set[RowMark]],
+) -> list[AppendPlan | JobtrackerError]:
+    """Plan each request in order, as if those before it were already written (updates states)."""
+    plans: list[AppendPlan | JobtrackerError] = []
+    for request in requests:
+        state = states.get(request.job_id)
+        if state is None:
+            plans.append(JobNotFound())
+            continue
+        prior = {
+            item.event_id: known[item.event_id] for item in request.items if item.event_id in known
+        }
+        marks = recorded.setdefault(request.job_id, set())
+        try:
+            plan = plan_append(state, request.items, prior, marks)
+        except JobtrackerError as exc:
+            plans.append(exc)
+            continue
+        states[request.job_id] = plan.batch.state
+        marks.update(plan.batch.marks)
+        known.update((item.event_id, (request.job_id, item.event)) for item in plan.new)
+        plans.append(plan)
+    return plans
+
+
+def _write_args(
+    planned: Sequence[tuple[AppendRequest, AppendPlan]],
+) -> tuple[str, str, str, list[tuple[Any, ...]]]:
+    """The group's events, row marks and row errors as one JSON document per table, and its job
+    rows as `job_write` values (see `sql.WRITE_GROUP`)."""
+    # Plain loops rather than generators: this runs for every request of every group.
+    events: list[dict[str, Any]] = []
+    marks: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    final: dict[str, JobState] = {}
+    for request, plan in planned:
+        job_id = request.job_id
+        data = request.data
+        version = plan.first_version
+        for item in plan.new:
+            kind, schema, _ = STORED_FORMS[type(item.event)]
+            events.append(
+                {"job_id": job_id, "version": version, "event_id": item.event_id, "type": kind,
+                 "schema_version": schema, "data": orjson.Fragment(data[item.event_id])}
+            )
+            version += 1
+        batch = plan.batch
+        for row, mark_kind in batch.marks:
+            marks.append({"job_id": job_id, "row": row, "kind": mark_kind})
+        for e in batch.row_errors:
+            errors.append({"job_id": job_id, "row": e.row, "email": e.email, "error": e.error})
+        final[job_id] = batch.state
+    return (
+        orjson.dumps(events).decode(),
+        orjson.dumps(marks).decode(),
+        orjson.dumps(errors).decode(),
+        [state_to_row(state) for state in final.values()],
+    )
+
+
+async def write_plans(
+    conn: Conn, planned: Sequence[tuple[AppendRequest, AppendPlan]], started: dict[str, int]
+) -> int | None:
+    """Write the plans' events, marks, errors and job rows in one statement if every job is still
+    at the version its plan was folded from (`started`); the newest position, or None when a job
+    had moved on and nothing was written."""
+    job_ids = sorted({request.job_id for request, _ in planned})
+    versions = [started[job_id] for job_id in job_ids]
+    written = await conn.fetchrow(
+        WRITE_GROUP, POSITION_LOCK, APPEND_CHANNEL, *_write_args(planned), job_ids, versions
+    )
+    if written is None or not written["unchanged"]:
+        return None
+    return int(written["head"])
+
+
