@@ -1,6 +1,7 @@
 """The one error root; every failure a caller can act on has a class of its own.
 
-The classes say what went wrong, not how to answer it: `server/errors.py` maps them to HTTP in one place.
+The classes say what went wrong, not how to answer it: `server/errors.py` maps them to HTTP in
+one place.
 """
 
 from __future__ import annotations
