@@ -28,7 +28,7 @@ def _migrations_root() -> Traversable:
     packaged = resources.files("jobtracker") / "_migrations"
     if packaged.is_dir():
         return packaged
-    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    checkout = Path(__file__).resolve().parents[2] / "migrations"  # from jobtracker/store/
     if checkout.is_dir():
         return checkout
     raise ConfigError("jobtracker's migrations are missing from this installation")
