@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobtracker.store.sqlite.log import connect
-from jobtracker.store.sqlite.walwatch import WalWatch
+from jobtracker.store.sqlite.walwatch import WalWatch, sqlite_mapping
 
 steps = st.lists(st.sampled_from(["commit", "read", "checkpoint", "truncate"]), max_size=25)
 
@@ -60,3 +62,43 @@ def test_a_database_without_a_wal_index_has_nothing_to_watch(tmp_path: Path) -> 
     conn.execute("CREATE TABLE t (v TEXT)")
     conn.close()
     assert WalWatch.open(str(tmp_path / "plain.db")) is None
+
+
+def _shm_locks(path: Path) -> list[str]:
+    """This process's POSIX locks on the database's -shm file, from /proc/locks."""
+    inode = os.stat(f"{path}-shm").st_ino
+    return [
+        line for line in Path("/proc/locks").read_text().splitlines()
+        if f":{inode} " in line and f" {os.getpid()} " in line
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+def test_watching_the_header_leaves_sqlites_shared_memory_lock_in_place(tmp_path: Path) -> None:
+    """Opening and closing a watch releases none of SQLite's locks on -shm: without its lock,
+    the next process to open the database rebuilds -shm under our mapping (SIGBUS)."""
+    path = tmp_path / "locked.db"
+    reader = connect(str(path))
+    reader.execute("CREATE TABLE t (v TEXT)")
+    reader.execute("SELECT count(*) FROM t").fetchone()
+    held = _shm_locks(path)
+    assert held, "SQLite holds a lock on -shm while a connection is open"
+    watch = WalWatch.open(str(path))
+    assert watch is not None
+    watch.header()
+    watch.close()
+    assert _shm_locks(path) == held
+    reader.close()
+
+
+def test_the_header_is_found_only_at_the_start_of_the_right_file(tmp_path: Path) -> None:
+    """The mapping of the -shm file at offset 0 is chosen; other regions and files are not."""
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "7f0000000000-7f0000008000 rw-s 00008000 fe:00 42    /data/my jobs.db-shm\n"
+        "7f0000010000-7f0000018000 rw-s 00000000 fe:00 41    /data/other.db-shm\n"
+        "7f0000020000-7f0000028000 rw-s 00000000 fe:00 42    /data/my jobs.db-shm\n"
+    )
+    found = sqlite_mapping("/data/my jobs.db-shm", 42, str(maps))
+    assert found == 0x7F0000020000
+    assert sqlite_mapping("/data/my jobs.db-shm", 43, str(maps)) is None
