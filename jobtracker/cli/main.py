@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from jobtracker.domain.errors import ConfigError, JobtrackerError
+from jobtracker.server.serve import ServeOptions
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store, make_store
 from jobtracker.store.url import parse_store_url, store_url_from
@@ -30,16 +31,17 @@ def _with_store(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API until interrupted."""
-    from jobtracker.server.serve import ServeOptions, serve
+    from jobtracker.server.serve import serve
 
     settings = Settings(
         store_url=args.store,
         max_body_bytes=args.max_body_bytes,
         max_events=args.max_events,
         group_commit=args.group_commit,
+        body_timeout=args.body_timeout,
     )
     options = ServeOptions(host=args.host, port=args.port, workers=args.workers,
-                           access_log=args.access_log)
+                           access_log=args.access_log, header_timeout=args.header_timeout)
     return serve(settings, options)
 
 
@@ -119,6 +121,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="server processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (off by default: it costs throughput)")
+    serve.add_argument(
+        "--header-timeout", type=float, default=ServeOptions().header_timeout,
+        help="seconds a connection gets to send a request's headers, and an idle keep-alive "
+             "connection stays open (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--body-timeout", type=float, default=defaults.body_timeout,
+        help="seconds a client gets to send a request's body (default: %(default)s)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply schema migrations")

@@ -27,6 +27,10 @@ class PayloadTooLarge(JobtrackerError):
     """The request is over a configured size limit."""
 
 
+class RequestTimeout(JobtrackerError):
+    """The client did not send the request's body in time (a slow or stalled client)."""
+
+
 class NotAuthenticated(JobtrackerError):
     """No API key, or one that is unknown or revoked."""
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from jobtracker.domain import codec
-from jobtracker.domain.errors import AccessDenied, InvalidInput, JobNotFound
+from jobtracker.domain.errors import AccessDenied, InvalidInput, JobNotFound, RequestTimeout
 from jobtracker.domain.events import is_valid_job_id
 from jobtracker.server.bodycache import FinishedBodies, JobOwners
 from jobtracker.server.settings import Settings
@@ -66,7 +67,19 @@ def only_query(request: web.Request, *allowed: str) -> None:
         raise InvalidInput(f"{unknown[0]}: unknown query parameter")
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, within `Settings.body_timeout` of the handler asking for it."""
+    if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+        return await request.read()
+    limit = request.app[SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"Request body not received within {limit:g} s") from None
+
+
 async def json_body(request: web.Request, *, empty: Any) -> Any:
-    """The request's JSON body, or `empty` when there is none."""
-    body = await request.read()
+    """The request's JSON body, or `empty` when there is none (408 if it does not arrive)."""
+    body = await read_body(request)
     return codec.parse_json(body) if body.strip() else empty

@@ -17,6 +17,7 @@ from jobtracker.domain.errors import (
     MalformedRequest,
     NotAuthenticated,
     PayloadTooLarge,
+    RequestTimeout,
     StoreUnavailable,
 )
 from jobtracker.server.common import SETTINGS, json_response
@@ -29,6 +30,7 @@ HTTP_STATUS: tuple[tuple[type[JobtrackerError], int], ...] = (
     (NotAuthenticated, 401),
     (AccessDenied, 403),
     (JobNotFound, 404),
+    (RequestTimeout, 408),
     (Conflict, 409),
     (PayloadTooLarge, 413),
     (InvalidInput, 422),

@@ -23,6 +23,9 @@ class Settings:
     #: How often an idle event stream sends a heartbeat comment (seconds): well inside the 60 s
     #: idle timeout of common proxies and load balancers, rare enough to cost little.
     heartbeat: float = 30.0
+    #: Seconds a client gets to send a request's body once its headers are in: a client that
+    #: trickles it (or stalls) is answered 408 instead of holding a connection and a task.
+    body_timeout: float = 30.0
     #: Longest `?wait=` a GET may ask for (seconds).
     max_wait: int = 60
     #: Commit concurrent appends together (one durable commit for many requests).

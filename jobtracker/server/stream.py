@@ -54,6 +54,6 @@ async def stream_job(request: web.Request) -> web.StreamResponse:
                     await response.write(b": heartbeat\n\n")
                 else:
                     view = await read()
-    except (ConnectionResetError, JobtrackerError):
+    except (ConnectionError, JobtrackerError):
         pass  # the client left, or the store went away mid-stream: the stream just ends
     return response

@@ -47,7 +47,7 @@ def sqlite_mapping(shm_path: str, inode: int, maps: str = MAPS) -> int | None:
 
 
 def _is_start_of(fields: list[str], shm_path: str, inode: int) -> bool:
-    address, perms, offset, _device, node, path = fields
+    _address, perms, offset, _device, node, path = fields
     return path == shm_path and node == str(inode) and int(offset, 16) == 0 and "r" in perms
 
 
