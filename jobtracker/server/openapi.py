@@ -126,17 +126,32 @@ def _json(description: str, schema: str, headers: dict[str, Any] | None = None) 
     return answer
 
 
+RETRY_AFTER = {"schema": {"type": "string", "pattern": "^[0-9]+$"},
+               "description": "Seconds to wait before asking again"}
 ERRORS = {
     "401": _error("No API key, or an unknown or revoked one"),
     "403": _error("The key may not touch this job: `Access denied to this job`"),
     "404": _error("`Job not found` (unknown or malformed id)"),
-    "503": _error("The store is unavailable; safe to retry"),
+    "503": {**_error("The store is unavailable; safe to retry"),
+            "headers": {"Retry-After": RETRY_AFTER}},
 }
 JOB_PATH_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": JOB_ID}
 FRESHNESS = {
-    "ETag": {"schema": {"type": "string"}, "description": "The job's version, quoted"},
-    "Retry-After": {"schema": {"type": "string"}, "description": "Seconds; non-terminal only"},
+    "ETag": {"schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+             "description": "The job's version, quoted; send it back as If-None-Match"},
+    "Retry-After": {**RETRY_AFTER, "description": "Seconds until polling again is worth it; "
+                    "on jobs still running only"},
 }
+LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "description": "The last version received; the stream resumes after it",
+                 "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}
+STREAM_DESCRIPTION = (
+    "text/event-stream. A `retry:` line first, then one event per change of the job: `id:` is "
+    "the job's version and `data:` its body (the same JSON as GET), the last one for the "
+    "terminal state, after which the stream ends. `: heartbeat` comments keep idle "
+    "connections open. The schema describes one event, as tools for OpenAPI 3.1 read it "
+    "(3.2's itemSchema)."
+)
 
 
 LIMIT = {"name": "limit", "in": "query", "required": False,
@@ -221,10 +236,11 @@ def _paths() -> dict[str, Any]:
         "/api/v1/jobs/{job_id}/stream": {
             "get": {
                 "summary": "Server-sent events: the job's body on every change",
-                "parameters": [JOB_PATH_PARAM],
+                "parameters": [JOB_PATH_PARAM, LAST_EVENT_ID],
                 "responses": {
-                    "200": {"description": "text/event-stream; `id:` is the version",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "200": {"description": STREAM_DESCRIPTION,
+                            "content": {"text/event-stream": {"schema": _ref("StreamEvent")}}},
+                    "422": _error("A bad query parameter or Last-Event-ID, named"),
                     **ERRORS,
                 },
             }
@@ -233,6 +249,21 @@ def _paths() -> dict[str, Any]:
             "get": {"summary": "This document", "security": [],
                     "responses": {"200": {"description": "OpenAPI 3.1",
                                           "content": {"application/json": {}}}}}
+        },
+    }
+
+
+def _stream_event() -> dict[str, Any]:
+    """One server-sent event of a job's stream, as an SSE parser hands it over."""
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"const": "message"},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": _ref("Job")},
         },
     }
 
@@ -260,6 +291,7 @@ def document() -> dict[str, Any]:
         },
         **_job_schemas(),
         **_page_schemas(),
+        "StreamEvent": _stream_event(),
     }
     return {
         "openapi": "3.1.0",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+import orjson
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate as validate_document
@@ -90,3 +91,48 @@ async def test_real_responses_match_the_document(
     await call("get", errors, "/api/v1/jobs/tour/errors", headers=own)
     await call("get", errors, "/api/v1/jobs/tour/errors?limit=0", headers=own)
     await call("get", errors, "/api/v1/jobs/nope/errors", headers=own)
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """Server-sent events as an SSE parser hands them to a schema checker (comments dropped)."""
+    events: list[dict[str, Any]] = []
+    for block in text.split("\n\n"):
+        fields: dict[str, Any] = {}
+        data: list[str] = []
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name == "data":
+                data.append(value)
+            elif name == "id":
+                fields["id"] = value
+            elif name == "retry":
+                fields["retry"] = int(value)
+        if data:
+            events.append({"event": "message", **fields, "data": "\n".join(data)})
+    return events
+
+
+async def test_stream_events_match_the_documented_event_schema(
+    client: TestClient, owner_key: IssuedKey
+) -> None:
+    """Each event of a real stream validates against StreamEvent, and its data against Job."""
+    doc = document()
+    own = {"X-API-Key": owner_key.secret}
+    await client.post("/api/v1/jobs", json={"job_id": "streamed", "total": 2}, headers=own)
+    batch = [
+        {"type": "started"},
+        {"type": "row_succeeded", "row": 1, "email": "a@uni.edu", "internal": True},
+        {"type": "row_failed", "row": 2, "email": "bad@", "error": "Invalid email: bad@"},
+        {"type": "succeeded"},
+    ]
+    await client.post("/api/v1/jobs/streamed/events", json=batch, headers=own)
+    response = await client.get("/api/v1/jobs/streamed/stream", headers=own)
+    assert response.status == 200
+    stream = doc["paths"]["/api/v1/jobs/{job_id}/stream"]["get"]["responses"]["200"]
+    schema = stream["content"]["text/event-stream"]["schema"]
+    events = sse_events(await response.text())
+    assert [event["id"] for event in events] == ["5"]
+    for event in events:
+        jsonschema.validate(event, {**doc, **schema})
+        job = {**doc, "$ref": "#/components/schemas/Job"}
+        jsonschema.validate(orjson.loads(event["data"]), job)
