@@ -166,8 +166,10 @@ def verdict(outcome: Outcome, quick: bool) -> str:
         return "FAILED"
     if quick:
         return "ran (quick: not judged)"
-    met = outcome.found.benchmark.meets(outcome.median("ratio"), outcome.extras())
-    return "yes" if met else "NO"
+    meets = outcome.found.benchmark.meets
+    if meets is None:
+        return "no target"
+    return "yes" if meets(outcome.median("ratio"), outcome.extras()) else "NO"
 
 
 TABLE_HEAD = ("benchmark", "unit", "subject", "reference", "ratio", "target", "met", "more")
@@ -267,7 +269,8 @@ def markdown(outcomes: Sequence[Outcome], config: BenchConfig, argv: Sequence[st
         f"Written by `scripts/bench.py` on {now}. Each round measures a subject and its reference "
         "in the same run on the same machine; the figures are medians over "
         f"{config.rounds} rounds, and the ratio (subject / reference, the median of the rounds' "
-        "ratios) is what to read: this machine is shared and noisy, absolute figures are not.",
+        "ratios) is what to read: this machine is shared and noisy, so absolute figures move "
+        "from run to run. Each benchmark's section gives every round's figures beside its ratio.",
         "",
         "## Machine",
         "",
@@ -301,8 +304,9 @@ def _detail(outcome: Outcome) -> list[str]:
              f"- target: {bench.target}",
              f"- module: `scripts/benchmarks/{outcome.found.module}.py`"]
     if outcome.ran:
-        ratios = ", ".join(f"{_ratio(r):.3f}" for r in outcome.rounds)
-        lines.append(f"- ratio per round: {ratios}")
+        lines.append(f"- rounds, subject / reference in {bench.unit}: " + "; ".join(
+            f"{_fmt(r.subject)} / {_fmt(r.reference)} = {_ratio(r):.3f}x"
+            for r in outcome.rounds))
         lines.append(f"- time: {outcome.seconds:.0f} s")
     elif outcome.skipped:
         lines.append(f"- skipped: {outcome.skipped}")

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from jobtracker.store.postgres.sql import APPEND_CHANNEL
+
 T = TypeVar("T")
 
 TEST_SERVER_ENV = "JOBTRACKER_TEST_POSTGRES"
@@ -111,3 +113,18 @@ def drop_schema(url: str) -> None:
     """Drop the schema a `new_schema_url` URL points at, with everything in it."""
     schema = urlsplit(url).query.removeprefix("search_path=")
     run_sync(_in_database(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+async def listeners(url: str, channel: str = APPEND_CHANNEL) -> set[int]:
+    """Sessions of this database whose LISTEN on `channel` has completed: a NOTIFY committed from
+    now on reaches them (the listener's own state, as the server reports it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'idle' AND query ILIKE $1",
+            f"LISTEN %{channel}%",
+        )
+    finally:
+        await conn.close()
+    return {row["pid"] for row in rows}

@@ -96,12 +96,14 @@ def _post_json(url: str, api_key: str, body: Any) -> dict[str, Any]:
 
 
 async def _demo_keys(db_path: str) -> tuple[str, str]:
-    """The user's key (owns the job) and the worker's (may report on any job)."""
+    """The user's key (owns the job) and the worker's (may report on that user's jobs)."""
     store = SqliteStore(db_path)
     await store.open()
     try:
         owner = await issue_key(store, "demo")
-        worker = await issue_key(store, "demo worker", scope="worker")
+        worker = await issue_key(
+            store, "demo worker", scope="worker", owners=[owner.record.key_id]
+        )
         return owner.secret, worker.secret
     finally:
         await store.close()

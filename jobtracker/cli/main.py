@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import metadata
 from typing import TypeVar
 
-from jobtracker.domain.errors import ConfigError, JobtrackerError
+from jobtracker.domain.errors import ConfigError, InvalidInput, JobtrackerError
+from jobtracker.server.config import HelpFormatter, apply_env_defaults
+from jobtracker.server.logs import LOG_FORMATS
 from jobtracker.server.serve import ServeOptions
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store, make_store
-from jobtracker.store.url import parse_store_url, store_url_from
+from jobtracker.store.base import ApiKey
+from jobtracker.store.url import masked, parse_store_url, store_url_from
 
 T = TypeVar("T")
 
@@ -39,9 +44,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_events=args.max_events,
         group_commit=args.group_commit,
         body_timeout=args.body_timeout,
+        heartbeat_timeout=args.heartbeat_timeout,
+        cancel_grace=args.cancel_grace,
+        metrics=args.metrics,
+        metrics_port=args.metrics_port,
     )
     options = ServeOptions(host=args.host, port=args.port, workers=args.workers,
-                           access_log=args.access_log, header_timeout=args.header_timeout)
+                           access_log=args.access_log, header_timeout=args.header_timeout,
+                           log_format=args.log_format, shutdown_timeout=args.shutdown_timeout,
+                           forwarded_allow_ips=args.forwarded_allow_ips)
     return serve(settings, options)
 
 
@@ -52,7 +63,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return None
 
     _with_store(args.store, noop)
-    print(f"migrated {args.store}")
+    print(f"migrated {masked(args.store)}")
     return 0
 
 
@@ -60,19 +71,50 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     """Create a key; the secret goes alone on the last line of stdout."""
     from jobtracker.store.keys import issue_key
 
-    issued = _with_store(args.store, lambda store: issue_key(store, args.name, args.scope))
-    print(f"created {issued.record.key_id} ({issued.record.name}, scope {issued.record.scope});")
+    problem = _binding_problem(args.scope, args.owners, args.all_owners)
+    if problem is not None:
+        return _usage_error(problem)
+    try:
+        issued = _with_store(args.store, lambda store: issue_key(
+            store, args.name, args.scope, owners=args.owners, all_owners=args.all_owners))
+    except InvalidInput as exc:
+        return _usage_error(exc.detail)
+    record = issued.record
+    scope = f"{record.scope} for {_binding(record)}" if record.scope == "worker" else record.scope
+    print(f"created {record.key_id} ({record.name}, scope {scope});")
     print("the key is shown this once, store it now:")
     print(issued.secret)
     return 0
 
 
+def _binding_problem(scope: str, owners: list[str], all_owners: bool) -> str | None:
+    if scope != "worker" and (owners or all_owners):
+        return "--owner and --all-owners are for worker keys (--scope worker) only"
+    if scope == "worker" and not owners and not all_owners:
+        return "a worker key needs --owner KEY_ID (repeatable) or --all-owners"
+    if owners and all_owners:
+        return "--owner and --all-owners exclude each other"
+    return None
+
+
+def _usage_error(message: str) -> int:
+    print(f"jobtracker: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _binding(key: ApiKey) -> str:
+    """The jobs a key may act on besides its own: a worker key's owners, or all owners."""
+    if key.scope != "worker":
+        return "-"
+    return "all owners" if key.all_owners else ",".join(key.owners) or "no owners"
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    """List keys (never their secrets)."""
+    """List keys (never their secrets), with each worker key's binding."""
     keys = _with_store(args.store, lambda store: store.list_keys())
     for key in keys:
         state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
-        print(f"{key.key_id}\t{key.scope}\t{state}\t{key.created_at}\t{key.name}")
+        print(f"{key.key_id}\t{key.scope}\t{state}\t{key.created_at}\t{_binding(key)}\t{key.name}")
     return 0
 
 
@@ -94,16 +136,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line; `environ` gives `serve` flags their JOBTRACKER_* defaults."""
     store_help = "store URL (default: $JOBTRACKER_STORE, else sqlite:///jobtracker.db)"
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", help=store_help)
     parser = argparse.ArgumentParser(prog="jobtracker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve = commands.add_parser("serve", parents=[common], help="run the HTTP API",
+                                formatter_class=HelpFormatter)
+    options = ServeOptions()
+    serve.add_argument("--host", default=options.host, help="address to listen on")
+    serve.add_argument("--port", type=int, default=options.port, help="port to listen on")
     defaults = Settings()
     serve.add_argument(
         "--max-body-bytes", type=int, default=defaults.max_body_bytes,
@@ -114,12 +160,13 @@ def _parser() -> argparse.ArgumentParser:
         help="most events in one append (default: %(default)s)",
     )
     serve.add_argument(
-        "--no-group-commit", dest="group_commit", action="store_false",
-        help="commit every append alone instead of grouping concurrent ones",
+        "--group-commit", action=argparse.BooleanOptionalAction, default=defaults.group_commit,
+        help="commit concurrent appends together; --no-group-commit commits each alone",
     )
     serve.add_argument("--workers", type=int, default=1,
-                       help="server processes sharing the port (SO_REUSEPORT); default 1")
-    serve.add_argument("--access-log", action="store_true",
+                       help="server processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction,
+                       default=options.access_log,
                        help="log every request (off by default: it costs throughput)")
     serve.add_argument(
         "--header-timeout", type=float, default=ServeOptions().header_timeout,
@@ -130,6 +177,19 @@ def _parser() -> argparse.ArgumentParser:
         "--body-timeout", type=float, default=defaults.body_timeout,
         help="seconds a client gets to send a request's body (default: %(default)s)",
     )
+    serve.add_argument(
+        "--heartbeat-timeout", type=int, default=defaults.heartbeat_timeout,
+        help="seconds a running job may go without an event or a heartbeat before it is failed "
+             "as worker_lost, for jobs created without their own (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--cancel-grace", type=float, default=defaults.cancel_grace,
+        help="seconds a running job asked to cancel has to stop before the server fails it "
+             "(default: %(default)s)",
+    )
+    _operations_arguments(serve, options, defaults)
+    if environ is not None:
+        apply_env_defaults(serve, environ)
     serve.set_defaults(run=cmd_serve)
 
     migrate = commands.add_parser("migrate", parents=[common], help="apply schema migrations")
@@ -140,6 +200,14 @@ def _parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", parents=[common], help="create a key")
     create.add_argument("--name", required=True)
     create.add_argument("--scope", choices=("owner", "worker"), default="owner")
+    create.add_argument(
+        "--owner", dest="owners", action="append", default=[], metavar="KEY_ID",
+        help="a worker key acts only on the jobs of this owner key (repeatable)",
+    )
+    create.add_argument(
+        "--all-owners", action="store_true",
+        help="a worker key acts on every owner's jobs: a platform-internal credential",
+    )
     create.set_defaults(run=cmd_keys_create)
     listing = key_commands.add_parser("list", parents=[common], help="list keys")
     listing.set_defaults(run=cmd_keys_list)
@@ -160,10 +228,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _operations_arguments(
+    serve: argparse.ArgumentParser, options: ServeOptions, defaults: Settings
+) -> None:
+    """`serve`'s flags for running it in production: logs, metrics, shutdown, proxies."""
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default=options.log_format,
+                       help="log lines as text, or as one JSON object per line")
+    serve.add_argument("--metrics", action=argparse.BooleanOptionalAction,
+                       default=defaults.metrics,
+                       help="count requests for Prometheus and serve GET /metrics")
+    serve.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
+                       help="serve /metrics on this port instead of the API's (not exposed with "
+                            "the API)")
+    serve.add_argument("--shutdown-timeout", type=float, default=options.shutdown_timeout,
+                       help="seconds from SIGTERM/SIGINT to exit; requests under way finish "
+                            "within it")
+    serve.add_argument("--forwarded-allow-ips", default=options.forwarded_allow_ips,
+                       help="proxies (addresses or networks, comma-separated, or *) whose "
+                            "X-Forwarded-For the access log believes")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jobtracker")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobtracker` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        # Only `serve` reads its JOBTRACKER_* flags: a bad one must not break `keys list`.
+        parser = _parser(os.environ if arguments[:1] == ["serve"] else None)
+    except ConfigError as exc:
+        print(f"jobtracker: error: {exc.detail}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(arguments)
     args.store = store_url_from(args.store)
     try:
         parse_store_url(args.store)

@@ -27,6 +27,10 @@ class PayloadTooLarge(JobtrackerError):
     """The request is over a configured size limit."""
 
 
+class UnsupportedEncoding(JobtrackerError):
+    """The request body comes in a content coding the server does not read."""
+
+
 class RequestTimeout(JobtrackerError):
     """The client did not send the request's body in time (a slow or stalled client)."""
 
@@ -68,6 +72,10 @@ class JobIdTaken(Conflict):
 
 class EventIdReused(Conflict):
     """An event id already names another event (in the log, or earlier in the same batch)."""
+
+
+class Cancelled(JobtrackerError):
+    """The job's owner asked it to stop: leave the job block (which records FAILURE Cancelled)."""
 
 
 class StoreUnavailable(JobtrackerError):

@@ -26,7 +26,15 @@ MAX_LABEL = 200
 _TEXT_LIMITS = {"email": MAX_EMAIL, "label": MAX_LABEL, "owner": MAX_EVENT_ID}
 #: Free text that may be empty.
 OPTIONAL_TEXT = frozenset({"status", "label"})
-JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: A job id; never a whole `.` or `..`, which URL resolution (RFC 3986) would remove from a path.
+JOB_ID_PATTERN = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._:-]{1,128}")
+#: Seconds a running job may go without an event or a heartbeat: allowed range and default.
+HEARTBEAT_TIMEOUT_RANGE = (5, 86_400)
+DEFAULT_HEARTBEAT_TIMEOUT = 600
+#: Seconds from creation a job may take to finish, when it has a timeout at all.
+TIMEOUT_RANGE = (1, 31_536_000)
+#: Why the server ended a job (`failed.reason`); a worker may say `cancelled` too.
+FAILURE_REASONS = frozenset({"worker_lost", "timed_out", "cancelled"})
 
 
 @attrs.frozen
@@ -37,6 +45,10 @@ class Created:
     owner: str
     total: int | None = None
     label: str | None = None
+    #: Seconds a running job may go without a report before it is failed as `worker_lost`.
+    heartbeat_timeout: int | None = None
+    #: Seconds from creation the job may take before it is failed as `timed_out`.
+    timeout: int | None = None
 
 
 @attrs.frozen
@@ -108,6 +120,15 @@ class Failed:
 
     TYPE: ClassVar[str] = "failed"
     error: str
+    #: Set when the job did not fail by its worker's own account: one of `FAILURE_REASONS`.
+    reason: str | None = None
+
+
+@attrs.frozen
+class CancelRequested:
+    """The owner asked a running job to stop; written by the server, never by workers."""
+
+    TYPE: ClassVar[str] = "cancel_requested"
 
 
 Event: TypeAlias = (
@@ -120,6 +141,7 @@ Event: TypeAlias = (
     | EmailFailed
     | Succeeded
     | Failed
+    | CancelRequested
 )
 RowEvent: TypeAlias = RowSucceeded | RowFailed
 EmailEvent: TypeAlias = EmailSent | EmailFailed
@@ -136,10 +158,12 @@ EVENT_CLASSES: dict[str, type[Event]] = {
         EmailFailed,
         Succeeded,
         Failed,
+        CancelRequested,
     )
 }
-#: Types a worker may append; `created` only comes from job creation.
-WORKER_TYPES = frozenset(EVENT_CLASSES) - {Created.TYPE}
+#: Types a worker may append; `created` only comes from job creation, `cancel_requested` from
+#: the owner's cancel.
+WORKER_TYPES = frozenset(EVENT_CLASSES) - {Created.TYPE, CancelRequested.TYPE}
 
 
 # A NamedTuple, not an attrs class, like `RowMark`: the SDK makes one per reported row, and a
@@ -209,7 +233,7 @@ def new_job_id() -> str:
 
 
 def is_valid_job_id(job_id: str) -> bool:
-    """Whether `job_id` has the contract's form (1-128 of A-Z a-z 0-9 . _ : -)."""
+    """Whether `job_id` has the contract's form (1-128 of A-Z a-z 0-9 . _ : -, not `.` or `..`)."""
     return JOB_ID_PATTERN.fullmatch(job_id) is not None
 
 
@@ -302,6 +326,28 @@ def check_fields(event: Event, prefix: str = "") -> None:
         raise InvalidInput(
             f"{prefix}current: {event.current} is greater than total {event.total}"
         )
+    if isinstance(event, Failed) and event.reason is not None:
+        check_reason(f"{prefix}reason", event.reason)
+    if isinstance(event, Created):
+        check_job_limits(event.heartbeat_timeout, event.timeout, prefix)
+
+
+def check_reason(field: str, reason: str) -> None:
+    """Refuse a failure reason that is not one of `FAILURE_REASONS`."""
+    if reason not in FAILURE_REASONS:
+        allowed = ", ".join(sorted(FAILURE_REASONS))
+        raise InvalidInput(f"{field}: must be one of {allowed}")
+
+
+def check_job_limits(heartbeat_timeout: int | None, timeout: int | None, prefix: str = "") -> None:
+    """Refuse a heartbeat timeout or a timeout outside its range (both in whole seconds)."""
+    for field, value, (low, high) in (
+        ("heartbeat_timeout", heartbeat_timeout, HEARTBEAT_TIMEOUT_RANGE),
+        ("timeout", timeout, TIMEOUT_RANGE),
+    ):
+        if value is not None and not low <= value <= high:
+            raise InvalidInput(f"{prefix}{field}: must be a whole number of seconds "
+                               f"from {low} to {high}")
 
 
 # The rules of `check_fields`, spelled out per class: a yes/no per event with no loop, no call
@@ -309,7 +355,10 @@ def check_fields(event: Event, prefix: str = "") -> None:
 FIELDS_OK: dict[type, Callable[[Any], bool]] = {
     Created: lambda e: 0 < len(e.owner) <= MAX_EVENT_ID and "\x00" not in e.owner
     and (e.total is None or 0 <= e.total <= MAX_INT)
-    and (e.label is None or (len(e.label) <= MAX_LABEL and "\x00" not in e.label)),
+    and (e.label is None or (len(e.label) <= MAX_LABEL and "\x00" not in e.label))
+    and (e.heartbeat_timeout is None
+         or HEARTBEAT_TIMEOUT_RANGE[0] <= e.heartbeat_timeout <= HEARTBEAT_TIMEOUT_RANGE[1])
+    and (e.timeout is None or TIMEOUT_RANGE[0] <= e.timeout <= TIMEOUT_RANGE[1]),
     Started: lambda e: True,
     ProgressReported: lambda e: 0 <= e.current <= e.total <= MAX_INT
     and (e.status is None or (len(e.status) <= MAX_TEXT and "\x00" not in e.status)),
@@ -324,7 +373,9 @@ FIELDS_OK: dict[type, Callable[[Any], bool]] = {
     and 0 < len(e.email) <= MAX_EMAIL and "\x00" not in e.email
     and 0 < len(e.error) <= MAX_TEXT and "\x00" not in e.error,
     Succeeded: lambda e: True,
-    Failed: lambda e: 0 < len(e.error) <= MAX_TEXT and "\x00" not in e.error,
+    Failed: lambda e: 0 < len(e.error) <= MAX_TEXT and "\x00" not in e.error
+    and (e.reason is None or e.reason in FAILURE_REASONS),
+    CancelRequested: lambda e: True,
 }
 
 

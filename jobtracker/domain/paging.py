@@ -23,14 +23,23 @@ MAX_LIMIT = 1000
 _INTEGER = re.compile(r"-?[0-9]{1,16}")
 
 
+def ascii_int(raw: str) -> int | None:
+    """`raw` as an integer when it is an optional minus and 1-16 ASCII digits, else None.
+
+    `str.isdigit` is true for '²' (which `int` then refuses) and for Arabic-Indic digits (which
+    `int` reads), and `int` refuses more than 4,300 digits: a client's text never meets them.
+    """
+    return int(raw) if _INTEGER.fullmatch(raw) else None
+
+
 def int_param(query: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    """A query parameter that must be an integer >= `minimum`; `InvalidInput` names it."""
+    """A query parameter or header that must be an integer >= `minimum`; `InvalidInput` names it."""
     raw = query.get(name)
     if raw is None:
         return default
-    if not _INTEGER.fullmatch(raw):
+    value = ascii_int(raw)
+    if value is None:
         raise InvalidInput(f"{name}: must be an integer, got {raw[:40]!r}")
-    value = int(raw)
     if not minimum <= value <= MAX_INT:
         raise InvalidInput(f"{name}: must be between {minimum} and {MAX_INT}, got {value}")
     return value

@@ -55,6 +55,8 @@ class JobState:
     emails_sent: int = 0
     emails_failed: int = 0
     error: str | None = None
+    #: The owner asked the job to stop; its worker hears it on its next report.
+    cancel_requested: bool = False
 
     @property
     def rows_processed(self) -> int:

@@ -11,24 +11,28 @@ straight into the store; `connect_async` is the asyncio twin. Events are buffere
 batches: when `batch_size` are waiting, when the oldest has waited `max_delay` seconds, on a
 terminal event and on leaving the block. Each event gets its id (a UUID) before its first send, so
 a batch re-sent after a timeout is deduplicated by the log, never counted twice. Transient failures
-are retried with capped exponential backoff; a refusal raises at once with the server's `detail`.
+are retried with capped exponential backoff for up to a minute (`RetryPolicy.give_up_after`), then
+raise `StoreUnavailable` with the unsent events kept; a refusal raises at once with the `detail`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from jobtracker.domain.errors import ConfigError
+from jobtracker.domain.errors import ConfigError, Conflict, JobNotFound, JobtrackerError
 from jobtracker.domain.events import (
     Event,
     NewEvent,
+    Succeeded,
     new_job_id,
 )
-from jobtracker.sdk.follow import Snapshot, follow, follow_async
+from jobtracker.sdk.direct import BlockingStoreTransport, SqliteTransport
+from jobtracker.sdk.follow import follow
+from jobtracker.sdk.http import HttpTransport
 from jobtracker.sdk.recording import (
     DEFAULT_RETRY,
     TERMINAL,
@@ -36,33 +40,29 @@ from jobtracker.sdk.recording import (
     Options,
     Recorder,
     RetryPolicy,
-    failure_text,
+    beat_interval,
+    cancel_heard,
+    ending_after_refusal,
     retrying,
-    retrying_async,
+    unsent,
 )
-from jobtracker.sdk.transport import (
-    AsyncHttpTransport,
-    AsyncStoreTransport,
-    AsyncTransport,
-    BlockingStoreTransport,
-    HttpTransport,
-    SqliteTransport,
-    Transport,
-)
+from jobtracker.sdk.transport import NewJob, Transport
 from jobtracker.store.base import AppendResult
 from jobtracker.store.url import parse_store_url
 
 # Re-exported: the SDK's options are part of its public surface.
 __all__ = [
-    "AsyncJob",
-    "AsyncTracker",
+    "EventIds",
     "Job",
     "Options",
     "RetryPolicy",
     "Tracker",
     "connect",
-    "connect_async",
 ]
+
+
+#: Chooses the id of an event a job records; None leaves it to the SDK (a fresh UUIDv7).
+EventIds = Callable[[Event], str | None]
 
 
 class Job(Recorder):
@@ -72,8 +72,16 @@ class Job(Recorder):
     batch itself, which also slows a worker down to what the log can take.
     """
 
-    def __init__(self, job_id: str, transport: Transport, options: Options) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        transport: Transport,
+        options: Options,
+        beat_every: float,
+        event_ids: EventIds | None = None,
+    ) -> None:
         self.job_id = job_id
+        self._event_ids = event_ids
         self.last: AppendResult | None = None
         self._transport = transport
         self._options = options
@@ -84,6 +92,10 @@ class Job(Recorder):
         self._closed = True
         self._failure: BaseException | None = None
         self._timer: threading.Thread | None = None
+        self._beat_every = beat_every
+        self._beating = threading.Event()
+        self._beater: threading.Thread | None = None
+        self._cancel_requested = False
 
     def __enter__(self) -> Job:
         self._closed = False
@@ -91,7 +103,23 @@ class Job(Recorder):
             target=self._send_when_due, name=f"jobtracker-job-{self.job_id}", daemon=True
         )
         self._timer.start()
+        self._beating.clear()
+        self._beater = threading.Thread(
+            target=self._beat, name=f"jobtracker-heartbeat-{self.job_id}", daemon=True
+        )
+        self._beater.start()
         return self
+
+    def _beat(self) -> None:
+        """Heartbeat until the block ends, so a worker busy on a slow row is not taken for lost."""
+        while not self._beating.wait(self._beat_every):
+            try:
+                if self._transport.heartbeat(self.job_id):
+                    self._cancel_requested = True
+            except (Conflict, JobNotFound):
+                return  # finished (or gone): nothing left to keep alive
+            except JobtrackerError:
+                continue  # a missed heartbeat is made up by the next one
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -102,7 +130,7 @@ class Job(Recorder):
             return
         try:
             if not self._finished:
-                self.failed(failure_text(exc))
+                self._end_with(exc)
             self.flush()
         except Exception as lost:
             exc.add_note(f"jobtracker: could not record the failure of job {self.job_id}: {lost}")
@@ -110,22 +138,53 @@ class Job(Recorder):
     def _record(self, event: Event) -> None:
         if self._failure is not None:
             self._raise_background_failure()
+        if self._cancel_requested and type(event) not in TERMINAL:
+            raise cancel_heard(self.job_id)
+        event_id = None if self._event_ids is None else self._event_ids(event)
         with self._lock:
-            waiting = self._buffer.add(event)
+            waiting = self._buffer.add(event, event_id)
             if waiting == 1:
                 self._due.notify()
         if waiting >= self._options.batch_size or type(event) in TERMINAL:
             self.flush()
 
     def flush(self) -> None:
-        """Send every recorded event now (retrying transient failures)."""
+        """Send every recorded event now (retrying transient failures).
+
+        When the retry policy gives up, `StoreUnavailable` is raised and the events not sent stay
+        buffered, with their ids, for the next flush; a refused batch is dropped.
+        """
         self._raise_background_failure()
         with self._sending:
             with self._lock:
-                batch = self._buffer.take()
-            if batch:
-                send = self._transport.append
-                self.last = retrying(lambda: send(self.job_id, batch), self._options.retry)
+                events = self._buffer.take()
+            size = self._options.batch_size
+            for start in range(0, len(events), size):
+                try:
+                    self._send_batch(events[start : start + size])
+                except BaseException as exc:
+                    kept = unsent(events, start, size, exc)
+                    ending = ending_after_refusal(events[start:], exc)
+                    with self._lock:
+                        self._buffer.give_back([item for item in kept if item is not ending])
+                    if ending is not None:
+                        self._send_ending_alone(ending)
+                    raise
+
+    def _send_ending_alone(self, ending: NewEvent) -> None:
+        """A refused batch took the job's ending with it. A `failed` is sent again on its own;
+        a `succeeded` is not (rows went missing), so leaving the block records the refusal."""
+        if type(ending.event) is Succeeded:
+            self._finished = False
+            return
+        with contextlib.suppress(JobtrackerError):
+            self._send_batch([ending])
+
+    def _send_batch(self, batch: list[NewEvent]) -> None:
+        send = self._transport.append
+        self.last = retrying(lambda: send(self.job_id, batch), self._options.retry)
+        if self.last.cancel_requested:
+            self._cancel_requested = True
 
     def _raise_background_failure(self) -> None:
         failure, self._failure = self._failure, None
@@ -152,6 +211,10 @@ class Job(Recorder):
         if self._timer is not None:
             self._timer.join()
             self._timer = None
+        self._beating.set()
+        if self._beater is not None:
+            self._beater.join()
+            self._beater = None
 
 
 class Tracker:
@@ -160,21 +223,46 @@ class Tracker:
     def __init__(self, transport: Transport, options: Options) -> None:
         self._transport = transport
         self.options = options
+        self._heartbeat_timeouts: dict[str, int | None] = {}
 
     def create_job(
-        self, *, total: int | None = None, job_id: str | None = None, label: str | None = None
+        self,
+        *,
+        total: int | None = None,
+        job_id: str | None = None,
+        label: str | None = None,
+        heartbeat_timeout: int | None = None,
+        timeout: int | None = None,
+        owner: str | None = None,
     ) -> str:
         """Create a job (PENDING) owned by this tracker's key; return its id.
 
         The id is chosen here when not given, so a retried creation is idempotent.
+        `heartbeat_timeout` and `timeout` are the job's limits in seconds (see the README,
+        "When workers die"). A worker key names the owner key id the job is for with `owner`.
         """
-        wanted = job_id or new_job_id()
+        job = NewJob(job_id or new_job_id(), total, label, heartbeat_timeout, timeout, owner)
         create = self._transport.create_job
-        return retrying(lambda: create(wanted, total, label), self.options.retry)
+        created = retrying(lambda: create(job), self.options.retry)
+        self._heartbeat_timeouts[created] = heartbeat_timeout
+        return created
 
-    def job(self, job_id: str) -> Job:
-        """A handle to report on `job_id`; use it in a `with` block."""
-        return Job(job_id, self._transport, self.options)
+    def job(
+        self,
+        job_id: str,
+        *,
+        heartbeat_timeout: int | None = None,
+        event_ids: EventIds | None = None,
+    ) -> Job:
+        """A handle to report on `job_id`; use it in a `with` block.
+
+        While the block is open it heartbeats three times per the job's heartbeat timeout: the
+        one given here, else the one this tracker created the job with, else the default 600 s.
+        `event_ids` chooses an event's id (None: a fresh one), so a redelivered task that
+        reports the same rows again is counted once.
+        """
+        limit = heartbeat_timeout or self._heartbeat_timeouts.get(job_id)
+        return Job(job_id, self._transport, self.options, beat_interval(limit), event_ids)
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Each new body of the job (the seed's shapes) until its terminal one.
@@ -206,11 +294,13 @@ class Tracker:
         self.close()
 
 
-def _is_http(url: str) -> bool:
+def is_http(url: str) -> bool:
+    """Whether `url` names a server (else a store)."""
     return url.startswith(("http://", "https://"))
 
 
-def _http_key(api_key: str | None) -> str:
+def http_key(api_key: str | None) -> str:
+    """The key a server connection needs; a `ConfigError` without one."""
     if not api_key:
         raise ConfigError("connecting to a server needs api_key=…")
     return api_key
@@ -228,166 +318,10 @@ def connect(
     """A tracker over HTTP (`http://host:8080`, with `api_key`) or straight into a store URL."""
     options = Options(batch_size, max_delay, retry)
     transport: Transport
-    if _is_http(url):
-        transport = HttpTransport(url, _http_key(api_key), timeout)
+    if is_http(url):
+        transport = HttpTransport(url, http_key(api_key), timeout)
     elif url.startswith("sqlite:"):
         transport = SqliteTransport(parse_store_url(url).location, api_key)
     else:
         transport = BlockingStoreTransport(url, api_key)
     return Tracker(transport, options)
-
-
-class AsyncJob(Recorder):
-    """One job's reporting handle for asyncio: use it with `async with`.
-
-    Recording an event never blocks; sending happens in tasks on the loop. `await job.flush()`
-    waits until everything recorded so far is in the log.
-    """
-
-    def __init__(self, job_id: str, transport: AsyncTransport, options: Options) -> None:
-        self.job_id = job_id
-        self.last: AppendResult | None = None
-        self._transport = transport
-        self._options = options
-        self._buffer = Buffer()
-        self._sending = asyncio.Lock()
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: BaseException | None = None
-
-    async def __aenter__(self) -> AsyncJob:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is None:
-            await self.flush()
-            return
-        try:
-            if not self._finished:
-                self.failed(failure_text(exc))
-            await self.flush()
-        except Exception as lost:
-            exc.add_note(f"jobtracker: could not record the failure of job {self.job_id}: {lost}")
-
-    def _record(self, event: Event) -> None:
-        self._raise_background_failure()
-        waiting = self._buffer.add(event)
-        # Exactly at the bound: one send task takes everything recorded until it runs.
-        if waiting == self._options.batch_size or type(event) in TERMINAL:
-            self._send_soon()
-        elif waiting == 1:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._options.max_delay, self._send_soon)
-
-    def _send_soon(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        task = asyncio.get_running_loop().create_task(self._send_in_background())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send_in_background(self) -> None:
-        try:
-            await self._send()
-        except Exception as exc:  # handed to the worker at its next call
-            self._failure = exc
-
-    async def _send(self) -> None:
-        async with self._sending:
-            events = self._buffer.take()
-            # A worker that records without yielding to the loop may have gone past the bound.
-            size = self._options.batch_size
-            for start in range(0, len(events), size):
-                await self._send_batch(events[start : start + size])
-
-    async def _send_batch(self, batch: list[NewEvent]) -> None:
-        send = self._transport.append
-        self.last = await retrying_async(lambda: send(self.job_id, batch), self._options.retry)
-
-    async def flush(self) -> None:
-        """Send every recorded event now and wait until they are in the log."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks)
-        self._raise_background_failure()
-        await self._send()
-
-    def _raise_background_failure(self) -> None:
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
-
-
-class AsyncTracker:
-    """A connection to the log for an asyncio worker; see `connect_async`."""
-
-    def __init__(self, transport: AsyncTransport, options: Options) -> None:
-        self._transport = transport
-        self.options = options
-
-    async def create_job(
-        self, *, total: int | None = None, job_id: str | None = None, label: str | None = None
-    ) -> str:
-        """Create a job (PENDING) owned by this tracker's key; return its id."""
-        wanted = job_id or new_job_id()
-        create = self._transport.create_job
-        return await retrying_async(lambda: create(wanted, total, label), self.options.retry)
-
-    def job(self, job_id: str) -> AsyncJob:
-        """A handle to report on `job_id`; use it in an `async with` block."""
-        return AsyncJob(job_id, self._transport, self.options)
-
-    def watch(self, job_id: str, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
-        """The asyncio twin of `Tracker.watch`: `async for body in tracker.watch(job_id)`."""
-        fetch = self._transport.fetch
-        policy = self.options.retry
-
-        async def fetch_retrying(etag: str | None, wait: int) -> Snapshot:
-            return await retrying_async(lambda: fetch(job_id, etag, wait), policy)
-
-        return follow_async(fetch_retrying, timeout)
-
-    async def wait(
-        self,
-        job_id: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - the public name, as in the sync SDK
-    ) -> dict[str, Any]:
-        """The job's terminal body; TimeoutError after `timeout` s."""
-        last: dict[str, Any] = {}
-        async for body in self.watch(job_id, timeout):
-            last = body
-        return last
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self._transport.close()
-
-    async def __aenter__(self) -> AsyncTracker:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
-def connect_async(
-    url: str,
-    *,
-    api_key: str | None = None,
-    batch_size: int = 500,
-    max_delay: float = 0.05,
-    retry: RetryPolicy = DEFAULT_RETRY,
-    timeout: float = 10.0,
-) -> AsyncTracker:
-    """The asyncio twin of `connect`: `async with connect_async(url, api_key=KEY) as tracker:`."""
-    options = Options(batch_size, max_delay, retry)
-    transport: AsyncTransport
-    if _is_http(url):
-        transport = AsyncHttpTransport(url, _http_key(api_key), timeout)
-    else:
-        transport = AsyncStoreTransport(url, api_key)
-    return AsyncTracker(transport, options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable
 
@@ -11,9 +12,18 @@ from jobtracker.domain import codec
 from jobtracker.server import openapi
 from jobtracker.server.bodycache import FinishedBodies, JobOwners
 from jobtracker.server.common import FEED, FINISHED, OWNERS, SETTINGS, STORE
+from jobtracker.server.control import HEARTBEATS, Heartbeats, Reaper, cancel, heartbeat
 from jobtracker.server.errors import error_middleware
 from jobtracker.server.events import append_events, job_errors, job_events
+from jobtracker.server.health import healthz, readyz
 from jobtracker.server.jobs import create_job, get_job
+from jobtracker.server.metrics import (
+    COMMIT_GROUP_SIZE,
+    HttpMetrics,
+    metrics_handler,
+    observe_middleware,
+)
+from jobtracker.server.protocol import handler_args
 from jobtracker.server.settings import Settings
 from jobtracker.server.stream import stream_job
 from jobtracker.store import Store, make_store
@@ -36,12 +46,17 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
     async def open_and_close(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         app[STORE] = store
+        if app[SETTINGS].metrics:
+            store.on_commit_group(COMMIT_GROUP_SIZE.observe)
         feed = ChangeFeed(
             store, app[SETTINGS].feed_interval, heartbeat=app[SETTINGS].heartbeat
         )
         await feed.start()
         app[FEED] = feed
+        reaper = Reaper(store, app[SETTINGS], app[HEARTBEATS], on_end=lambda _: feed.poke())
+        sweeping = asyncio.create_task(reaper.run(), name="jobtracker-reaper")
         yield
+        await reaper.stop(sweeping)
         await feed.stop()
         await store.close()
 
@@ -56,10 +71,17 @@ async def _release_waiters(app: web.Application) -> None:
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
     """The jobtracker web application; the store opens on startup and closes on cleanup."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        # Outermost first: the request's id and metrics see the answer the error middleware made.
+        middlewares=[observe_middleware(HttpMetrics() if settings.metrics else None),
+                     error_middleware],
+        client_max_size=settings.max_body_bytes,
+        handler_args=handler_args(),
+    )
     app[SETTINGS] = settings
     app[FINISHED] = FinishedBodies()
     app[OWNERS] = JobOwners()
+    app[HEARTBEATS] = Heartbeats()
     chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
     app.cleanup_ctx.append(_store_context(chosen))
     app.on_shutdown.append(_release_waiters)
@@ -69,5 +91,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.router.add_get("/api/v1/jobs/{job_id}/events", job_events, allow_head=False)
     app.router.add_get("/api/v1/jobs/{job_id}/errors", job_errors, allow_head=False)
     app.router.add_get("/api/v1/jobs/{job_id}/stream", stream_job, allow_head=False)
+    app.router.add_post("/api/v1/jobs/{job_id}/heartbeat", heartbeat)
+    app.router.add_post("/api/v1/jobs/{job_id}/cancel", cancel)
     app.router.add_get("/api/v1/openapi.json", openapi_document, allow_head=False)
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    if settings.metrics and settings.metrics_port is None:
+        app.router.add_get("/metrics", metrics_handler(lambda: app[STORE]), allow_head=False)
     return app

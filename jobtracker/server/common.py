@@ -8,9 +8,16 @@ from typing import Any
 from aiohttp import web
 
 from jobtracker.domain import codec
-from jobtracker.domain.errors import AccessDenied, InvalidInput, JobNotFound, RequestTimeout
+from jobtracker.domain.errors import (
+    AccessDenied,
+    InvalidInput,
+    JobNotFound,
+    MalformedRequest,
+    RequestTimeout,
+)
 from jobtracker.domain.events import is_valid_job_id
 from jobtracker.server.bodycache import FinishedBodies, JobOwners
+from jobtracker.server.protocol import decoded_body
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store
 from jobtracker.store.base import ApiKey, JobView
@@ -42,29 +49,45 @@ async def request_key(request: web.Request) -> ApiKey:
 async def job_for(
     request: web.Request, key: ApiKey, *, workers_too: bool = False, with_errors: bool = True
 ) -> JobView:
-    """The job named in the path, if this key may touch it: 404 before 403, as the seed says."""
+    """The job named in the path, if this key may touch it: 404 before 403, as the seed says.
+
+    A worker key bound to some owners gets the same 403 for an id nobody created as for another
+    owner's job: which ids exist outside its owners is none of its business.
+    """
     job_id = request.match_info["job_id"]
     if not is_valid_job_id(job_id):
         raise JobNotFound()
     errors_limit = request.app[SETTINGS].errors_cap if with_errors else 0
     view = await request.app[STORE].get_job(job_id, errors_limit)
     if view is None:
-        raise JobNotFound()
+        raise _denied() if key.bound else JobNotFound()
     check_access(view.state.owner, key, workers_too=workers_too)
     return view
 
 
 def check_access(owner: str, key: ApiKey, *, workers_too: bool = False) -> None:
-    """403 unless `key` owns the job (or has the worker scope, where workers may act)."""
-    if owner != key.key_id and not (workers_too and key.scope == "worker"):
-        raise AccessDenied("Access denied to this job")
+    """403 unless `key` owns the job (or, where workers may act, is a worker key for its owner)."""
+    if owner != key.key_id and not (workers_too and key.acts_for(owner)):
+        raise _denied()
+
+
+def _denied() -> AccessDenied:
+    return AccessDenied("Access denied to this job")
 
 
 def only_query(request: web.Request, *allowed: str) -> None:
-    """Refuse unknown query parameters: a typo like `?wiat=30` must not be silently ignored."""
-    unknown = sorted(set(request.query) - set(allowed))
+    """Refuse unknown query parameters: a typo like `?wiat=30` must not be silently ignored.
+
+    Nor is a parameter given twice (`?wait=1&wait=70`): which one the client meant is a guess.
+    """
+    query = request.query
+    names = set(query)
+    unknown = sorted(names - set(allowed))
     if unknown:
         raise InvalidInput(f"{unknown[0]}: unknown query parameter")
+    if len(names) != len(query):
+        repeated = sorted(name for name in names if len(query.getall(name)) > 1)
+        raise MalformedRequest(f"{repeated[0]}: given more than once; give it once")
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -81,5 +104,6 @@ async def read_body(request: web.Request) -> bytes:
 
 async def json_body(request: web.Request, *, empty: Any) -> Any:
     """The request's JSON body, or `empty` when there is none (408 if it does not arrive)."""
-    body = await read_body(request)
+    coding, limit = request.headers.get("Content-Encoding"), request.app[SETTINGS].max_body_bytes
+    body = decoded_body(await read_body(request), coding, limit)
     return codec.parse_json(body) if body.strip() else empty

@@ -19,6 +19,7 @@ from jobtracker.domain.errors import (
     PayloadTooLarge,
     RequestTimeout,
     StoreUnavailable,
+    UnsupportedEncoding,
 )
 from jobtracker.server.common import SETTINGS, json_response
 
@@ -33,11 +34,16 @@ HTTP_STATUS: tuple[tuple[type[JobtrackerError], int], ...] = (
     (RequestTimeout, 408),
     (Conflict, 409),
     (PayloadTooLarge, 413),
+    (UnsupportedEncoding, 415),
     (InvalidInput, 422),
     (StoreUnavailable, 503),
     (ConfigError, 500),
 )
+#: The request body codings we read (`server/protocol.py`), for a 415's Accept-Encoding.
+ACCEPTED_CODINGS = "gzip, deflate"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Seconds a client is asked to wait before retrying a 503 (the store timed out or is down).
+RETRY_UNAVAILABLE = "1"
 
 
 def _status_of(exc: JobtrackerError) -> int:
@@ -59,7 +65,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except JobtrackerError as exc:
         if isinstance(exc, StoreUnavailable):
             log.warning("store unavailable: %s", exc.detail)
-        return json_response({"detail": exc.detail}, _status_of(exc))
+            unavailable = json_response({"detail": exc.detail}, _status_of(exc))
+            unavailable.headers["Retry-After"] = RETRY_UNAVAILABLE
+            return unavailable
+        response = json_response({"detail": exc.detail}, _status_of(exc))
+        if isinstance(exc, UnsupportedEncoding):
+            response.headers["Accept-Encoding"] = ACCEPTED_CODINGS  # RFC 9110, 15.5.16
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

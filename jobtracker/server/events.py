@@ -18,6 +18,7 @@ from jobtracker.server.common import (
     only_query,
     request_key,
 )
+from jobtracker.server.metrics import count_appended
 from jobtracker.store.base import ApiKey
 
 
@@ -45,9 +46,12 @@ async def append_events(request: web.Request) -> web.Response:
         raise InvalidInput("events: the batch is empty")
     result = await request.app[STORE].append(job_id, items)
     request.app[FEED].poke()
-    return json_response(
-        {"appended": result.appended, "duplicates": result.duplicates, "version": result.version}
-    )
+    count_appended(result.appended)
+    answer = {"appended": result.appended, "duplicates": result.duplicates,
+              "version": result.version}
+    if result.cancel_requested:  # an extension: absent unless the owner asked to cancel
+        answer["cancel_requested"] = True
+    return json_response(answer)
 
 
 async def job_events(request: web.Request) -> web.Response:

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from jobtracker.domain import codec
-from jobtracker.domain.errors import InvalidInput
+from jobtracker.domain import codec, paging
+from jobtracker.domain.errors import AccessDenied, InvalidInput
 from jobtracker.domain.events import Created, new_job_id
 from jobtracker.domain.projection import job_body
 from jobtracker.server.bodycache import FinishedBody
@@ -25,7 +25,10 @@ from jobtracker.server.common import (
     only_query,
     request_key,
 )
-from jobtracker.store.base import JobView
+from jobtracker.server.metrics import LONG_POLL, waiting
+from jobtracker.store import Store
+from jobtracker.store.base import ApiKey, JobView
+from jobtracker.store.keys import check_owner_key
 
 
 def etag(view: JobView) -> str:
@@ -47,9 +50,10 @@ def _wait_seconds(request: web.Request) -> int:
     limit = request.app[SETTINGS].max_wait
     if raw is None:
         return 0
-    if not raw.isdigit() or int(raw) > limit:
+    seconds = paging.ascii_int(raw)
+    if seconds is None or not 0 <= seconds <= limit:
         raise InvalidInput(f"wait: must be a whole number of seconds from 0 to {limit}")
-    return int(raw)
+    return seconds
 
 
 def _freshness_headers(request: web.Request, view: JobView) -> dict[str, str]:
@@ -93,9 +97,10 @@ async def get_job(request: web.Request) -> web.Response:
         return _body_response(request, view)
     if wait:
         read = reader(request, view.state.job_id)
-        changed = await request.app[FEED].wait_for_change(
-            view.state.job_id, read, view.state.version, wait
-        )
+        with waiting(LONG_POLL):
+            changed = await request.app[FEED].wait_for_change(
+                view.state.job_id, read, view.state.version, wait
+            )
         if changed is not None:
             return _body_response(request, changed)
     return web.Response(status=304, headers=_freshness_headers(request, view))
@@ -111,11 +116,38 @@ def _finished_response(request: web.Request, held: FinishedBody) -> web.Response
 
 
 async def create_job(request: web.Request) -> web.Response:
-    """`POST /api/v1/jobs`: create a job owned by the caller's key; idempotent per owner."""
+    """`POST /api/v1/jobs`: create a job owned by the caller's key (or the owner a worker key
+    names); idempotent per owner."""
     key = await request_key(request)
     wanted = codec.decode_create_request(await json_body(request, empty={}))
-    created = Created(owner=key.key_id, total=wanted.total, label=wanted.label)
+    owner = await _new_job_owner(request.app[STORE], key, wanted.owner)
+    heartbeat_timeout = wanted.heartbeat_timeout or request.app[SETTINGS].heartbeat_timeout
+    created = Created(owner=owner, total=wanted.total, label=wanted.label,
+                      heartbeat_timeout=heartbeat_timeout, timeout=wanted.timeout)
     state, is_new = await request.app[STORE].create_job(wanted.job_id or new_job_id(), created)
     request.app[OWNERS].put(state.job_id, state.owner)
     body = {"job_id": state.job_id, "status": state.status.value}
     return json_response(body, 201 if is_new else 200)
+
+
+async def _new_job_owner(store: Store, key: ApiKey, named: str | None) -> str:
+    """Who owns a job this key creates: the key itself, or for a worker key the owner it names.
+
+    A bound worker key may leave `owner` out only when it is bound to exactly one owner; an
+    all-owners key that leaves it out owns the job itself, as every worker key did before
+    bindings existed.
+    """
+    if key.scope != "worker":
+        if named is not None:
+            raise InvalidInput("owner: only a worker key may name a job's owner")
+        return key.key_id
+    if named is None:
+        if key.all_owners:
+            return key.key_id
+        if len(key.owners) != 1:
+            raise InvalidInput("owner: required: this worker key is bound to several owners")
+        named = key.owners[0]
+    if not key.acts_for(named):
+        raise AccessDenied("owner: this worker key is not bound to that owner")
+    await check_owner_key(store, named)
+    return named

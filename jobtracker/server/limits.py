@@ -53,6 +53,9 @@ class AcceptErrorThrottle:
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
+        if _late_accept_retry(exc, context):
+            log.debug("an accept retry ran after its listening socket closed (shutdown)")
+            return
         if not isinstance(exc, OSError) or exc.errno not in OUT_OF_RESOURCES:
             loop.default_exception_handler(context)
             return
@@ -66,3 +69,15 @@ class AcceptErrorThrottle:
             "Raise the open files limit or lower the number of clients.",
             exc.strerror, context.get("message", "accept failed"), held, self._interval,
         )
+
+
+def _late_accept_retry(exc: object, context: dict[str, Any]) -> bool:
+    """Whether this is asyncio retrying `accept` a second after running out of descriptors, on
+    a listening socket that a shutdown closed meanwhile: harmless, the server is stopping."""
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)  # asyncio's own name for the scheduled call
+    return (
+        isinstance(exc, ValueError)
+        and str(exc).startswith("Invalid file descriptor")
+        and getattr(callback, "__name__", "") == "_start_serving"
+    )

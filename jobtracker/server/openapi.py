@@ -12,17 +12,20 @@ import attrs
 
 from jobtracker.domain.events import (
     EVENT_CLASSES,
+    FAILURE_REASONS,
+    HEARTBEAT_TIMEOUT_RANGE,
     MAX_EMAIL,
     MAX_EVENT_ID,
     MAX_INT,
     MAX_LABEL,
     MAX_TEXT,
+    TIMEOUT_RANGE,
     WORKER_TYPES,
 )
 from jobtracker.domain.state import Status
 from jobtracker.server.settings import Settings
 
-JOB_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+JOB_ID = {"type": "string", "pattern": "^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,128}$"}
 NO_NUL = "^[^\\u0000]*$"
 COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -33,6 +36,8 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "error": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": NO_NUL},
     "status": {"type": ["string", "null"], "maxLength": MAX_TEXT, "pattern": NO_NUL},
     "internal": {"type": "boolean"},
+    "reason": {"enum": [*sorted(FAILURE_REASONS), None],
+               "description": "Why the job failed when its worker did not say so itself"},
 }
 
 
@@ -61,6 +66,10 @@ def _event_schema(kind: str) -> dict[str, Any]:
     return _obj(properties, required)
 
 
+#: Only in the body of a running job whose owner asked it to stop (never in a seed body).
+CANCEL_ASKED = {"cancel_requested": {"const": True}}
+
+
 def _job_schemas() -> dict[str, Any]:
     row_error = _obj({"row": COUNT, "email": {"type": "string"}, "error": {"type": "string"}})
     result = _obj(
@@ -83,9 +92,11 @@ def _job_schemas() -> dict[str, Any]:
     waiting = {"enum": [Status.PENDING.value, Status.STARTED.value]}
     return {
         "RowError": row_error,
-        "JobWaiting": _obj({"job_id": JOB_ID, "status": waiting}),
+        "JobWaiting": _obj({"job_id": JOB_ID, "status": waiting, **CANCEL_ASKED},
+                           ["job_id", "status"]),
         "JobProgress": _obj({"job_id": JOB_ID, "status": {"const": "PROGRESS"},
-                             "progress": progress}),
+                             "progress": progress, **CANCEL_ASKED},
+                            ["job_id", "status", "progress"]),
         "JobSuccess": _obj({"job_id": JOB_ID, "status": {"const": "SUCCESS"}, "result": result}),
         "JobFailure": _obj({"job_id": JOB_ID, "status": {"const": "FAILURE"},
                             "error": {"type": "string"}}),
@@ -109,6 +120,11 @@ def _page_schemas() -> dict[str, Any]:
                                                          "items": _ref("RowError")},
                             "errors_total": COUNT, "next_after_row": next_cursor}),
     }
+
+
+def _seconds(bounds: tuple[int, int], description: str) -> dict[str, Any]:
+    return {"type": ["integer", "null"], "minimum": bounds[0], "maximum": bounds[1],
+            "description": description}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -144,7 +160,7 @@ FRESHNESS = {
 }
 LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False,
                  "description": "The last version received; the stream resumes after it",
-                 "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}
+                 "schema": {"type": "string", "pattern": "^[0-9]{1,16}$"}}
 STREAM_DESCRIPTION = (
     "text/event-stream. A `retry:` line first, then one event per change of the job: `id:` is "
     "the job's version and `data:` its body (the same JSON as GET), the last one for the "
@@ -177,8 +193,10 @@ def _paths() -> dict[str, Any]:
                     "200": _json("The owner's existing job with this id", "JobCreated"),
                     "400": _error("Unreadable body"),
                     "401": ERRORS["401"],
+                    "403": _error("A worker key naming an owner outside its binding"),
                     "409": _error("Another key owns this job id"),
                     "413": _error("Body too large"),
+                    "415": _error("A Content-Encoding other than gzip or deflate"),
                     "422": _error("A bad field, named"),
                     "503": ERRORS["503"],
                 },
@@ -217,6 +235,7 @@ def _paths() -> dict[str, Any]:
                     "400": _error("Unreadable body, or not a JSON array"),
                     "409": _error("Finished job, second outcome for a row, reused event id"),
                     "413": _error("Too large"),
+                    "415": _error("A Content-Encoding other than gzip or deflate"),
                     "422": _error("A bad event, named by index and field"),
                     **ERRORS,
                 },
@@ -245,6 +264,31 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/jobs/{job_id}/heartbeat": {
+            "post": {
+                "summary": "The worker is alive (owner or worker key); writes no event",
+                "parameters": [JOB_PATH_PARAM],
+                "responses": {
+                    "204": {"description": "Heard", "headers": {"X-Cancel-Requested": {
+                        "schema": {"const": "true"},
+                        "description": "Present when the owner asked the job to stop"}}},
+                    "409": _error("The job is finished"),
+                    **ERRORS,
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Stop the job (owner key only): a PENDING job fails at once, a running "
+                           "one is asked to stop and failed after the server's grace period",
+                "parameters": [JOB_PATH_PARAM],
+                "responses": {
+                    "202": _json("The job after the request", "Job"),
+                    "409": _error("The job is finished"),
+                    **ERRORS,
+                },
+            }
+        },
         "/api/v1/openapi.json": {
             "get": {"summary": "This document", "security": [],
                     "responses": {"200": {"description": "OpenAPI 3.1",
@@ -268,6 +312,23 @@ def _stream_event() -> dict[str, Any]:
     }
 
 
+REQUEST_ID = {
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+    "description": "The request's id: the client's own X-Request-ID when it is 1-128 of "
+                   "A-Z a-z 0-9 . _ -, made by the server otherwise; it is in every log line of "
+                   "the request",
+}
+
+
+def _with_request_ids(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every answer carries `X-Request-ID`."""
+    for operations in paths.values():
+        for operation in operations.values():
+            for answer in operation["responses"].values():
+                answer["headers"] = {**answer.get("headers", {}), "X-Request-ID": REQUEST_ID}
+    return paths
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     events = {f"Event_{kind}": _event_schema(kind) for kind in sorted(WORKER_TYPES)}
@@ -275,12 +336,30 @@ def document() -> dict[str, Any]:
         "Error": _obj({"detail": {"type": "string"}}),
         "CreateJob": _obj(
             {"job_id": {**JOB_ID, "type": ["string", "null"]},
+             "heartbeat_timeout": _seconds(HEARTBEAT_TIMEOUT_RANGE, "A running job with no event "
+                                           "and no heartbeat this long is failed as worker_lost "
+                                           "(default: the server's, 600)"),
+             "timeout": _seconds(TIMEOUT_RANGE, "A job not finished this long after its creation "
+                                 "is failed as timed_out (default: none)"),
              "total": {**COUNT, "type": ["integer", "null"]},
-             "label": {"type": ["string", "null"], "maxLength": MAX_LABEL, "pattern": NO_NUL}},
+             "label": {"type": ["string", "null"], "maxLength": MAX_LABEL, "pattern": NO_NUL},
+             "owner": {
+                 "type": ["string", "null"], "minLength": 1, "maxLength": MAX_EVENT_ID,
+                 "pattern": NO_NUL,
+                 "description": (
+                     "Worker-scope keys only (422 from an owner key): the id of the active owner "
+                     "key the job is for, which then reads it. A worker key bound to owners must "
+                     "name one of them (403 otherwise) and may leave it out only when bound to "
+                     "exactly one; an all-owners worker key may name any owner key, and owns the "
+                     "job itself when it names none. An id that is no owner key, or a revoked "
+                     "one, is 422."
+                 ),
+             }},
             [],
         ),
         "JobCreated": _obj({"job_id": JOB_ID, "status": {"type": "string"}}),
-        "Appended": _obj({"appended": COUNT, "duplicates": COUNT, "version": COUNT}),
+        "Appended": _obj({"appended": COUNT, "duplicates": COUNT, "version": COUNT,
+                          **CANCEL_ASKED}, ["appended", "duplicates", "version"]),
         **events,
         "Event": {
             "oneOf": [_ref(name) for name in events],
@@ -301,5 +380,5 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
         "security": [{"apiKey": []}],
-        "paths": _paths(),
+        "paths": _with_request_ids(_paths()),
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from jobtracker.domain.control import DEFAULT_CANCEL_GRACE
+from jobtracker.domain.events import DEFAULT_HEARTBEAT_TIMEOUT
 from jobtracker.store.url import DEFAULT_STORE_URL
 
 
@@ -28,5 +30,15 @@ class Settings:
     body_timeout: float = 30.0
     #: Longest `?wait=` a GET may ask for (seconds).
     max_wait: int = 60
+    #: Job control: a running job's heartbeat timeout when its creator gave none (seconds).
+    heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT
+    #: How long a running job asked to cancel has to stop before the server ends it (seconds).
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
+    #: How often this server looks for jobs to end (seconds); 0 turns the reaper off.
+    reaper_interval: float = 0.5
     #: Commit concurrent appends together (one durable commit for many requests).
     group_commit: bool = True
+    #: Count requests, appends and waiters for Prometheus and serve them at `GET /metrics`.
+    metrics: bool = True
+    #: Serve `/metrics` on this port (on the API's host) instead of the API's own port.
+    metrics_port: int | None = None

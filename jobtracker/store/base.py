@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
 
+from jobtracker.domain.control import Deadline
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent
+from jobtracker.domain.projection import AppendPlan
 from jobtracker.domain.state import JobState, RowError
 
 
@@ -19,6 +21,14 @@ class AppendResult:
     appended: int
     duplicates: int
     version: int
+    #: The owner asked the job to stop: the worker should wind down (see `Cancelled`).
+    cancel_requested: bool = False
+
+
+def result_of(plan: AppendPlan) -> AppendResult:
+    """What an append that wrote `plan` answers."""
+    state = plan.batch.state
+    return AppendResult(len(plan.new), plan.duplicates, state.version, state.cancel_requested)
 
 
 @attrs.frozen
@@ -38,6 +48,10 @@ class JobChange:
     position: int
 
 
+def _sorted_ids(key_ids: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(key_ids)))
+
+
 @attrs.frozen
 class ApiKey:
     """A stored API key: never the secret, only its hash."""
@@ -48,11 +62,24 @@ class ApiKey:
     key_hash: str
     created_at: str
     revoked_at: str | None = None
+    #: A worker key's binding: the jobs of every owner (a platform-internal key) ...
+    all_owners: bool = False
+    #: ... or only the jobs of these owner keys (their ids, sorted).
+    owners: tuple[str, ...] = attrs.field(default=(), converter=_sorted_ids)
 
     @property
     def active(self) -> bool:
         """Whether the key still opens doors."""
         return self.revoked_at is None
+
+    @property
+    def bound(self) -> bool:
+        """A worker key limited to some owners' jobs: every other job id must look alike to it."""
+        return self.scope == "worker" and not self.all_owners
+
+    def acts_for(self, owner: str) -> bool:
+        """Whether this is a worker key that may report on (and create) the jobs of `owner`."""
+        return self.scope == "worker" and (self.all_owners or owner in self.owners)
 
 
 def utc_now() -> str:
@@ -110,14 +137,43 @@ class Store(Protocol):
         Only a hint: whoever is woken re-reads the store. Stores that return False are polled.
         """
 
+    # Operations (`server/health.py`, `server/metrics.py`): cheap enough for every probe and scrape.
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs have each status; a SQL store keeps them as jobs change (no count)."""
+
+    async def missing_migrations(self) -> list[str]:
+        """The migrations this version knows that the store has not applied ([] when current)."""
+
+    def on_commit_group(self, observe: Callable[[int], None]) -> None:
+        """Call `observe` with the number of appends each commit wrote (the group's size)."""
+
     async def add_key(self, key: ApiKey) -> None:
         """Store a new key record."""
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, revoked or not."""
 
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not."""
+
     async def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
 
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke a key at once; False when no such key exists."""
+
+    # Job control: every job created is watched until it ends (`domain/control.py`). Heartbeats
+    # and the watch's schedule live beside the projection, never in the log.
+
+    async def due_deadlines(self, now: float, limit: int) -> list[Deadline]:
+        """Watched jobs whose next check is at or before `now` (epoch seconds), soonest first."""
+
+    async def settle_deadlines(self, next_checks: Mapping[str, float | None]) -> None:
+        """Move each job's next check to the time given, or stop watching it (None)."""
+
+    async def record_heartbeats(self, beats: Mapping[str, float]) -> None:
+        """Note the newest heartbeat (epoch seconds) of each watched job; writes no event."""
+
+    async def check_by(self, job_id: str, at: float) -> None:
+        """Look at a watched job no later than `at` (a cancel's grace running out)."""

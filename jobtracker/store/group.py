@@ -66,6 +66,8 @@ class GroupCommitter(Generic[RequestT, ResultT]):
         #: Groups written so far and requests in them: lets tests and benchmarks see the grouping.
         self.groups = 0
         self.requests = 0
+        #: Told the size of each group once it is committed (the server's metrics).
+        self.observe: Callable[[int], None] | None = None
 
     async def submit(self, request: RequestT) -> ResultT:
         """Queue one request and wait until the group holding it is committed."""
@@ -99,6 +101,8 @@ class GroupCommitter(Generic[RequestT, ResultT]):
             for waiting in group:
                 waiting.answer.cancel()
             raise
+        if self.observe is not None:
+            self.observe(len(group))
         for waiting, outcome in zip(group, outcomes, strict=True):
             if waiting.answer.done():  # the caller went away; its events are committed anyway
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 import attrs
 
@@ -33,16 +34,31 @@ def hash_secret(secret: str) -> str:
 
 
 def looks_like_key(secret: str) -> bool:
-    """Cheap shape check before any lookup."""
-    return secret.startswith(PREFIX) and 32 + len(PREFIX) <= len(secret) <= 128
+    """Cheap shape check before any lookup.
+
+    A key is ASCII; a header's undecodable bytes arrive as surrogates, which cannot be hashed.
+    """
+    return secret.isascii() and secret.startswith(PREFIX) and 32 + len(PREFIX) <= len(secret) <= 128
 
 
-async def issue_key(store: Store, name: str, scope: str = "owner") -> IssuedKey:
-    """Create and store a new key; the secret is returned once and never stored."""
+async def issue_key(
+    store: Store,
+    name: str,
+    scope: str = "owner",
+    *,
+    owners: Sequence[str] = (),
+    all_owners: bool = False,
+) -> IssuedKey:
+    """Create and store a new key; the secret is returned once and never stored.
+
+    A worker key is bound either to the jobs of `owners` (owner keys, active now) or, with
+    `all_owners`, to every job: exactly one of the two.
+    """
     if scope not in SCOPES:
         raise InvalidInput(f"scope: must be one of {', '.join(sorted(SCOPES))}")
     if not name or len(name) > 200:
         raise InvalidInput("name: must be 1 to 200 characters")
+    await _check_binding(store, scope, owners, all_owners)
     secret = PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(
         key_id="key_" + secrets.token_hex(8),
@@ -50,9 +66,35 @@ async def issue_key(store: Store, name: str, scope: str = "owner") -> IssuedKey:
         scope=scope,
         key_hash=hash_secret(secret),
         created_at=utc_now(),
+        all_owners=all_owners,
+        owners=owners,
     )
     await store.add_key(record)
     return IssuedKey(record, secret)
+
+
+async def _check_binding(
+    store: Store, scope: str, owners: Sequence[str], all_owners: bool
+) -> None:
+    if scope != "worker":
+        if owners or all_owners:
+            raise InvalidInput("owner: only a worker key is bound to owners")
+        return
+    if bool(owners) == all_owners:
+        raise InvalidInput("owner: a worker key is bound to some owner keys or to all owners")
+    for owner in owners:
+        await check_owner_key(store, owner)
+
+
+async def check_owner_key(store: Store, key_id: str) -> None:
+    """`InvalidInput` naming `owner` unless `key_id` is an active owner-scope key."""
+    key = await store.get_key(key_id)
+    if key is None:
+        raise InvalidInput(f"owner: no key has the id {key_id!r}")
+    if not key.active:
+        raise InvalidInput(f"owner: the key {key_id!r} is revoked")
+    if key.scope != "owner":
+        raise InvalidInput(f"owner: the key {key_id!r} is not an owner key")
 
 
 async def authenticate(store: Store, secret: str | None) -> ApiKey:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import attrs
 
+from jobtracker.domain.control import Deadline, cancel_event_id
 from jobtracker.domain.errors import JobIdTaken, JobNotFound
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import AppendPlan, plan_append, start
 from jobtracker.domain.state import JobState, RowError, RowMark, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, result_of, utc_now
+from jobtracker.store.deadlines import Watch, epoch_of, new_watch
 from jobtracker.store.rebuild import (
     Comparison,
     JobDiff,
@@ -99,6 +103,8 @@ class MemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._keys_by_hash: dict[str, ApiKey] = {}
         self._wakers: list[Callable[[], None]] = []
+        self._watches: dict[str, Watch] = {}
+        self._last_event_at: dict[str, str] = {}
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -118,6 +124,7 @@ class MemoryStore:
         self._jobs[job_id] = state
         self._marks[job_id] = set()
         self._errors[job_id] = {}
+        self._watches[job_id] = new_watch(created, time.time())
         return state, True
 
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
@@ -134,7 +141,7 @@ class MemoryStore:
         self._apply(job_id, plan)
         for wake in self._wakers:
             wake()
-        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+        return result_of(plan)
 
     def _apply(self, job_id: str, plan: AppendPlan) -> None:
         for offset, item in enumerate(plan.new):
@@ -154,6 +161,44 @@ class MemoryStore:
         )
         self._log.append(recorded)
         self._by_event_id[item.event_id] = recorded
+        self._last_event_at[job_id] = recorded.recorded_at
+
+    async def due_deadlines(self, now: float, limit: int) -> list[Deadline]:
+        """Watched jobs whose next check is due, soonest first."""
+        due = sorted((w.next_check, job_id) for job_id, w in self._watches.items()
+                     if w.next_check <= now)
+        return [self._deadline(job_id) for _, job_id in due[:limit]]
+
+    def _deadline(self, job_id: str) -> Deadline:
+        watch, state = self._watches[job_id], self._jobs.get(job_id)
+        asked = self._by_event_id.get(cancel_event_id(job_id))
+        return Deadline(
+            job_id, state.status if state else None, bool(state and state.cancel_requested),
+            watch.heartbeat_timeout, watch.timeout, watch.timeout_at, watch.heartbeat_at,
+            epoch_of(self._last_event_at.get(job_id)),
+            epoch_of(asked.recorded_at) if asked else None,
+        )
+
+    async def settle_deadlines(self, next_checks: Mapping[str, float | None]) -> None:
+        """Move each job's next check, or stop watching it."""
+        for job_id, at in next_checks.items():
+            if at is None:
+                self._watches.pop(job_id, None)
+            elif job_id in self._watches:
+                self._watches[job_id].next_check = at
+
+    async def record_heartbeats(self, beats: Mapping[str, float]) -> None:
+        """Note each watched job's newest heartbeat."""
+        for job_id, at in beats.items():
+            watch = self._watches.get(job_id)
+            if watch is not None:
+                watch.heartbeat_at = max(watch.heartbeat_at or 0.0, at)
+
+    async def check_by(self, job_id: str, at: float) -> None:
+        """Look at the job no later than `at`."""
+        watch = self._watches.get(job_id)
+        if watch is not None:
+            watch.next_check = min(watch.next_check, at)
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """The job's state and its first row errors."""
@@ -196,6 +241,17 @@ class MemoryStore:
         self._wakers.append(wake)
         return True
 
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs by status, counted each time: memory:// holds only what a test or a demo makes."""
+        return dict(Counter(state.status.value for state in self._jobs.values()))
+
+    async def missing_migrations(self) -> list[str]:
+        """None: there is no schema."""
+        return []
+
+    def on_commit_group(self, observe: Callable[[int], None]) -> None:
+        """Never called: every append applies alone, with no commit to share."""
+
     async def add_key(self, key: ApiKey) -> None:
         """Store a key record."""
         self._keys[key.key_id] = self._keys_by_hash[key.key_hash] = key
@@ -203,6 +259,10 @@ class MemoryStore:
     async def find_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash."""
         return self._keys_by_hash.get(key_hash)
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id."""
+        return self._keys.get(key_id)
 
     async def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
+from collections.abc import Iterable
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
@@ -43,6 +45,18 @@ def migrations(store: str) -> list[Migration]:
         if MIGRATION_NAME.fullmatch(entry.name)
     ]
     return sorted(found, key=lambda m: m.name)
+
+
+@functools.cache
+def migration_names(store: str) -> tuple[str, ...]:
+    """The names of one store kind's migrations, in order (read once per process)."""
+    return tuple(migration.name for migration in migrations(store))
+
+
+def missing_migrations(store: str, applied: Iterable[str]) -> list[str]:
+    """The migrations of this version that a database which applied `applied` lacks."""
+    done = set(applied)
+    return [name for name in migration_names(store) if name not in done]
 
 
 def _applied(conn: sqlite3.Connection) -> set[str]:

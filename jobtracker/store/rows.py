@@ -26,6 +26,7 @@ JOB_COLUMNS = (
     "emails_sent",
     "emails_failed",
     "error",
+    "cancel_requested",
 )
 
 
@@ -49,13 +50,15 @@ def state_to_row(state: JobState) -> tuple[Any, ...]:
         state.emails_sent,
         state.emails_failed,
         state.error,
+        state.cancel_requested,
     )
 
 
 def state_from_row(row: Sequence[Any]) -> JobState:
     """The inverse of `state_to_row`."""
     (job_id, owner, status, version, label, expected_total, p_current, p_total, p_status,
-     successful, failed, internal_count, external_count, emails_sent, emails_failed, error) = row
+     successful, failed, internal_count, external_count, emails_sent, emails_failed, error,
+     cancel_requested) = row
     progress = None if p_current is None else Progress(p_current, p_total, p_status)
     return JobState(
         job_id=job_id,
@@ -72,6 +75,7 @@ def state_from_row(row: Sequence[Any]) -> JobState:
         emails_sent=emails_sent,
         emails_failed=emails_failed,
         error=error,
+        cancel_requested=bool(cancel_requested),
     )
 
 

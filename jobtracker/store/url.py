@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -22,6 +23,23 @@ class StoreUrl:
     location: str = ""
 
 
+#: The password part of `scheme://user:password@host`, wherever such a URL appears in a text.
+_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*(?=@)")
+MASK = "***"
+
+
+def masked(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***`: what we print or log."""
+    if "://" not in text:  # the usual case, a substring search instead of a regex scan
+        return text
+    return _PASSWORD.sub(lambda found: found["head"] + MASK, text)
+
+
+def _shown(url: str) -> str:
+    # Without a scheme there is no telling a password from a path: only what follows `@` shows.
+    return url if "@" not in url else f"{MASK}@{url.rpartition('@')[2]}"
+
+
 def parse_store_url(url: str) -> StoreUrl:
     """Read `sqlite:///rel.db`, `sqlite:////abs.db`, `memory://` or `postgresql://…`.
 
@@ -30,7 +48,9 @@ def parse_store_url(url: str) -> StoreUrl:
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigError(f"store URL {url!r} has no scheme; use sqlite:///path.db or memory://")
+        raise ConfigError(
+            f"store URL {_shown(url)!r} has no scheme; use sqlite:///path.db or memory://"
+        )
     if scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise ConfigError(
@@ -44,7 +64,7 @@ def parse_store_url(url: str) -> StoreUrl:
     if scheme in ("postgresql", "postgres"):
         return StoreUrl("postgresql", url)
     raise ConfigError(
-        f"store URL {url!r}: unknown scheme {scheme!r}; "
+        f"store URL {masked(url)!r}: unknown scheme {scheme!r}; "
         "expected sqlite:///path.db, memory:// or postgresql://"
     )
 

@@ -48,8 +48,9 @@ class Benchmark:
     target: str
     #: One round; returns the subject's and the reference's figures.
     run: Callable[[BenchConfig], Round]
-    #: Whether the medians meet the target: called with (median ratio, median extras).
-    meets: Callable[[float, dict[str, float]], bool]
+    #: Whether the medians meet the target: called with (median ratio, median extras); None when
+    #: no target is set (reported only: the table says "no target", never "yes").
+    meets: Callable[[float, dict[str, float]], bool] | None
     #: True when a bigger figure is better (throughput); False for latency or time.
     higher_is_better: bool = True
     notes: dict[str, Any] = attrs.field(factory=dict)

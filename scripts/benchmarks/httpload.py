@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,8 @@ class Load:
     threads: int = 1
     connections: int = 32
     seconds: int = 10
+    #: The request's method; its body is always empty.
+    method: str = "GET"
 
     def wrk_flags(self) -> str:
         """The same settings as wrk flags, for tables and notes."""
@@ -102,8 +105,13 @@ def run_wrk(url: str, headers: dict[str, str], load: Load) -> LoadResult:
     cmd = ["wrk", *load.wrk_flags().split()]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
-    done = subprocess.run([*cmd, url], capture_output=True, text=True, check=True,
-                          timeout=load.seconds + 30)
+    with tempfile.TemporaryDirectory() as folder:
+        if load.method != "GET":
+            script = Path(folder) / "method.lua"
+            script.write_text(f'wrk.method = "{load.method}"\n')
+            cmd += ["-s", str(script)]
+        done = subprocess.run([*cmd, url], capture_output=True, text=True, check=True,
+                              timeout=load.seconds + 30)
     return parse_wrk(done.stdout)
 
 
@@ -147,7 +155,7 @@ async def python_load(url: str, headers: dict[str, str], load: Load) -> LoadResu
     parsed = urllib.request.urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    request = f"GET {parsed.path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
+    request = f"{load.method} {parsed.path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
     latencies: list[float] = []
     started = time.perf_counter()
     deadline = started + load.seconds

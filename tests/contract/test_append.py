@@ -244,3 +244,22 @@ async def test_event_id_repeated_in_one_batch_with_other_content_is_refused(
     with pytest.raises(EventIdReused, match=r"events\[1\]\.event_id"):
         await store.append(job_id, batch)
     assert len(await log_of(store, job_id)) == 1
+
+
+async def test_event_id_recorded_on_one_job_is_refused_on_another(
+    store: Store, make_job: MakeJob
+) -> None:
+    """An event id names one event of one job: the very same event re-sent to another job is a
+    conflict (409), not a duplicate, and that job's log does not move."""
+    await make_job("job-a")
+    await make_job("job-b")
+    event = new("k", RowSucceeded(1, "a@uni.edu", internal=True))
+    await store.append("job-a", [event])
+    with pytest.raises(EventIdReused, match="event_id"):
+        await store.append("job-b", [event])
+    with pytest.raises(EventIdReused, match=r"events\[1\]\.event_id"):
+        await store.append("job-b", [new("fresh", Started()), event])
+    assert [t for _, _, t in await log_of(store, "job-b")] == ["created"]
+    view = await store.get_job("job-b", 10)
+    assert view is not None
+    assert (view.state.version, view.state.successful) == (1, 0)

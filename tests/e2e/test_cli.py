@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.old_schema import old_sqlite_database
+
 
 def jobtracker(
     *args: str, cwd: Path, env: dict[str, str] | None = None
@@ -67,3 +69,80 @@ def test_unknown_store_url_is_a_clear_error_with_exit_2(tmp_path: Path, url: str
     assert result.returncode == 2
     assert "store URL" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def key_id_of(created: subprocess.CompletedProcess[str]) -> str:
+    assert created.returncode == 0, created.stderr
+    return created.stdout.split()[1]
+
+
+def listed_bindings(cwd: Path) -> dict[str, str]:
+    """`keys list` as {key id: binding column}."""
+    listed = jobtracker("keys", "list", cwd=cwd)
+    assert listed.returncode == 0, listed.stderr
+    return {line.split("\t")[0]: line.split("\t")[4] for line in listed.stdout.splitlines()}
+
+
+def test_worker_keys_are_bound_to_owner_keys_and_listed_with_their_binding(
+    tmp_path: Path,
+) -> None:
+    """`--owner` (repeatable) binds a worker key to owner keys, `--all-owners` to every owner;
+    `keys list` shows each key's binding."""
+    alice = key_id_of(jobtracker("keys", "create", "--name", "alice", cwd=tmp_path))
+    bob = key_id_of(jobtracker("keys", "create", "--name", "bob", cwd=tmp_path))
+    bound = jobtracker("keys", "create", "--name", "celery", "--scope", "worker",
+                       "--owner", bob, "--owner", alice, cwd=tmp_path)
+    platform = jobtracker("keys", "create", "--name", "platform", "--scope", "worker",
+                          "--all-owners", cwd=tmp_path)
+    assert f"scope worker for {','.join(sorted([alice, bob]))}" in bound.stdout
+    assert listed_bindings(tmp_path) == {
+        alice: "-", bob: "-", key_id_of(bound): ",".join(sorted([alice, bob])),
+        key_id_of(platform): "all owners",
+    }
+
+
+@pytest.fixture(scope="module")
+def keys_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A folder whose ./jobtracker.db holds an owner key, a revoked one and a worker key."""
+    folder = tmp_path_factory.mktemp("keys")
+    ids = {
+        name: key_id_of(jobtracker("keys", "create", "--name", name, *flags, cwd=folder))
+        for name, flags in (("owner", ()), ("revoked", ()),
+                            ("worker", ("--scope", "worker", "--all-owners")))
+    }
+    assert jobtracker("keys", "revoke", ids["revoked"], cwd=folder).returncode == 0
+    return folder, ids
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--scope", "worker"], "a worker key needs --owner KEY_ID (repeatable) or --all-owners"),
+        (["--scope", "worker", "--owner", "{owner}", "--all-owners"],
+         "--owner and --all-owners exclude each other"),
+        (["--owner", "{owner}"], "--owner and --all-owners are for worker keys"),
+        (["--scope", "owner", "--all-owners"], "--owner and --all-owners are for worker keys"),
+        (["--scope", "worker", "--owner", "key_nobody"], "no key has the id 'key_nobody'"),
+        (["--scope", "worker", "--owner", "{revoked}"], "is revoked"),
+        (["--scope", "worker", "--owner", "{owner}", "--owner", "{worker}"],
+         "is not an owner key"),
+    ],
+)
+def test_keys_create_refuses_a_bad_binding_in_one_line_with_exit_2(
+    keys_folder: tuple[Path, dict[str, str]], flags: list[str], message: str
+) -> None:
+    """A worker key without a binding, both bindings, a binding on an owner key or an owner that
+    is not an active owner key: one line on stderr, exit 2, no key."""
+    folder, ids = keys_folder
+    args = [flag.format(**ids) for flag in flags]
+    result = jobtracker("keys", "create", "--name", "celery", *args, cwd=folder)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("jobtracker: error: ")
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_worker_keys_from_before_the_upgrade_are_listed_as_all_owners(tmp_path: Path) -> None:
+    """A database made by the previous version: its worker key is listed as `all owners`."""
+    old_sqlite_database(tmp_path / "jobtracker.db")
+    assert listed_bindings(tmp_path) == {"key_oldowner": "-", "key_oldworker": "all owners"}

@@ -64,7 +64,9 @@ async def _keys(db_path: str) -> tuple[str, str]:
     await store.open()
     try:
         owner = await issue_key(store, "platform")
-        worker = await issue_key(store, "issuance worker", scope="worker")
+        worker = await issue_key(
+            store, "issuance worker", scope="worker", owners=[owner.record.key_id]
+        )
         return owner.secret, worker.secret
     finally:
         await store.close()

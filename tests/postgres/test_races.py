@@ -23,8 +23,9 @@ from jobtracker.domain.state import Status
 from jobtracker.store.base import AppendResult
 from jobtracker.store.postgres import PostgresStore
 from jobtracker.store.postgres.sql import APPEND_CHANNEL
+from tests.conditions import until, until_async
 from tests.postgres.conftest import OpenStore
-from tests.postgres.test_gap import CommitGate
+from tests.postgres.test_gap import CommitGate, blocked_on_a_position
 
 WRITERS = 32
 ROWS_PER_WRITER = 10
@@ -97,7 +98,7 @@ async def test_concurrent_succeeded_and_failed_exactly_one_wins(
 
 
 async def test_event_id_raced_onto_two_jobs_is_refused_once_and_spares_its_group(
-    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+    open_store: OpenStore, pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An event id recorded for one job while another process writes it to another: a conflict.
 
@@ -115,8 +116,12 @@ async def test_event_id_raced_onto_two_jobs_is_refused_once_and_spares_its_group
     await gate.reached.wait()
     raced = asyncio.create_task(loser.append("job-y", [NewEvent("shared", Started())]))
     neighbour = asyncio.create_task(loser.append("job-z", [NewEvent("fine", Started())]))
-    await asyncio.sleep(0.05)  # both plan without seeing "shared", then wait for the position lock
-    gate.release.set()
+    probe = await asyncpg.connect(pg_url)
+    try:  # both plan without seeing "shared", then wait for the position lock
+        await until_async(lambda: blocked_on_a_position(probe), "the loser never waited")
+    finally:
+        gate.release.set()
+        await probe.close()
     assert (await held).appended == 1
     with pytest.raises(EventIdReused, match="shared"):
         await raced
@@ -199,15 +204,19 @@ async def test_groups_for_different_jobs_commit_side_by_side_and_each_job_keeps_
     waits in COMMIT while another writes); every job's batches still get versions in the order
     they were sent, and every answer is its own."""
     peak = 0
+    held = False
 
-    async def hold_a_moment() -> None:
+    async def hold_the_first_commit() -> None:
         # Inside the transaction, holding the position lock: another lane can be planning and
         # waiting for that lock, not past it, so count the groups the committer has in flight.
-        nonlocal peak
+        # The first commit waits for a second group to be taken; no group may make a third.
+        nonlocal peak, held
+        if not held:
+            held = True
+            await until(lambda: store.groups_in_flight == 2, "no second group was taken")
         peak = max(peak, store.groups_in_flight)
-        await asyncio.sleep(0.02)
 
-    store = await open_store(before_commit=hold_a_moment)
+    store = await open_store(before_commit=hold_the_first_commit)
     jobs = [f"lane-{n}" for n in range(6)]
     for job_id in jobs:
         await store.create_job(job_id, Created(owner="key_a"))
@@ -262,12 +271,11 @@ async def test_a_burst_from_a_few_writers_is_committed_as_one_group(
         answers = await asyncio.gather(*(
             store.append(job_id, [NewEvent(f"{job_id}-go", Started())]) for job_id in jobs
         ))
-        for _ in range(100):  # notifications arrive after the answers; wait for them a moment
-            if heard:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        # Notifications reach a listener in commit order: once a marker sent after the burst is
+        # heard, every notification of the burst has been.
+        await listener.execute("SELECT pg_notify($1, 'marker')", APPEND_CHANNEL)
+        await until(lambda: "marker" in heard, "the marker never came back")
     finally:
         await listener.close()
     assert [a.appended for a in answers] == [1] * 8
-    assert len(heard) == 1, f"{len(heard)} commits for one burst"
+    assert len(heard) == 2, f"{len(heard) - 1} commits for one burst"

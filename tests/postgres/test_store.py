@@ -16,6 +16,8 @@ from jobtracker.store import make_store
 from jobtracker.store.migrate import migrations
 from jobtracker.store.postgres import PostgresStore
 from jobtracker.store.rows import JOB_COLUMNS
+from tests.conditions import until_async
+from tests.pg_database import listeners
 from tests.postgres.conftest import OpenStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,14 +70,22 @@ async def test_unreachable_server_is_store_unavailable_without_the_password() ->
         await store.get_job("job", 10)
 
 
-async def test_waiter_is_woken_by_an_append_from_another_process(open_store: OpenStore) -> None:
+async def listening_since(pg_url: str, before: set[int]) -> bool:
+    """Whether a session that was not listening before now listens for appends."""
+    return bool(await listeners(pg_url) - before)
+
+
+async def test_waiter_is_woken_by_an_append_from_another_process(
+    open_store: OpenStore, pg_url: str
+) -> None:
     """LISTEN/NOTIFY: a waiter hears another store's append long before its next poll."""
     waiter = await open_store(poll_interval=60)
     writer = await open_store()
     await writer.create_job("job", Created(owner="key_a"))
     head = await waiter.last_position()
+    before = await listeners(pg_url)
     waiting = asyncio.create_task(waiter.wait_for_append(head, timeout=60))
-    await asyncio.sleep(0.2)  # the waiter is listening by now
+    await until_async(lambda: listening_since(pg_url, before), "the waiter never listened")
     await writer.append("job", [NewEvent("go", Started())])
     assert await asyncio.wait_for(waiting, 10) is True
     assert [e.event_id for e in await waiter.read_log(head)] == ["go"]
@@ -244,13 +254,16 @@ async def test_pool_size_in_the_url_bounds_the_connections(pg_url: str) -> None:
         make_store(f"{pg_url}&pool_size=many")
 
 
-async def test_change_feed_hears_appends_from_every_process(open_store: OpenStore) -> None:
+async def test_change_feed_hears_appends_from_every_process(
+    open_store: OpenStore, pg_url: str
+) -> None:
     """`on_append` fires for this store's own appends and, through NOTIFY, for another's."""
     feed = await open_store()
     other = await open_store()
     woken = asyncio.Event()
+    before = await listeners(pg_url)
     assert feed.on_append(woken.set) is True
-    await asyncio.sleep(0.2)  # the listening connection is up by now
+    await until_async(lambda: listening_since(pg_url, before), "the feed never listened")
     await feed.create_job("mine", Created(owner="key_a"))
     await asyncio.wait_for(woken.wait(), 5)
     await other.create_job("theirs", Created(owner="key_a"))

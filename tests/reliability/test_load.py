@@ -26,7 +26,7 @@ WORKERS = 8
 def _key(store: str, scope: str, cwd: Path) -> str:
     created = subprocess.run(
         [sys.executable, "-m", "jobtracker", "keys", "create", "--name", scope, "--scope", scope,
-         "--store", store],
+         "--store", store, *(["--all-owners"] if scope == "worker" else [])],
         capture_output=True, text=True, check=True, cwd=cwd,
     )
     return created.stdout.strip().splitlines()[-1]

@@ -159,3 +159,5 @@ def test_server_alone_on_its_file_survives_other_processes_opening_it(
         stored = {row[0] for row in conn.execute("SELECT event_id FROM events")}
     assert acked, "no append was acknowledged"
     assert acked <= stored
+    print(f"\nshared file, {workers} worker(s): {len(acked)} rows acknowledged over HTTP, all "
+          f"kept, while other processes opened the file {len(opened)} times")

@@ -37,7 +37,7 @@ async def _issue_keys(db_path: str) -> tuple[str, str]:
     await store.open()
     try:
         owner = await issue_key(store, "owner")
-        worker = await issue_key(store, "worker", scope="worker")
+        worker = await issue_key(store, "worker", scope="worker", owners=[owner.record.key_id])
     finally:
         await store.close()
     return owner.secret, worker.secret

@@ -16,8 +16,9 @@ import jobtracker
 from jobtracker.domain.errors import Conflict, InvalidInput, JobNotFound, NotAuthenticated
 from jobtracker.domain.events import new_event_id, new_event_ids
 from jobtracker.domain.projection import job_body
-from jobtracker.sdk.transport import BlockingStoreTransport
-from jobtracker.sdk.worker import AsyncJob, Job, Options, RetryPolicy, Tracker
+from jobtracker.sdk.aio import AsyncJob
+from jobtracker.sdk.direct import BlockingStoreTransport
+from jobtracker.sdk.worker import Job, Options, RetryPolicy, Tracker
 from jobtracker.store.sqlite.log import SqliteLog
 from tests.sdk.conftest import LiveServer
 

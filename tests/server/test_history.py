@@ -131,7 +131,9 @@ async def test_worker_key_cannot_read_history(client: TestClient, owner_key: Iss
                                               store: Store) -> None:
     """A worker key may append to a job but not read its history."""
     await make_job(client, owner_key, rows=1)
-    worker = await issue_key(client.app[STORE], "worker", "worker")
+    worker = await issue_key(
+        client.app[STORE], "worker", "worker", owners=[owner_key.record.key_id]
+    )
     response = await client.get("/api/v1/jobs/big/events", headers=headers(worker))
     assert response.status == 403
 

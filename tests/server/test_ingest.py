@@ -82,8 +82,8 @@ async def test_resent_events_count_as_duplicates_once(
 async def test_worker_scope_key_may_append_to_any_job(
     client: TestClient, store: Store, job_id: str
 ) -> None:
-    """A `worker` key appends to jobs it does not own."""
-    worker = await issue_key(store, "celery", scope="worker")
+    """An all-owners `worker` key appends to jobs it does not own."""
+    worker = await issue_key(store, "celery", scope="worker", all_owners=True)
     response = await post(client, worker, job_id, [{"type": "started"}])
     assert response.status == 200
 
@@ -232,3 +232,15 @@ async def test_concurrent_appends_commit_in_groups_and_a_bad_one_fails_alone(
     assert versions == list(range(3, 42))
     assert store.committer.groups < store.committer.requests
     assert len(await log_of(store, "busy")) == 41
+
+
+async def test_event_id_of_another_job_is_409(
+    client: TestClient, store: Store, owner_key: IssuedKey, job_id: str
+) -> None:
+    """An event already recorded on one job, sent again to another job, is refused with 409
+    naming the id, and the second job's log does not move."""
+    await store.create_job("job-2", Created(owner=owner_key.record.key_id, total=50))
+    await post(client, owner_key, job_id, [row_ok(1, "e-1")])
+    status, detail = await refused(client, store, owner_key, "job-2", [row_ok(1, "e-1")])
+    assert status == 409
+    assert detail.startswith("events[0].event_id: ")

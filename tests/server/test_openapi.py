@@ -136,3 +136,32 @@ async def test_stream_events_match_the_documented_event_schema(
         jsonschema.validate(event, {**doc, **schema})
         job = {**doc, "$ref": "#/components/schemas/Job"}
         jsonschema.validate(orjson.loads(event["data"]), job)
+
+
+async def test_job_control_responses_match_the_document(
+    client: TestClient, owner_key: IssuedKey
+) -> None:
+    """Heartbeat and cancel answers, and a body with `cancel_requested`, validate."""
+    doc = document()
+    own = {"X-API-Key": owner_key.secret}
+    job, events = "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/events"
+    beat, cancel = "/api/v1/jobs/{job_id}/heartbeat", "/api/v1/jobs/{job_id}/cancel"
+
+    async def call(method: str, path: str, url: str, **kwargs: Any) -> Any:
+        response = await client.request(method.upper(), url, **kwargs)
+        raw = await response.read()
+        body = orjson.loads(raw) if raw else None
+        check(doc, path, method, response, body)
+        return body
+
+    await client.post("/api/v1/jobs", json={"job_id": "ctl", "heartbeat_timeout": 60,
+                                            "timeout": 3600}, headers=own)
+    await call("post", events, "/api/v1/jobs/ctl/events", json=[{"type": "started"}], headers=own)
+    await call("post", beat, "/api/v1/jobs/ctl/heartbeat", headers=own)
+    await call("post", beat, "/api/v1/jobs/nope/heartbeat", headers=own)
+    await call("post", cancel, "/api/v1/jobs/ctl/cancel", headers=own)
+    await call("get", job, "/api/v1/jobs/ctl", headers=own)
+    await call("post", events, "/api/v1/jobs/ctl/events",
+               json=[{"type": "failed", "error": "Cancelled", "reason": "cancelled"}], headers=own)
+    await call("post", cancel, "/api/v1/jobs/ctl/cancel", headers=own)
+    await call("post", beat, "/api/v1/jobs/ctl/heartbeat", headers=own)

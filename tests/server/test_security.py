@@ -38,7 +38,7 @@ async def test_worker_key_may_append_to_any_job_but_not_read_it(
     client: TestClient, owner_key: IssuedKey, store: Store
 ) -> None:
     """A `worker`-scope key reports progress; reading results stays with the owner."""
-    worker = await issue_key(store, "celery", scope="worker")
+    worker = await issue_key(store, "celery", scope="worker", owners=[owner_key.record.key_id])
     await create(client, owner_key, "job-w")
     appended = await client.post(
         "/api/v1/jobs/job-w/events", json=[{"type": "started"}],

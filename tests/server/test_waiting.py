@@ -22,10 +22,11 @@ from jobtracker.domain.events import (
     Succeeded,
     new_event_id,
 )
-from jobtracker.server.app import create_app
+from jobtracker.server.app import FEED, create_app
 from jobtracker.server.settings import Settings
 from jobtracker.store import SqliteStore, Store
 from jobtracker.store.keys import IssuedKey, issue_key
+from tests.conditions import until
 
 
 async def new_job(store: Store, key: IssuedKey, job_id: str = "job-w") -> str:
@@ -99,7 +100,7 @@ async def test_long_poll_returns_as_soon_as_the_job_changes(
     held = asyncio.ensure_future(
         client.get(url, headers=headers(owner_key, **{"If-None-Match": '"1"'}))
     )
-    await asyncio.sleep(0.2)
+    await until(lambda: client.app[FEED].waiting == 1, "the GET was never held")
     assert not held.done()
     started = time.monotonic()
     await client.post(
@@ -156,6 +157,12 @@ async def read_events(response: ClientResponse, count: int) -> list[tuple[int, A
     return events
 
 
+async def subscribed(response: ClientResponse) -> None:
+    """Read up to the stream's `retry:` line, which it sends once it is subscribed to changes."""
+    while not (await asyncio.wait_for(response.content.readline(), 10)).startswith(b"retry: "):
+        pass
+
+
 async def test_stream_sends_each_change_and_ends_after_the_terminal_body(
     client: TestClient, owner_key: IssuedKey, store: Store
 ) -> None:
@@ -183,11 +190,9 @@ async def test_stream_resumes_after_last_event_id(
     response = await client.get(
         f"/api/v1/jobs/{job_id}/stream", headers=headers(owner_key, **{"Last-Event-ID": "2"})
     )
-    pending = asyncio.ensure_future(read_events(response, 1))
-    await asyncio.sleep(0.2)
-    assert not pending.done()
+    await subscribed(response)
     await append(store, job_id, Failed("boom"))
-    [(event_id, body)] = await asyncio.wait_for(pending, 5)
+    [(event_id, body)] = await read_events(response, 1)  # version 2 first, if it were re-sent
     assert (event_id, body["status"]) == (3, "FAILURE")
 
 
@@ -195,25 +200,50 @@ async def test_idle_stream_sends_heartbeats_and_a_busy_one_does_not(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     """A quiet stream gets a heartbeat comment about once per period (so proxies keep it open);
-    a stream sending bodies needs none until it has been quiet for a whole period."""
+    a stream sending bodies needs none while it never goes a whole period without one."""
+    period = 0.4
     store = SqliteStore(str(tmp_path / "beats.db"))
-    client = await aiohttp_client(create_app(Settings(heartbeat=0.4), store=store))
+    client = await aiohttp_client(create_app(Settings(heartbeat=period), store=store))
     key = await issue_key(store, "owner")
     quiet, busy = await new_job(store, key, "quiet"), await new_job(store, key, "busy")
     streams = {
         job_id: await client.get(f"/api/v1/jobs/{job_id}/stream", headers=headers(key))
         for job_id in (quiet, busy)
     }
-    for n in range(6):  # 1.2 s of a body every 0.2 s on the busy stream
-        await asyncio.sleep(0.2)
-        await append(store, busy, ProgressReported(n, 10))
+    for response in streams.values():
+        [(first, _)] = await read_events(response, 1)
+        assert first == 1
+    began = time.monotonic()
+    enough = asyncio.Event()
+    busy_beats = 0
+
+    async def keep_busy_stream_busy() -> int:
+        """Append as soon as the busy stream has sent the last change: a body after a body."""
+        nonlocal busy_beats
+        sent = 0
+        while not enough.is_set():
+            sent += 1
+            await append(store, busy, ProgressReported(sent, 1_000_000))
+            while not (line := await asyncio.wait_for(streams[busy].content.readline(), 10)
+                       ).startswith(b"id: "):
+                busy_beats += line == b": heartbeat\n"
+            assert line == b"id: %d\n" % (sent + 1), "the busy stream sent another body"
+        return sent
+
+    busy_task = asyncio.create_task(keep_busy_stream_busy())
+    beats = 0
+    while beats < 3:  # the quiet stream's first three heartbeats, however long they take
+        line = await asyncio.wait_for(streams[quiet].content.readline(), 10 * period)
+        beats += line == b": heartbeat\n"
+    quiet_for = time.monotonic() - began
+    enough.set()
+    assert await asyncio.wait_for(busy_task, 10) > 3  # many bodies, none a period apart
     await append(store, quiet, Succeeded())
     await append(store, busy, Succeeded())
-    seen = {job_id: await asyncio.wait_for(r.content.read(), 5) for job_id, r in streams.items()}
-    assert 2 <= seen[quiet].count(b": heartbeat\n\n") <= 4
-    assert seen[busy].count(b": heartbeat\n\n") == 0
-    # PENDING, the progress reports (the last may be folded into SUCCESS), SUCCESS
-    assert seen[busy].count(b"\ndata: ") >= 7
+    rest = {job_id: await asyncio.wait_for(r.content.read(), 5) for job_id, r in streams.items()}
+    assert 3 * period - 0.2 <= quiet_for <= 4 * period + 1.0, f"3 heartbeats in {quiet_for:.2f} s"
+    assert busy_beats + rest[busy].count(b": heartbeat\n") == 0
+    assert b'"status":"SUCCESS"' in rest[quiet]
 
 
 async def test_stream_misses_no_change_that_lands_while_it_is_writing(
@@ -250,7 +280,7 @@ import sys, time
 from jobtracker.domain.events import NewEvent, ProgressReported
 from jobtracker.store.sqlite.log import SqliteLog
 log = SqliteLog(sys.argv[1])
-time.sleep(0.5)
+sys.stdin.readline()  # told to go once the server holds the GET
 log.append(sys.argv[2], [NewEvent("from-another-process", ProgressReported(7, 10))])
 print(time.time(), flush=True)
 """
@@ -266,13 +296,17 @@ async def test_append_from_another_process_wakes_a_long_poll(
     key = await issue_key(store, "owner")
     job_id = await new_job(store, key)
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WORKER, db, job_id, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", WORKER, db, job_id,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )
-    response = await client.get(
+    held = asyncio.ensure_future(client.get(
         f"/api/v1/jobs/{job_id}?wait=20", headers=headers(key, **{"If-None-Match": '"1"'})
-    )
+    ))
+    await until(lambda: client.app[FEED].waiting == 1, "the GET was never held")
+    finished = asyncio.ensure_future(worker.communicate(b"go\n"))
+    response = await asyncio.wait_for(held, 20)
     seen_at = time.time()
-    appended_at = float((await asyncio.wait_for(worker.communicate(), 10))[0])
+    appended_at = float((await asyncio.wait_for(finished, 10))[0])
     assert response.status == 200
     assert (await response.json())["progress"]["current"] == 7
     assert seen_at - appended_at < 0.5

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import time
+import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 
 import pytest
 from hypothesis import given, settings
@@ -34,8 +36,11 @@ from jobtracker.domain.events import (
 )
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import AppendResult
+from jobtracker.store.sqlite import log as sqlite_log
 from jobtracker.store.sqlite.log import SqliteLog
+from tests.conditions import until
 
+LOG_MODULE = sqlite_log.__file__
 #: Examples per property run (CI keeps it small; raise it for a longer hunt).
 FUZZ_EXAMPLES = int(os.environ.get("JOBTRACKER_FUZZ_EXAMPLES", "60"))
 
@@ -224,6 +229,22 @@ async def store_with_job(path: str) -> AsyncIterator[SqliteStore]:
         await store.close()
 
 
+def writer_thread_running(function: str | None) -> bool:
+    """Whether the store's writer thread is inside `SqliteLog.<function>` right now (None: inside
+    any call on its connection). Read off the thread's own stack."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if not thread.name.startswith("jobtracker-sqlite-writer") or thread.ident not in frames:
+            continue
+        stack: FrameType | None = frames[thread.ident]
+        while stack is not None:
+            code = stack.f_code
+            if code.co_filename == LOG_MODULE and function in (None, code.co_name):
+                return True
+            stack = stack.f_back
+    return False
+
+
 def holding_the_write_lock(path: str) -> SqliteLog:
     """Another connection (another process, as far as the store can tell) in a write
     transaction on `path`, until it rolls back."""
@@ -239,10 +260,9 @@ async def test_reads_answer_while_another_process_holds_the_write_lock(tmp_path:
         other = holding_the_write_lock(store.path)
         try:
             appending = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
-            started = time.monotonic()
-            await asyncio.sleep(0.2)
-            assert time.monotonic() - started < 2  # the loop was not stuck behind the lock
-            assert not appending.done()  # the append waits for the lock, off the loop
+            # The loop keeps turning while the append waits for the lock, on the writer thread.
+            await until(lambda: writer_thread_running("begin"), "the append never waited")
+            assert not appending.done()
             view = await store.get_job("a", 10)  # the loop is free to answer
             assert view is not None
             assert view.state.version == 1
@@ -287,14 +307,14 @@ async def test_shutdown_while_waiting_for_another_writer_leaves_the_file_unlocke
     async with store_with_job(path) as store:
         other = holding_the_write_lock(path)
         appending = asyncio.ensure_future(store.append("a", [row("e1", 1)]))
-        await asyncio.sleep(0.2)  # the writer thread is waiting in BEGIN IMMEDIATE
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
-        await asyncio.sleep(0.05)
+        await until(lambda: writer_thread_running("begin"), "the writer never waited in BEGIN")
+        cancelled = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in cancelled:
+            task.cancel()
+        await until(appending.done, "the append's caller was never cancelled")
         other.conn.execute("ROLLBACK")
-        await asyncio.gather(appending, return_exceptions=True)
-        await asyncio.sleep(0.3)  # the thread's BEGIN has gone through by now, if it was left
+        await until(lambda: all(task.done() for task in cancelled), "a cancelled task lingers")
+        await until(lambda: not writer_thread_running(None), "the writer thread never finished")
         probe = sqlite3.connect(path, timeout=0.5, isolation_level=None)
         probe.execute("BEGIN IMMEDIATE")  # "database is locked" if a transaction was left open
         probe.execute("ROLLBACK")

@@ -10,6 +10,8 @@ import sqlite_utils
 
 from jobtracker.domain.events import Created, NewEvent, Started
 from jobtracker.store.migrate import migrate_sqlite, migrations
+from jobtracker.store.rebuild import ProjectionRows
+from jobtracker.store.sqlite import rebuild as sqlite_rebuild
 from jobtracker.store.sqlite.group import insert_rows
 from jobtracker.store.sqlite.log import SqliteLog
 
@@ -39,6 +41,17 @@ def test_database_refuses_delete_of_events(log: SqliteLog) -> None:
 def test_file_is_in_wal_mode(log: SqliteLog) -> None:
     """Readers never wait for the writer: the file is in WAL mode."""
     assert log.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_every_commit_is_synced_to_disk(log: SqliteLog) -> None:
+    """An acknowledged append survives power loss, not only a crash: the connection writes go
+    through syncs the WAL at every commit (synchronous=FULL), and is back at FULL after replay
+    filled a scratch area without syncing."""
+    full = 2
+    assert log.conn.execute("PRAGMA synchronous").fetchone() == (full,)
+    sqlite_rebuild.reset_area(log.conn, "check")
+    sqlite_rebuild.write_area(log.conn, "check", ProjectionRows())
+    assert log.conn.execute("PRAGMA synchronous").fetchone() == (full,)
 
 
 def test_migrating_again_is_a_no_op(log: SqliteLog) -> None:

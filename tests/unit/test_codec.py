@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from jobtracker.domain.codec import decode_create_request, decode_events, encode_event
+from jobtracker.domain.codec import (
+    decode_create_request,
+    decode_events,
+    encode_event,
+    parse_json,
+)
 from jobtracker.domain.errors import InvalidInput, MalformedRequest
 from jobtracker.domain.events import NewEvent, RowSucceeded
 
@@ -64,7 +74,9 @@ def test_a_batch_must_be_an_array(body: Any) -> None:
         ({"total": 1.5}, "total: must be an integer"),
         ({"total": "3"}, "total: must be an integer"),
         ({"label": "x" * 201}, "label: longer than 200"),
-        ({"owner": "me"}, "owner: unknown field"),
+        ({"owners": "me"}, "owners: unknown field"),
+        ({"owner": ""}, "owner: must not be empty"),
+        ({"owner": "k" * 129}, "owner: longer than 128"),
     ],
 )
 def test_bad_creation_bodies_name_the_field(body: dict[str, Any], detail: str) -> None:
@@ -78,3 +90,50 @@ def test_an_integral_json_number_is_an_integer() -> None:
     [item] = decode_events([{"type": "progress", "current": 25.0, "total": 50}])
     assert item.event.current == 25  # type: ignore[union-attr]
     assert type(item.event.current) is int  # type: ignore[union-attr]
+
+
+#: Keys and texts that look like JSON structure, so only a real parser tells them apart.
+_TRICKY_TEXT = st.sampled_from(["", "a", ":", "a:", "::", '"', '":', "\\", "{,}", "[ "])
+
+
+def _json_text(draw: Callable[[Any], Any], text: str) -> str:
+    encoded = orjson.dumps(text).decode()
+    # A colon inside a string may equally be written as the escape \u003a.
+    return encoded.replace(":", "\\u003a") if draw(st.booleans()) else encoded
+
+
+def _json_value(draw: Callable[[Any], Any], depth: int = 0) -> tuple[str, bool]:
+    """JSON text (objects may repeat keys) and whether some object in it does."""
+    kinds = ["text", "number", "list", "object"] if depth < 3 else ["text", "number"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "text":
+        return _json_text(draw, draw(_TRICKY_TEXT)), False
+    if kind == "number":
+        return str(draw(st.integers(-5, 5))), False
+    if kind == "list":
+        items = [_json_value(draw, depth + 1) for _ in range(draw(st.integers(0, 3)))]
+        return "[" + ",".join(t for t, _ in items) + "]", any(r for _, r in items)
+    keys = draw(st.lists(_TRICKY_TEXT, max_size=4))
+    colon = draw(st.sampled_from([":", " : ", ":\n"]))
+    members = [(_json_text(draw, key), *_json_value(draw, depth + 1)) for key in keys]
+    text = ",".join(key + colon + value for key, value, _ in members)
+    return "{" + text + "}", len(set(keys)) != len(keys) or any(r for _, _, r in members)
+
+
+@given(st.data())
+def test_a_key_given_twice_in_any_object_is_refused_and_nothing_else_is(
+    data: st.DataObject,
+) -> None:
+    """A repeated key is found at any depth, whatever colons, quotes or escapes the text holds."""
+    text, repeats = _json_value(data.draw)
+    if repeats:
+        with pytest.raises(MalformedRequest, match="twice in one JSON object"):
+            parse_json(text.encode())
+    else:
+        assert parse_json(text.encode()) == json.loads(text)
+
+
+def test_a_body_nested_deeper_than_the_duplicate_check_reads_is_refused() -> None:
+    """JSON nested a thousand deep, which orjson reads but cannot check, is refused as such."""
+    with pytest.raises(MalformedRequest, match="nested too deeply"):
+        parse_json(b"[" * 1000 + b"]" * 1000)

@@ -15,7 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "jobtracker"
 
 #: How deep each layer sits; a module may import its own layer and those below it.
-RANK = {"domain": 0, "store": 1, "server": 2, "sdk": 2, "cli": 3}
+RANK = {"domain": 0, "store": 1, "server": 2, "sdk": 2, "celery": 3, "cli": 3}
+#: Layers limited to some of those below them: the Celery integration is an SDK client.
+ONLY = {"celery": frozenset({"domain", "sdk", "celery"})}
 #: Third-party packages the pure domain may use: value classes, their conversion, and JSON.
 DOMAIN_THIRD_PARTY = frozenset({"attrs", "cattrs", "orjson"})
 #: Standard-library modules that do I/O or run things concurrently: never in the domain.
@@ -71,7 +73,8 @@ def violations(module: str, imports: set[str]) -> list[str]:
             if name != "jobtracker":
                 problems.append(f"{module} imports {name}, outside every layer")
             continue
-        if RANK[target] > RANK[layer] or (RANK[target] == RANK[layer] and target != layer):
+        higher = RANK[target] > RANK[layer] or (RANK[target] == RANK[layer] and target != layer)
+        if higher or (layer in ONLY and target not in ONLY[layer]):
             problems.append(f"{module} ({layer}) imports {name} ({target})")
     return problems
 
@@ -117,6 +120,10 @@ def test_every_module_lives_in_a_layer() -> None:
          "jobtracker.server.jobs (server) imports jobtracker.sdk.worker (sdk)"),
         ("jobtracker.store.feed", "from ..cli import main",
          "jobtracker.store.feed (store) imports jobtracker.cli (cli)"),
+        ("jobtracker.celery.task", "from jobtracker.server.app import create_app",
+         "jobtracker.celery.task (celery) imports jobtracker.server.app (server)"),
+        ("jobtracker.celery.task", "from jobtracker.cli import main",
+         "jobtracker.celery.task (celery) imports jobtracker.cli (cli)"),
     ],
 )
 def test_the_check_names_each_kind_of_violation(module: str, source: str, expected: str) -> None:
@@ -131,3 +138,12 @@ def test_inward_imports_pass_the_check() -> None:
     assert violations(domain, imported_modules(source, domain)) == []
     cli = "from jobtracker.server.serve import serve\nfrom jobtracker.sdk import worker\n"
     assert violations("jobtracker.cli.main", imported_modules(cli, "jobtracker.cli.main")) == []
+
+
+def test_importing_jobtracker_or_its_sdk_never_imports_celery() -> None:
+    """Celery is an optional extra: the package and the SDK load without it."""
+    import subprocess
+
+    code = "import jobtracker, jobtracker.sdk.worker, sys; print('celery' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

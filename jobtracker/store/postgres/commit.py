@@ -29,7 +29,7 @@ from jobtracker.domain.errors import JobtrackerError
 from jobtracker.domain.events import Event
 from jobtracker.domain.projection import AppendPlan, plan_append
 from jobtracker.domain.state import JobState
-from jobtracker.store.base import AppendResult
+from jobtracker.store.base import AppendResult, result_of
 from jobtracker.store.postgres.plan import (
     AppendRequest,
     Conn,
@@ -109,7 +109,7 @@ def _versions(states: dict[str, JobState]) -> dict[str, int]:
 def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
     if isinstance(plan, JobtrackerError):
         return plan
-    return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+    return result_of(plan)
 
 
 #: Write errors one request can cause without breaking the transaction's connection.

@@ -38,6 +38,11 @@ DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT = 10
 COMMAND_TIMEOUT = 60
 POOL_SIZE_PARAM = "pool_size"
+#: How long any statement may wait for a lock, and run, unless the URL sets them
+#: (`?lock_timeout=5s&statement_timeout=30s`, PostgreSQL's own settings and units; 0 is no limit).
+#: Every connection starts with them, so a request held up by another session's lock is answered
+#: 503 (`StoreUnavailable`, which the SDK retries) instead of waiting without end.
+DEFAULT_TIMEOUTS = (("lock_timeout", "2s"), ("statement_timeout", "5s"))
 
 
 @asynccontextmanager
@@ -67,6 +72,23 @@ def pool_size_from(url: str) -> tuple[str, int | None]:
         raise ConfigError(f"store URL: {POOL_SIZE_PARAM} must be a whole number >= 1")
     rest = urlencode([(key, value) for key, value in query if key != POOL_SIZE_PARAM])
     return urlunsplit(parts._replace(query=rest)), int(sizes[-1])
+
+
+def with_timeouts(url: str) -> str:
+    """The URL with our `DEFAULT_TIMEOUTS` for those it does not set itself."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = {key for key, _ in query}
+    missing = [(key, value) for key, value in DEFAULT_TIMEOUTS if key not in given]
+    return urlunsplit(parts._replace(query=urlencode([*query, *missing])))
+
+
+async def no_time_limits(conn: Conn) -> None:
+    """Inside a transaction: lift the session's lock and statement timeouts until it ends.
+
+    For migrations and replay, whose statements may rightly run long or wait behind appenders.
+    """
+    await conn.execute("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
 
 
 def redacted(url: str) -> str:
@@ -99,6 +121,7 @@ async def migrate_postgres(conn: Conn) -> list[str]:
     done: list[str] = []
     for migration in migrations("postgres"):
         async with conn.transaction():
+            await no_time_limits(conn)
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "

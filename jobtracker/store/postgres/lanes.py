@@ -134,6 +134,8 @@ class GroupCommitter:
         self._idle: list[asyncio.Future[None]] = []
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        #: Told the size of each group once it is committed (the server's metrics).
+        self.observe: Callable[[int], None] | None = None
 
     def start(self) -> None:
         """Start the committing lanes (grouped mode only)."""
@@ -195,6 +197,8 @@ class GroupCommitter:
             )
         if head and self._after_commit is not None:
             self._after_commit(head)
+        if self.observe is not None:
+            self.observe(len(requests))
         return outcomes
 
     async def _commit_on_a_connection(

@@ -18,6 +18,9 @@ that changes the log or the projection takes it before committing.
 - A one-job swap takes that job's row lock, then the position lock (the order appenders use).
 - A comparison takes the position lock alone: while it holds it, nothing that changes the log or
   the projection can commit, yet readers, and appenders' work up to their commit, go on.
+Those transactions lift the session's lock and statement timeouts (`driver.no_time_limits`): a
+swap may queue behind appenders, then rightly take long. Appenders that meet its locks time out
+and are answered 503 instead (the SDK retries them).
 Driver errors are not translated here: callers sit inside `postgres.driver_errors`.
 """
 
@@ -33,6 +36,7 @@ from jobtracker.domain.errors import InvalidInput
 from jobtracker.domain.events import MAX_INT
 from jobtracker.domain.state import RowError, RowMark, Status
 from jobtracker.store.base import JobView
+from jobtracker.store.postgres.driver import no_time_limits
 from jobtracker.store.postgres.plan import Conn
 from jobtracker.store.postgres.sql import POSITION_LOCK
 from jobtracker.store.rebuild import Comparison, JobDiff, LogEntry, ProjectionRows, TailFolder
@@ -160,6 +164,7 @@ async def write_area(conn: Conn, area: str, rows: ProjectionRows) -> None:
     """
     names = await tables(conn)
     async with conn.transaction():
+        await no_time_limits(conn)
         await conn.execute("SET LOCAL synchronous_commit TO OFF")
         await _insert(conn, names, area, rows)
 
@@ -233,6 +238,7 @@ async def swap_in(
     """Catch up and make the area live in one transaction, under the locks appends take."""
     names = await tables(conn)
     async with conn.transaction():
+        await no_time_limits(conn)  # it waits for appenders in flight, then works under the locks
         if job_id is None:
             # Not the position lock first: appenders waiting for it would hold these tables.
             live = ", ".join(names.live(base) for base in PROJECTION_TABLES)
@@ -315,6 +321,7 @@ async def compare_area(
     """Catch up, then diff the area with the live projection while nothing can commit."""
     names = await tables(conn)
     async with conn.transaction():
+        await no_time_limits(conn)
         await conn.execute("SET LOCAL synchronous_commit TO OFF")
         await _lock_position(conn)
         last = await _catch_up(conn, names, area, fold_tail, after_position, after_version,

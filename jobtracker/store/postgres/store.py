@@ -9,6 +9,7 @@ the store and polls when no hint comes, so a lost notification costs latency, ne
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -22,7 +23,10 @@ from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event
 from jobtracker.domain.projection import start
 from jobtracker.domain.state import JobState, RowError, Status
 from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.migrate import missing_migrations
+from jobtracker.store.postgres import deadlines
 from jobtracker.store.postgres.commit import BeforeCommit, no_pause, once_more_if_cut
+from jobtracker.store.postgres.deadlines import DeadlineSide
 from jobtracker.store.postgres.driver import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -35,6 +39,7 @@ from jobtracker.store.postgres.driver import (
     recorded_event,
     redacted,
     unavailable,
+    with_timeouts,
 )
 from jobtracker.store.postgres.keys import KeyCache
 from jobtracker.store.postgres.lanes import GroupCommitter
@@ -53,6 +58,12 @@ from jobtracker.store.rows import state_from_row, state_to_row
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
 T = TypeVar("T")
 _KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
+# A key with its binding (migration 0004), in one read: the binding must not cost a second lookup.
+_SELECT_KEY = (
+    f"SELECT {_KEY_COLUMNS}, all_owners, "  # noqa: S608
+    "array(SELECT owner_key_id FROM worker_key_owners AS bound "
+    "WHERE bound.key_id = api_keys.key_id) FROM api_keys"
+)
 
 
 def _encoded(created: Created) -> str:
@@ -62,7 +73,15 @@ def _encoded(created: Created) -> str:
         raise InvalidInput("created: text must be valid UTF-8") from None
 
 
-class PostgresStore(ReplaySide):
+def _api_key(row: asyncpg.Record) -> ApiKey:
+    key_id, name, scope, key_hash, created_at, revoked_at, all_owners, owners = row
+    return ApiKey(
+        key_id, name, scope, key_hash, created_at, revoked_at,
+        all_owners=all_owners, owners=owners,
+    )
+
+
+class PostgresStore(ReplaySide, DeadlineSide):
     """The PostgreSQL store: a pool of connections, group-committed appends, gap-safe positions."""
 
     def __init__(
@@ -74,7 +93,8 @@ class PostgresStore(ReplaySide):
         poll_interval: float = 1.0,
         before_commit: BeforeCommit | None = None,
     ) -> None:
-        self.url, from_url = pool_size_from(url)
+        without_size, from_url = pool_size_from(url)
+        self.url = with_timeouts(without_size)
         self._pool_size = pool_size or from_url or DEFAULT_POOL_SIZE
         self._group_commit = group_commit
         self._poll_interval = poll_interval
@@ -83,6 +103,7 @@ class PostgresStore(ReplaySide):
         self._committer: GroupCommitter | None = None
         self._hints: AppendHints | None = None
         self._key_cache: KeyCache | None = None
+        self._observe_groups: Callable[[int], None] | None = None
 
     async def open(self) -> None:
         """Connect the pool, migrate, start the group committer."""
@@ -111,6 +132,7 @@ class PostgresStore(ReplaySide):
             before_commit=self._before_commit or no_pause,
             after_commit=self._appended,
         )
+        self._committer.observe = self._observe_groups
         self._committer.start()
 
     async def close(self) -> None:
@@ -177,6 +199,7 @@ class PostgresStore(ReplaySide):
                 data,
                 stored_version(created),
             )
+            await deadlines.watch(conn, job_id, created, time.time())
         self._appended(0)
         return state, True
 
@@ -310,17 +333,39 @@ class PostgresStore(ReplaySide):
         if self._hints is not None:
             self._hints.wake()
 
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs by status: `current_job_counts()` (migration 0005) folds the changes the triggers
+        noted since the last read into the counts, so a read costs those changes, not a count."""
+        rows = await self._fetch("reading job counts", "SELECT * FROM current_job_counts()")
+        return {status: int(count) for status, count in rows}
+
+    async def missing_migrations(self) -> list[str]:
+        """The migrations of this version not applied to the database."""
+        rows = await self._fetch("reading the schema version", "SELECT name FROM schema_migrations")
+        return missing_migrations("postgres", (row["name"] for row in rows))
+
+    def on_commit_group(self, observe: Callable[[int], None]) -> None:
+        """Tell `observe` the size of every group of appends committed (see `lanes`)."""
+        self._observe_groups = observe
+        if self._committer is not None:
+            self._committer.observe = observe
+
     async def add_key(self, key: ApiKey) -> None:
-        """Store a key record."""
+        """Store a key record and its binding, in one statement."""
         await self._fetch(
             "adding a key",
-            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",  # noqa: S608
+            f"WITH added AS (INSERT INTO api_keys ({_KEY_COLUMNS}, all_owners) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING key_id) "
+            "INSERT INTO worker_key_owners (key_id, owner_key_id) "
+            "SELECT added.key_id, owner FROM added, unnest($8::text[]) AS owner",
             key.key_id,
             key.name,
             key.scope,
             key.key_hash,
             key.created_at,
             key.revoked_at,
+            key.all_owners,
+            list(key.owners),
         )
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
@@ -330,20 +375,18 @@ class PostgresStore(ReplaySide):
         return await self._key_cache.find(key_hash, self._read_key)
 
     async def _read_key(self, key_hash: str) -> ApiKey | None:
-        row = await self._fetchrow(
-            "reading a key",
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1",  # noqa: S608
-            key_hash,
-        )
-        return None if row is None else ApiKey(*row)
+        row = await self._fetchrow("reading a key", f"{_SELECT_KEY} WHERE key_hash = $1", key_hash)
+        return None if row is None else _api_key(row)
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not (read from the database)."""
+        row = await self._fetchrow("reading a key", f"{_SELECT_KEY} WHERE key_id = $1", key_id)
+        return None if row is None else _api_key(row)
 
     async def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
-        rows = await self._fetch(
-            "listing keys",
-            f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, key_id",  # noqa: S608
-        )
-        return [ApiKey(*row) for row in rows]
+        rows = await self._fetch("listing keys", f"{_SELECT_KEY} ORDER BY created_at, key_id")
+        return [_api_key(row) for row in rows]
 
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke a key at once; False when there is none with that id."""

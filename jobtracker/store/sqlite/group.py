@@ -26,7 +26,7 @@ from jobtracker.domain.errors import JobtrackerError
 from jobtracker.domain.events import NewEvent
 from jobtracker.domain.projection import AppendPlan, plan_append
 from jobtracker.domain.state import JobState
-from jobtracker.store.base import AppendResult
+from jobtracker.store.base import AppendResult, result_of
 from jobtracker.store.group import AppendRequest
 from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
 from jobtracker.store.sqlite import row_bits
@@ -236,7 +236,7 @@ def write_together(
             raise NotPlain(job_id) from exc
         rows.add_plan(job_id, plan)
         states[job_id] = plan.batch.state
-        results.append(AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version))
+        results.append(result_of(plan))
     rows.write(conn)
     known.stage(conn, states)
     return results

@@ -9,6 +9,7 @@ write runs inside `BEGIN IMMEDIATE`, so writers never deadlock on a lock upgrade
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,18 +23,24 @@ from jobtracker.domain.errors import JobIdTaken, JobNotFound, JobtrackerError, S
 from jobtracker.domain.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.domain.state import JobState, RowError, RowMark, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, result_of, utc_now
 from jobtracker.store.group import AppendRequest, CreateOutcome, CreateRequest, Outcome
-from jobtracker.store.migrate import migrate_sqlite
+from jobtracker.store.migrate import migrate_sqlite, missing_migrations
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
+from jobtracker.store.sqlite import deadlines, row_bits
 from jobtracker.store.sqlite import rebuild as sqlite_rebuild
-from jobtracker.store.sqlite import row_bits
 from jobtracker.store.sqlite.group import KnownStates, NotPlain, Rows, write_together
 
 T = TypeVar("T")
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
+# A key with its binding (migration 0003), in one read: the binding must not cost a second lookup.
+_SELECT_KEY = (
+    "SELECT key_id, name, scope, key_hash, created_at, revoked_at, all_owners, "
+    "(SELECT group_concat(owner_key_id, ' ') FROM worker_key_owners AS bound "
+    "WHERE bound.key_id = api_keys.key_id) FROM api_keys"
+)
 
 
 #: How long a write waits for another connection (another process) to finish its own.
@@ -49,6 +56,14 @@ def connect(path: str) -> sqlite3.Connection:
     # FULL: an acknowledged append survives power loss, not only a process crash.
     conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    key_id, name, scope, key_hash, created_at, revoked_at, all_owners, owners = row
+    return ApiKey(
+        key_id, name, scope, key_hash, created_at, revoked_at,
+        all_owners=bool(all_owners), owners=(owners or "").split(),
+    )
 
 
 def _recorded_event(row: Sequence[Any]) -> RecordedEvent:
@@ -84,6 +99,11 @@ class SqliteLog:
             self.rollback()
             raise
         self.commit()
+
+    def in_transaction(self, write: Callable[..., None], *args: Any) -> None:
+        """`write(conn, *args)` in a write transaction of its own."""
+        with self._immediate():
+            write(self.conn, *args)
 
     def _quick_else_careful(self, quick: Callable[[], T], careful: Callable[[], T]) -> T:
         """`quick` in a write transaction; if it raises `NotPlain`, `careful` in a new one."""
@@ -131,6 +151,7 @@ class SqliteLog:
         rows = Rows(self._clock())
         rows.add_job(job_id, NewEvent(new_event_id(), created), state)
         rows.write(self.conn)
+        deadlines.watch(self.conn, job_id, created, time.time())
         return state, True
 
     # Appends are first planned as if the log held none of their events and none of their rows had
@@ -264,7 +285,7 @@ class SqliteLog:
         rows = Rows(self._clock())
         rows.add_plan(job_id, plan)
         rows.write(self.conn)
-        return AppendResult(len(plan.new), plan.duplicates, plan.batch.state.version)
+        return result_of(plan)
 
     def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """The projection of one job; row errors are read only for a SUCCESS body."""
@@ -325,22 +346,39 @@ class SqliteLog:
         return sqlite_rebuild.last_position(self.conn)
 
     def add_key(self, key: ApiKey) -> None:
-        """Store a key record."""
+        """Store a key record and its binding."""
         with self._immediate():
             self.conn.execute(
-                "INSERT INTO api_keys (key_id, name, scope, key_hash, created_at, revoked_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key.key_id, key.name, key.scope, key.key_hash, key.created_at, key.revoked_at),
+                "INSERT INTO api_keys "
+                "(key_id, name, scope, key_hash, created_at, revoked_at, all_owners) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key.key_id, key.name, key.scope, key.key_hash, key.created_at, key.revoked_at,
+                 key.all_owners),
+            )
+            self.conn.executemany(
+                "INSERT INTO worker_key_owners (key_id, owner_key_id) VALUES (?, ?)",
+                [(key.key_id, owner) for owner in key.owners],
             )
 
     def find_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash."""
-        row = self.conn.execute(
-            "SELECT key_id, name, scope, key_hash, created_at, revoked_at "
-            "FROM api_keys WHERE key_hash = ?",
-            (key_hash,),
-        ).fetchone()
-        return None if row is None else ApiKey(*row)
+        row = self.conn.execute(f"{_SELECT_KEY} WHERE key_hash = ?", (key_hash,)).fetchone()
+        return None if row is None else _api_key(row)
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id."""
+        row = self.conn.execute(f"{_SELECT_KEY} WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else _api_key(row)
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs by status, as the triggers of migration 0004 keep them: five rows, never a count."""
+        return {status: int(count) for status, count in self.conn.execute(
+            "SELECT status, count FROM job_counts")}
+
+    def missing_migrations(self) -> list[str]:
+        """The migrations of this version not applied to the file."""
+        applied = self.conn.execute("SELECT name FROM schema_migrations")
+        return missing_migrations("sqlite", (name for (name,) in applied))
 
     def data_version(self) -> int:
         """A number that moves whenever another connection, in any process, commits a change."""
@@ -349,7 +387,8 @@ class SqliteLog:
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
-        return [ApiKey(**row) for row in self.db["api_keys"].rows_where(order_by="created_at")]
+        rows = self.conn.execute(f"{_SELECT_KEY} ORDER BY created_at, key_id")
+        return [_api_key(row) for row in rows]
 
     def revoke_key(self, key_id: str) -> bool:
         """Revoke a key; False when there is none with that id."""

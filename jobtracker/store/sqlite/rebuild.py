@@ -194,6 +194,12 @@ def _swap_tables(conn: sqlite3.Connection, area: str) -> None:
         quoted = name.replace('"', '""')
         conn.execute(f'DROP {"INDEX" if kind == "index" else "TRIGGER"} "{quoted}"')
         conn.execute(sql)
+    # The rebuilt rows went in without the counting triggers (migration 0004): count them once.
+    conn.execute("UPDATE job_counts SET count = 0")
+    conn.execute(
+        "INSERT INTO job_counts (status, count) SELECT status, count(*) FROM jobs WHERE true "
+        "GROUP BY status ON CONFLICT (status) DO UPDATE SET count = excluded.count"
+    )
 
 
 def _differing_jobs(conn: sqlite3.Connection, area: str, job_id: str | None) -> list[str]:

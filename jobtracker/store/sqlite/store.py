@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from jobtracker.domain.control import Deadline
 from jobtracker.domain.errors import StoreUnavailable
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent
 from jobtracker.domain.state import JobState, RowError
@@ -33,6 +34,7 @@ from jobtracker.store.group import (
     GroupCommitter,
     Outcome,
 )
+from jobtracker.store.sqlite import deadlines
 from jobtracker.store.sqlite.fswatch import FolderWatch, watch_folder
 from jobtracker.store.sqlite.group import NotPlain
 from jobtracker.store.sqlite.log import SqliteLog, sqlite_path
@@ -330,6 +332,18 @@ class SqliteStore(ReplaySide):
         self._watches.append(watch)
         return True
 
+    async def job_counts(self) -> dict[str, int]:
+        """See `SqliteLog.job_counts`; a point read on the loop."""
+        return self._point_read(lambda log: log.job_counts())
+
+    async def missing_migrations(self) -> list[str]:
+        """See `SqliteLog.missing_migrations`; a point read on the loop."""
+        return self._point_read(lambda log: log.missing_migrations())
+
+    def on_commit_group(self, observe: Callable[[int], None]) -> None:
+        """Tell `observe` the size of every group of appends committed (see `GroupCommitter`)."""
+        self.committer.observe = observe
+
     async def add_key(self, key: ApiKey) -> None:
         """See `SqliteLog.add_key`."""
         await self._write(lambda log: log.add_key(key))
@@ -339,6 +353,26 @@ class SqliteStore(ReplaySide):
         return self._point_read(
             lambda log: self._keys.find(key_hash, self._change_mark(log), log.find_key)
         )
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """See `SqliteLog.get_key`; a point read on the loop."""
+        return self._point_read(lambda log: log.get_key(key_id))
+
+    async def due_deadlines(self, now: float, limit: int) -> list[Deadline]:
+        """See `Store.due_deadlines`; on the reader thread."""
+        return await self._bulk_read(lambda log: deadlines.due(log.conn, now, limit))
+
+    async def settle_deadlines(self, next_checks: Mapping[str, float | None]) -> None:
+        """See `Store.settle_deadlines`."""
+        await self._write(lambda log: log.in_transaction(deadlines.settle, next_checks))
+
+    async def record_heartbeats(self, beats: Mapping[str, float]) -> None:
+        """See `Store.record_heartbeats`: one transaction for every heartbeat of a second."""
+        await self._write(lambda log: log.in_transaction(deadlines.record_heartbeats, beats))
+
+    async def check_by(self, job_id: str, at: float) -> None:
+        """See `Store.check_by`."""
+        await self._write(lambda log: log.in_transaction(deadlines.check_by, job_id, at))
 
     def _change_mark(self, log: SqliteLog) -> object:
         """What moves on any commit: the wal-index header if mapped, else data_version."""

@@ -1,0 +1,242 @@
+"""Prometheus metrics (`prometheus_client`): the families CONTRACT.md names, served at /metrics.
+
+Every request is counted by `observe_middleware` under its route *template* and a known method
+(anything else is `other`; a path no route matches is `unmatched`), so no caller can make a label
+value of its own. The label children are looked up once per (method, route, status) and kept:
+`labels()` costs as much as the increment itself.
+
+With `serve --workers N` the parent process gives the workers a fresh folder in
+`PROMETHEUS_MULTIPROC_DIR` before it starts them; prometheus_client then keeps each worker's values
+in a file of its own there, and a scrape, whichever worker serves it, adds up every worker's files
+(`MultiProcessCollector`): counters and histograms are summed, and the waiters gauge is summed over
+the workers still alive. `jobtracker_jobs` is read from the store at each scrape
+(`Store.job_counts`, a table the store keeps by triggers: never a count over the jobs table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from jobtracker.domain.errors import JobtrackerError
+from jobtracker.domain.state import Status
+from jobtracker.server.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_for
+from jobtracker.store import Store
+
+#: Where prometheus_client keeps each process's values when several processes serve.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: How long a scrape waits for the store's job counts before it answers without them.
+COUNTS_TIMEOUT = 2.0
+#: The methods counted by name; anything else a client sends is counted as `other`.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: The status of a request whose client went away before it was answered (nginx's convention).
+CLIENT_GONE = 499
+#: Why an append was refused, by the status it was answered with.
+REJECTIONS = {
+    400: "malformed", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+    408: "timeout", 409: "conflict", 410: "expired", 413: "too_large", 422: "invalid",
+    503: "unavailable",
+}
+APPEND_ROUTE = "/api/v1/jobs/{job_id}/events"
+READY_ROUTE = "/readyz"
+#: The reasons the reaper ends a job with (CONTRACT.md, "Job control").
+REAP_REASONS = ("worker_lost", "timed_out", "cancelled")
+LONG_POLL, STREAM = "long-poll", "stream"
+
+# `_created` series double every family's size for a figure Prometheus does not need; the
+# multiprocess mode never has them, so a scrape looks the same with one process or several.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+HTTP_REQUESTS = Counter(
+    "jobtracker_http_requests_total", "HTTP requests answered, by method, route template, status.",
+    ("method", "route", "status"),
+)
+HTTP_SECONDS = Histogram(
+    "jobtracker_http_request_duration_seconds",
+    "Seconds from a request reaching the app to its answer (a stream: its whole life).",
+    ("method", "route"),
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+             60),
+)
+EVENTS_APPENDED = Counter(
+    "jobtracker_events_appended_total", "Events appended through this server (re-sends excluded)."
+)
+APPENDS_REJECTED = Counter(
+    "jobtracker_appends_rejected_total", "Append requests refused, by reason.", ("reason",)
+)
+COMMIT_GROUP_SIZE = Histogram(
+    "jobtracker_commit_group_size", "Append requests committed together in one transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+WAITERS = Gauge(
+    "jobtracker_waiters", "Requests held open for a job's change, by kind.", ("kind",),
+    multiprocess_mode="livesum",
+)
+JOBS_REAPED = Counter(
+    "jobtracker_jobs_reaped_total", "Jobs the reaper ended, by reason.", ("reason",)
+)
+WEBHOOK_DELIVERIES = Counter(
+    "jobtracker_webhook_deliveries_total", "Webhook delivery attempts, by outcome (declared only: "
+    "webhooks are not built yet).", ("outcome",),
+)
+STORE_ERRORS = Counter(
+    "jobtracker_store_errors_total", "Requests and probes that failed because the store did not "
+    "answer (each a 503).",
+)
+_LONG_POLLS, _STREAMS = WAITERS.labels(LONG_POLL), WAITERS.labels(STREAM)
+for _reason in REAP_REASONS:
+    JOBS_REAPED.labels(_reason)
+
+
+def count_reaped(reason: str) -> None:
+    """The reaper ended a job (`reason`: worker_lost, timed_out or cancelled)."""
+    JOBS_REAPED.labels(reason if reason in REAP_REASONS else "other").inc()
+
+
+def count_appended(events: int) -> None:
+    """An append wrote `events` new events."""
+    if events:
+        EVENTS_APPENDED.inc(events)
+
+
+@contextlib.contextmanager
+def waiting(kind: str) -> Iterator[None]:
+    """Counts a request held open (`LONG_POLL` or `STREAM`) for as long as the block runs."""
+    gauge = _LONG_POLLS if kind == LONG_POLL else _STREAMS
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+class _Children:
+    """The label children one (method, route, status) touches, looked up once."""
+
+    __slots__ = ("extra", "requests", "seconds", "store_error")
+
+    def __init__(self, method: str, route: str, status: int) -> None:
+        self.requests = HTTP_REQUESTS.labels(method, route, str(status))
+        self.seconds = HTTP_SECONDS.labels(method, route)
+        refused = route == APPEND_ROUTE and method == "POST" and status >= 400
+        self.extra = APPENDS_REJECTED.labels(REJECTIONS.get(status, "other")) if refused else None
+        self.store_error = status == 503 and route != READY_ROUTE
+
+
+class HttpMetrics:
+    """Counts each answered request: requests by status, duration, refused appends, 503s."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, object, int], _Children] = {}
+
+    def record(self, request: web.Request, status: int, seconds: float) -> None:
+        """Count one request answered with `status` after `seconds`."""
+        method = request.method
+        if method not in KNOWN_METHODS:
+            method = "other"
+        resource = request.match_info.route.resource
+        key = (method, resource, status)
+        children = self._children.get(key)
+        if children is None:
+            route = "unmatched" if resource is None else resource.canonical
+            children = self._children[key] = _Children(method, route, status)
+        children.requests.inc()
+        children.seconds.observe(seconds)
+        if children.extra is not None:
+            children.extra.inc()
+        if children.store_error:
+            STORE_ERRORS.inc()
+
+
+def observe_middleware(metrics: HttpMetrics | None) -> Middleware:
+    """The outermost middleware: the request's id (taken or made, echoed) and, unless `metrics`
+    is None, its count and duration."""
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_for(request.headers.get(REQUEST_ID_HEADER))
+        REQUEST_ID.set(request_id)  # each request runs in a task of its own: no reset needed
+        started = time.perf_counter()
+        status = CLIENT_GONE
+        try:
+            response = await handler(request)
+            status = response.status
+        except web.HTTPException as exc:  # what the error middleware lets through (< 400)
+            exc.headers[REQUEST_ID_HEADER] = request_id
+            status = exc.status
+            raise
+        finally:
+            if metrics is not None:
+                metrics.record(request, status, time.perf_counter() - started)
+        if not response.prepared:  # a stream sets it itself before it starts
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    return observe
+
+
+class _JobCounts(Collector):
+    """`jobtracker_jobs{status}` from the counts the store keeps."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("jobtracker_jobs", "Jobs in the store, by status.",
+                                   labels=("status",))
+        for status in Status:
+            family.add_metric((status.value,), self._counts.get(status.value, 0))
+        yield family
+
+
+def _process_values() -> CollectorRegistry:
+    """This process's registry, or with several workers every worker's files added up."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+async def exposition(store: Store) -> bytes:
+    """The whole scrape: every family, and the job counts unless the store did not answer."""
+    text = generate_latest(_process_values())
+    try:
+        async with asyncio.timeout(COUNTS_TIMEOUT):
+            counts = await store.job_counts()
+    except (JobtrackerError, TimeoutError):
+        STORE_ERRORS.inc()
+        return text
+    jobs = CollectorRegistry(auto_describe=False)
+    jobs.register(_JobCounts(counts))
+    return text + generate_latest(jobs)
+
+
+def metrics_handler(store_of: Callable[[], Store]) -> Handler:
+    """`GET /metrics` for the store `store_of()` returns (no key: keep it off public networks, or
+    serve it on its own port with `serve --metrics-port`)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = await exposition(store_of())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    return metrics

@@ -1,0 +1,30 @@
+-- Job control (CONTRACT.md, "Job control"): cancel requests, heartbeats, timeouts.
+--
+-- `cancel_requested` is part of the projection (a `cancel_requested` event sets it; replay
+-- rebuilds it); the append statement receives it as the last field of `job_write`, in the order
+-- of store/rows.py's JOB_COLUMNS. `job_deadlines` is not part of the projection: it is the
+-- reaper's schedule, one row per job that may still need ending, and the only table heartbeats
+-- write (a heartbeat is no event).
+ALTER TABLE jobs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false;
+ALTER TYPE job_write ADD ATTRIBUTE cancel_requested BOOLEAN;
+
+CREATE TABLE job_deadlines (
+    job_id            TEXT PRIMARY KEY,
+    -- seconds a running job may go without an event or a heartbeat
+    heartbeat_timeout INTEGER NOT NULL,
+    -- seconds from creation the job may take (NULL: no timeout), and the moment that ends
+    timeout           INTEGER,
+    timeout_at        DOUBLE PRECISION,
+    -- the newest heartbeat heard (events count too, read from the log when it matters)
+    heartbeat_at      DOUBLE PRECISION,
+    -- the soonest this job could be due: a lower bound the sweep moves forward when it is early
+    next_check        DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX job_deadlines_by_next_check ON job_deadlines (next_check);
+
+-- Jobs still running when this version arrives are watched with the default heartbeat timeout.
+INSERT INTO job_deadlines (job_id, heartbeat_timeout, timeout, timeout_at, heartbeat_at, next_check)
+SELECT job_id, 600, NULL, NULL, extract(epoch FROM now()), extract(epoch FROM now()) + 600
+FROM jobs
+WHERE status NOT IN ('SUCCESS', 'FAILURE');
