@@ -23,24 +23,19 @@ from jobtracker.domain.errors import JobIdTaken, JobNotFound, JobtrackerError, S
 from jobtracker.domain.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.domain.state import JobState, RowError, RowMark, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, result_of, utc_now
+from jobtracker.store.base import AppendResult, JobChange, JobView, result_of, utc_now
 from jobtracker.store.group import AppendRequest, CreateOutcome, CreateRequest, Outcome
 from jobtracker.store.migrate import migrate_sqlite, missing_migrations
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
 from jobtracker.store.sqlite import deadlines, row_bits
 from jobtracker.store.sqlite import rebuild as sqlite_rebuild
 from jobtracker.store.sqlite.group import KnownStates, NotPlain, Rows, write_together
+from jobtracker.store.sqlite.keys import KeyTable
 
 T = TypeVar("T")
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
-# A key with its binding (migration 0003), in one read: the binding must not cost a second lookup.
-_SELECT_KEY = (
-    "SELECT key_id, name, scope, key_hash, created_at, revoked_at, all_owners, "
-    "(SELECT group_concat(owner_key_id, ' ') FROM worker_key_owners AS bound "
-    "WHERE bound.key_id = api_keys.key_id) FROM api_keys"
-)
 
 
 #: How long a write waits for another connection (another process) to finish its own.
@@ -58,21 +53,13 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    key_id, name, scope, key_hash, created_at, revoked_at, all_owners, owners = row
-    return ApiKey(
-        key_id, name, scope, key_hash, created_at, revoked_at,
-        all_owners=bool(all_owners), owners=(owners or "").split(),
-    )
-
-
 def _recorded_event(row: Sequence[Any]) -> RecordedEvent:
     job_id, version, position, event_id, recorded_at, kind, schema_version, data = row
     event = decode_stored(kind, schema_version, data)
     return RecordedEvent(job_id, version, position, event_id, recorded_at, event)
 
 
-class SqliteLog:
+class SqliteLog(KeyTable):
     """The SQLite store's synchronous core: one connection, one transaction per write."""
 
     def __init__(self, path: str, *, clock: Callable[[], str] = utc_now) -> None:
@@ -345,31 +332,6 @@ class SqliteLog:
         """The newest position (0 when empty)."""
         return sqlite_rebuild.last_position(self.conn)
 
-    def add_key(self, key: ApiKey) -> None:
-        """Store a key record and its binding."""
-        with self._immediate():
-            self.conn.execute(
-                "INSERT INTO api_keys "
-                "(key_id, name, scope, key_hash, created_at, revoked_at, all_owners) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key.key_id, key.name, key.scope, key.key_hash, key.created_at, key.revoked_at,
-                 key.all_owners),
-            )
-            self.conn.executemany(
-                "INSERT INTO worker_key_owners (key_id, owner_key_id) VALUES (?, ?)",
-                [(key.key_id, owner) for owner in key.owners],
-            )
-
-    def find_key(self, key_hash: str) -> ApiKey | None:
-        """The key with this hash."""
-        row = self.conn.execute(f"{_SELECT_KEY} WHERE key_hash = ?", (key_hash,)).fetchone()
-        return None if row is None else _api_key(row)
-
-    def get_key(self, key_id: str) -> ApiKey | None:
-        """The key with this id."""
-        row = self.conn.execute(f"{_SELECT_KEY} WHERE key_id = ?", (key_id,)).fetchone()
-        return None if row is None else _api_key(row)
-
     def job_counts(self) -> dict[str, int]:
         """Jobs by status, as the triggers of migration 0004 keep them: five rows, never a count."""
         return {status: int(count) for status, count in self.conn.execute(
@@ -385,20 +347,6 @@ class SqliteLog:
         (version,) = self.conn.execute("PRAGMA data_version").fetchone()
         return int(version)
 
-    def list_keys(self) -> list[ApiKey]:
-        """Every key, oldest first."""
-        rows = self.conn.execute(f"{_SELECT_KEY} ORDER BY created_at, key_id")
-        return [_api_key(row) for row in rows]
-
-    def revoke_key(self, key_id: str) -> bool:
-        """Revoke a key; False when there is none with that id."""
-        with self._immediate():
-            self.conn.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                (self._clock(), key_id),
-            )
-            found = self.conn.execute("SELECT 1 FROM api_keys WHERE key_id = ?", (key_id,))
-            return found.fetchone() is not None
 
 
 def sqlite_path(path: str) -> str:
