@@ -28,7 +28,7 @@ from jobtracker.domain.events import (
     Started,
     Succeeded,
 )
-from jobtracker.domain.state import Status
+from jobtracker.domain.state import Progress, Status
 from jobtracker.store import Store, replay
 
 MakeJob = Callable[..., Awaitable[str]]
@@ -263,3 +263,54 @@ async def test_event_id_recorded_on_one_job_is_refused_on_another(
     view = await store.get_job("job-b", 10)
     assert view is not None
     assert (view.state.version, view.state.successful) == (1, 0)
+
+
+async def test_label_progress_report_and_error_are_kept_word_for_word(store: Store) -> None:
+    """What is said in words is kept as said: the job's label, its latest progress report with
+    its text, and the error it failed with."""
+    await store.create_job("worded", Created(owner="key_owner", total=10, label="Q3 diplomas"))
+    await store.append("worded", [new("p", ProgressReported(3, 10, "Sending batch 1 of 4"))])
+    running = await store.get_job("worded", 10)
+    assert running is not None
+    assert (running.state.label, running.state.progress) == (
+        "Q3 diplomas", Progress(3, 10, "Sending batch 1 of 4"))
+    await store.append("worded", [new("f", Failed("SMTP server refused the login"))])
+    failed = await store.get_job("worded", 10)
+    assert failed is not None
+    assert (failed.state.status, failed.state.error, failed.state.label) == (
+        Status.FAILURE, "SMTP server refused the login", "Q3 diplomas")
+
+
+async def test_retried_batch_with_new_events_counts_each_and_names_them_by_place(
+    store: Store, make_job: MakeJob
+) -> None:
+    """A retried batch that carries new events too: the re-sent event is a duplicate, the new
+    ones are appended, and a refusal names the event by its place in the batch as sent."""
+    job_id = await make_job()
+    first = new("a", RowSucceeded(1, "a@uni.edu", internal=True))
+    await store.append(job_id, [first])
+    again = await store.append(job_id, [first, new("b", RowSucceeded(2, "b@uni.edu", False))])
+    assert (again.appended, again.duplicates, again.version) == (1, 1, 3)
+    with pytest.raises(RowAlreadyReported, match=r"^events\[2\]\.row: row 2 of job job-1 "):
+        await store.append(job_id, [first, new("c", Started()),
+                                    new("d", RowFailed(2, "b@uni.edu", "late"))])
+
+
+async def test_refusals_say_which_event_which_row_and_why(store: Store, make_job: MakeJob) -> None:
+    """A second outcome, a second e-mail outcome and a row beyond the total are each refused
+    with the event's place, the row and the rule it breaks."""
+    job_id = await make_job(total=1)
+    await store.append(job_id, [new("ok", RowSucceeded(4, "a@uni.edu", internal=True)),
+                                new("mail", EmailSent(4, "a@uni.edu"))])
+    refusals = [
+        ([new("x", Started()), new("y", RowFailed(4, "a@uni.edu", "bad"))],
+         "events[1].row: row 4 of job job-1 already has an outcome"),
+        ([new("z", EmailSent(4, "a@uni.edu"))],
+         "events[0].row: row 4 of job job-1 already has an e-mail outcome"),
+        ([new("w", RowSucceeded(5, "b@uni.edu", internal=True))],
+         "events[0].row: job job-1 was created with total 1; row 5 would be outcome number 2"),
+    ]
+    for batch, detail in refusals:
+        with pytest.raises((RowAlreadyReported, RowsExceedTotal)) as refused:
+            await store.append(job_id, batch)
+        assert refused.value.detail == detail
