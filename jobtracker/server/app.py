@@ -20,6 +20,7 @@ from jobtracker.server.jobs import create_job, get_job
 from jobtracker.server.metrics import (
     COMMIT_GROUP_SIZE,
     HttpMetrics,
+    count_reaped,
     metrics_handler,
     observe_middleware,
 )
@@ -53,7 +54,10 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
         )
         await feed.start()
         app[FEED] = feed
-        reaper = Reaper(store, app[SETTINGS], app[HEARTBEATS], on_end=lambda _: feed.poke())
+        reaper = Reaper(
+            store, app[SETTINGS], app[HEARTBEATS], on_end=lambda _: feed.poke(),
+            on_reaped=count_reaped if app[SETTINGS].metrics else lambda reason: None,
+        )
         sweeping = asyncio.create_task(reaper.run(), name="jobtracker-reaper")
         yield
         await reaper.stop(sweeping)

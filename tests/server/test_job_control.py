@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from jobtracker.server.app import create_app
 from jobtracker.server.settings import Settings
@@ -69,6 +70,17 @@ async def wait_until_finished(
             f"/api/v1/jobs/{job_id}?wait={max(1, min(int(left) + 1, 60))}",
             headers={**headers, "If-None-Match": answer.headers["ETag"]},
         )
+
+
+async def reaped(client: TestClient, reason: str) -> float:
+    """`jobtracker_jobs_reaped_total{reason}` as the server's /metrics says it now."""
+    text = await (await client.get("/metrics")).text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "jobtracker_jobs_reaped_total" and sample.labels["reason"] == reason
+    )
 
 
 async def history(client: TestClient, headers: dict[str, str], job_id: str) -> list[Any]:
@@ -131,7 +143,9 @@ async def test_a_heartbeat_does_not_wake_a_waiting_client(
 async def test_a_job_past_its_timeout_fails_as_timed_out(
     client: TestClient, owner: dict[str, str], started: bool
 ) -> None:
-    """`timeout` seconds after creation a job not finished is FAILURE `Timed out`, PENDING too."""
+    """`timeout` seconds after creation a job not finished is FAILURE `Timed out`, PENDING too;
+    the reaper counts it in `jobtracker_jobs_reaped_total`."""
+    before = await reaped(client, "timed_out")
     job_id = await create(client, owner, timeout=1)
     if started:
         await append(client, owner, job_id, {"type": "progress", "current": 1, "total": 9})
@@ -139,6 +153,7 @@ async def test_a_job_past_its_timeout_fails_as_timed_out(
     assert body == {"job_id": job_id, "status": "FAILURE", "error": "Timed out after 1 s"}
     assert took < 1 + 2
     assert (await history(client, owner, job_id))[-1]["reason"] == "timed_out"
+    assert await reaped(client, "timed_out") == before + 1
 
 
 async def test_cancelling_a_pending_job_ends_it_at_once(
