@@ -25,6 +25,9 @@ DEFAULT_CANCEL_GRACE = 60.0
 #: found lost once it has gone this much longer than its heartbeat timeout without a report.
 HEARTBEAT_FLUSH = 1.0
 CANCELLED = "Cancelled"
+#: When a PENDING job with no timeout is looked at again (a backstop, not a limit): its start
+#: brings its next check forward by itself.
+PENDING_RECHECK = 86_400.0
 
 
 @attrs.frozen
@@ -110,9 +113,9 @@ def decide(
     due = [(at, reap) for at, reap in limits if at <= now]
     if due:
         return min(due, key=lambda pair: pair[0])[1]
-    # A PENDING job can be lost no sooner than a full heartbeat timeout after it starts.
-    soonest = min([at for at, _ in limits] + [now + job.heartbeat_timeout])
-    return Recheck(soonest)
+    # A PENDING job can only time out: the store moves its next check forward the moment it
+    # leaves PENDING (a trigger in the SQL stores), so no periodic look is needed.
+    return Recheck(min([at for at, _ in limits], default=now + PENDING_RECHECK))
 
 
 def first_check(created_at: float, heartbeat_timeout: int, timeout: int | None) -> float:

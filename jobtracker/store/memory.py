@@ -139,6 +139,7 @@ class MemoryStore:
         }
         plan = plan_append(state, items, known, self._marks[job_id])
         self._apply(job_id, plan)
+        self._watch_start(job_id, state.status, plan.batch.state.status)
         for wake in self._wakers:
             wake()
         return result_of(plan)
@@ -149,6 +150,14 @@ class MemoryStore:
         self._jobs[job_id] = plan.batch.state
         self._marks[job_id].update(plan.batch.marks)
         self._errors[job_id].update((e.row, e) for e in plan.batch.row_errors)
+
+    def _watch_start(self, job_id: str, before: Status, after: Status) -> None:
+        """What the SQL stores' trigger does: a job leaving PENDING is looked at in time."""
+        watch = self._watches.get(job_id)
+        if watch is None or before is not Status.PENDING or after is Status.PENDING:
+            return
+        wait = 0 if after.is_terminal else watch.heartbeat_timeout
+        watch.next_check = min(watch.next_check, time.time() + wait)
 
     def _record(self, job_id: str, version: int, item: NewEvent) -> None:
         recorded = RecordedEvent(

@@ -28,3 +28,21 @@ INSERT INTO job_deadlines (job_id, heartbeat_timeout, timeout, timeout_at, heart
 SELECT job_id, 600, NULL, NULL, extract(epoch FROM now()), extract(epoch FROM now()) + 600
 FROM jobs
 WHERE status NOT IN ('SUCCESS', 'FAILURE');
+
+-- A job leaving PENDING is looked at by its heartbeat timeout (or at once when it finished
+-- straight away): the sweep then needs no periodic look at PENDING jobs, however many wait.
+CREATE FUNCTION watch_job_start() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE job_deadlines
+    SET next_check = least(
+        next_check,
+        extract(epoch FROM clock_timestamp())
+            + CASE WHEN NEW.status IN ('SUCCESS', 'FAILURE') THEN 0 ELSE heartbeat_timeout END
+    )
+    WHERE job_id = NEW.job_id;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER job_deadlines_on_start AFTER UPDATE OF status ON jobs
+FOR EACH ROW WHEN (OLD.status = 'PENDING' AND NEW.status <> 'PENDING')
+EXECUTE FUNCTION watch_job_start();

@@ -26,3 +26,17 @@ SELECT job_id, 600, NULL, NULL, CAST(strftime('%s', 'now') AS REAL),
        CAST(strftime('%s', 'now') AS REAL) + 600
 FROM jobs
 WHERE status NOT IN ('SUCCESS', 'FAILURE');
+
+-- A job leaving PENDING is looked at by its heartbeat timeout (or at once when it finished
+-- straight away): the sweep then needs no periodic look at PENDING jobs, however many wait.
+CREATE TRIGGER job_deadlines_on_start AFTER UPDATE OF status ON jobs
+WHEN old.status = 'PENDING' AND new.status <> 'PENDING'
+BEGIN
+    UPDATE job_deadlines
+    SET next_check = min(
+        next_check,
+        (julianday('now') - 2440587.5) * 86400.0
+            + CASE WHEN new.status IN ('SUCCESS', 'FAILURE') THEN 0 ELSE heartbeat_timeout END
+    )
+    WHERE job_id = new.job_id;
+END;
