@@ -16,8 +16,9 @@ import hashlib
 
 import attrs
 
+from jobtracker.domain.errors import JobFinished
 from jobtracker.domain.events import Failed
-from jobtracker.domain.state import Status
+from jobtracker.domain.state import JobState, Status
 
 #: How long a running job asked to cancel has to stop by itself before the server ends it.
 DEFAULT_CANCEL_GRACE = 60.0
@@ -116,6 +117,12 @@ def decide(
     # A PENDING job can only time out: the store moves its next check forward the moment it
     # leaves PENDING (a trigger in the SQL stores), so no periodic look is needed.
     return Recheck(min([at for at, _ in limits], default=now + PENDING_RECHECK))
+
+
+def refuse_finished(state: JobState) -> None:
+    """Heartbeats and cancels are for jobs still running: 409 on a finished one."""
+    if state.status.is_terminal:
+        raise JobFinished(f"Job {state.job_id} is already {state.status.value}")
 
 
 def first_check(created_at: float, heartbeat_timeout: int, timeout: int | None) -> float:

@@ -9,9 +9,9 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+from jobtracker.domain.control import refuse_finished
 from jobtracker.domain.errors import (
     AccessDenied,
-    Conflict,
     InvalidInput,
     JobNotFound,
     NotAuthenticated,
@@ -47,8 +47,7 @@ def _running(view: JobView | None) -> JobState:
     """The job's state, if a heartbeat may be noted for it (404 and 409 as the server says)."""
     if view is None:
         raise JobNotFound()
-    if view.state.status.is_terminal:
-        raise Conflict(f"Job {view.state.job_id} is already {view.state.status.value}")
+    refuse_finished(view.state)
     return view.state
 
 

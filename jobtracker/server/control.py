@@ -27,7 +27,6 @@ from jobtracker.domain.state import Status
 from jobtracker.server.common import FEED, SETTINGS, STORE, job_for, json_response, request_key
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store
-from jobtracker.store.base import JobView
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +127,11 @@ class Reaper:
 HEARTBEATS = web.AppKey("jobtracker_heartbeats", Heartbeats)
 
 
-def _refuse_finished(view: JobView) -> None:
-    if view.state.status.is_terminal:
-        raise Conflict(f"Job {view.state.job_id} is already {view.state.status.value}")
-
-
 async def heartbeat(request: web.Request) -> web.Response:
     """`POST /api/v1/jobs/{job_id}/heartbeat`: the worker is alive. 204; no event is written."""
     key = await request_key(request)
     view = await job_for(request, key, workers_too=True, with_errors=False)
-    _refuse_finished(view)
+    control.refuse_finished(view.state)
     request.app[HEARTBEATS].note(view.state.job_id, time.time())
     headers = {"X-Cancel-Requested": "true"} if view.state.cancel_requested else None
     return web.Response(status=204, headers=headers)
@@ -148,7 +142,7 @@ async def cancel(request: web.Request) -> web.Response:
     asked to stop and ended after the grace period if it does not. 202 with the job's body."""
     key = await request_key(request)
     view = await job_for(request, key, with_errors=False)
-    _refuse_finished(view)
+    control.refuse_finished(view.state)
     store, job_id = request.app[STORE], view.state.job_id
     if view.state.status is Status.PENDING:
         ending = control.cancelled(job_id)
