@@ -7,7 +7,7 @@
 # Build the wheel in a stage of its own: the build tools stay out of the image that runs.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY jobtracker ./jobtracker
 COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
@@ -22,7 +22,8 @@ ENV PYTHONUNBUFFERED=1 \
     JOBTRACKER_LOG_FORMAT=json \
     JOBTRACKER_STORE=sqlite:////data/jobtracker.db
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/*.whl && rm -rf /wheels
+# The [postgres] extra: deploy/compose.yaml runs the image on PostgreSQL (SQLite needs nothing more).
+RUN pip install "$(echo /wheels/*.whl)[postgres]" && rm -rf /wheels
 # A user of its own, no login, no root: it owns only /data (the SQLite file, when there is one).
 RUN useradd --system --uid 10001 --user-group --home-dir /data --create-home \
         --shell /usr/sbin/nologin jobtracker

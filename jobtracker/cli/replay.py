@@ -22,7 +22,7 @@ DIFFERS = 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The replay options, shared by the subcommand and the script."""
-    parser.add_argument("--job", metavar="ID", help="only this job")
+    parser.add_argument("--job", metavar="ID", help="only this job (default: every job)")
     parser.add_argument(
         "--verify",
         action="store_true",
@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--at",
         metavar="POSITION",
         type=int,
-        help="the state as of this log position: printed with --job, else rebuilt into the "
-        "scratch tables *__at (the live projection is left alone)",
+        help="the state as of this log position: with --job, that job's body; else how many jobs "
+        "had each status (built in scratch tables dropped afterwards; the live projection is "
+        "left alone) (default: the end of the log)",
     )
 
 
@@ -69,7 +70,7 @@ async def _run(store: Rebuildable, args: argparse.Namespace, bar: replay.Progres
     if args.at is not None:
         report = await replay.rebuild_at(store, args.at, progress=bar)
         statuses = ", ".join(f"{n:,} {s}" for s, n in sorted(report.statuses.items()))
-        print(f"{_summary('rebuilt', report)} into the scratch tables *__at ({statuses}); "
+        print(f"{_summary('rebuilt', report)}: {statuses or 'no jobs'}; "
               "the live projection is unchanged")
         return 0
     if args.verify:

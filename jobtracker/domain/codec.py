@@ -29,6 +29,7 @@ from jobtracker.domain.events import (
     EmailSent,
     Event,
     Failed,
+    LabelPairs,
     NewEvent,
     ProgressReported,
     RowFailed,
@@ -39,8 +40,10 @@ from jobtracker.domain.events import (
     check_event_id,
     check_fields,
     check_job_limits,
+    check_labels,
     check_text,
     is_valid_job_id,
+    label_pairs,
     new_event_id,
 )
 from jobtracker.domain.upcast import CURRENT_VERSIONS, current_version, upcast
@@ -74,7 +77,16 @@ def converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(bool, _strict(bool, "true or false"))
+    # Labels travel as a JSON object and live in the domain as sorted pairs (hashable).
+    conv.register_structure_hook_func(lambda t: t == LabelPairs, _structure_labels)
+    conv.register_unstructure_hook_func(lambda t: t == LabelPairs, dict)
     return conv
+
+
+def _structure_labels(value: Any, _: Any) -> LabelPairs | None:
+    if not isinstance(value, dict):
+        raise TypeError("must be an object of text values")
+    return label_pairs(value)
 
 
 def _describe(exc: BaseException) -> str:
@@ -159,10 +171,11 @@ FIELDS_OF: dict[type, Callable[[Any], dict[str, Any]]] = {
     # Fields added after the first release are stored only when set, so the bodies of events
     # that do not use them (and every older event) keep their form.
     Created: lambda e: {"label": e.label, "owner": e.owner, "total": e.total}
-    if e.heartbeat_timeout is None and e.timeout is None
+    if e.heartbeat_timeout is None and e.timeout is None and e.labels is None
     else _without_none({"heartbeat_timeout": e.heartbeat_timeout, "label": e.label,
+                        "labels": None if e.labels is None else dict(e.labels),
                         "owner": e.owner, "timeout": e.timeout, "total": e.total},
-                       ("heartbeat_timeout", "timeout")),
+                       ("heartbeat_timeout", "labels", "timeout")),
     Started: lambda e: {},
     ProgressReported: lambda e: {"current": e.current, "status": e.status, "total": e.total},
     RowSucceeded: lambda e: {"email": e.email, "internal": e.internal, "row": e.row},
@@ -304,6 +317,8 @@ class CreateJobRequest:
     heartbeat_timeout: int | None = None
     #: Seconds from creation the job may take to finish; no limit if None.
     timeout: int | None = None
+    #: Labels to find the job by (CONTRACT.md, "Inventory"); checked by `check_labels`.
+    labels: Any = None
 
 
 def decode_create_request(data: Any) -> CreateJobRequest:
@@ -322,4 +337,5 @@ def decode_create_request(data: Any) -> CreateJobRequest:
     check_text("label", request.label, MAX_LABEL, required=False)
     check_text("owner", request.owner, MAX_EVENT_ID)
     check_job_limits(request.heartbeat_timeout, request.timeout)
+    check_labels("labels", request.labels)
     return request

@@ -50,6 +50,13 @@ class JobNotFound(JobtrackerError):
         super().__init__(detail)
 
 
+class JobExpired(JobtrackerError):
+    """The job finished long ago and retention removed it; only its tombstone remains."""
+
+    def __init__(self, detail: str = "Job expired") -> None:
+        super().__init__(detail)
+
+
 class Conflict(JobtrackerError):
     """The request contradicts what the log already holds; nothing was written."""
 

@@ -35,6 +35,48 @@ DEFAULT_HEARTBEAT_TIMEOUT = 600
 TIMEOUT_RANGE = (1, 31_536_000)
 #: Why the server ended a job (`failed.reason`); a worker may say `cancelled` too.
 FAILURE_REASONS = frozenset({"worker_lost", "timed_out", "cancelled"})
+#: A job's labels (CONTRACT.md, "Inventory"): at most 16 pairs, keys of this pattern, values of
+#: 1-256 characters without NUL.
+MAX_LABELS = 16
+MAX_LABEL_VALUE = 256
+LABEL_KEY_PATTERN = re.compile(r"[a-z0-9_.-]{1,63}")
+#: Labels as the domain holds them: (key, value) pairs sorted by key, hashable like every event.
+LabelPairs: TypeAlias = tuple[tuple[str, str], ...]
+
+
+def label_pairs(labels: Any) -> LabelPairs | None:
+    """Labels from a mapping or pairs, sorted by key; None (no labels) for None or nothing."""
+    if labels is None:
+        return None
+    pairs = tuple(sorted(labels.items() if isinstance(labels, dict) else labels))
+    return pairs or None
+
+
+def labels_ok(pairs: LabelPairs) -> bool:
+    """Whether `pairs` keep the label rules (the fold's quick yes/no; `check_labels` says why)."""
+    return len(pairs) <= MAX_LABELS and all(
+        key.__class__ is str and LABEL_KEY_PATTERN.fullmatch(key) is not None
+        and value.__class__ is str and 0 < len(value) <= MAX_LABEL_VALUE and "\x00" not in value
+        for key, value in pairs
+    )
+
+
+def check_labels(field: str, labels: Any) -> None:
+    """Refuse labels that break a rule, naming the first label at fault."""
+    if labels is None:
+        return
+    if not isinstance(labels, dict):
+        raise InvalidInput(f"{field}: must be an object of text values")
+    if len(labels) > MAX_LABELS:
+        raise InvalidInput(f"{field}: at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_KEY_PATTERN.fullmatch(key):
+            raise InvalidInput(
+                f"{field}: key {str(key)[:70]!r} must be 1-63 characters of a-z 0-9 _ . -"
+            )
+        if not isinstance(value, str):
+            raise InvalidInput(f"{field}.{key}: must be a string")
+        check_text(f"{field}.{key}", value, MAX_LABEL_VALUE)
 
 
 @attrs.frozen
@@ -49,6 +91,8 @@ class Created:
     heartbeat_timeout: int | None = None
     #: Seconds from creation the job may take before it is failed as `timed_out`.
     timeout: int | None = None
+    #: The owner's labels for finding the job again (`GET /api/v1/jobs?label=key:value`).
+    labels: LabelPairs | None = attrs.field(default=None, converter=label_pairs)
 
 
 @attrs.frozen
@@ -271,6 +315,8 @@ _KINDS: dict[str, tuple[type, bool]] = {
     "str": (str, False),
     "str | None": (str, True),
     "bool": (bool, False),
+    # checked as a whole by `check_labels` (below)
+    "LabelPairs | None": (tuple, True),
 }
 _KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
 
@@ -330,6 +376,8 @@ def check_fields(event: Event, prefix: str = "") -> None:
         check_reason(f"{prefix}reason", event.reason)
     if isinstance(event, Created):
         check_job_limits(event.heartbeat_timeout, event.timeout, prefix)
+        if event.labels is not None:
+            check_labels(f"{prefix}labels", dict(event.labels))
 
 
 def check_reason(field: str, reason: str) -> None:
@@ -358,7 +406,8 @@ FIELDS_OK: dict[type, Callable[[Any], bool]] = {
     and (e.label is None or (len(e.label) <= MAX_LABEL and "\x00" not in e.label))
     and (e.heartbeat_timeout is None
          or HEARTBEAT_TIMEOUT_RANGE[0] <= e.heartbeat_timeout <= HEARTBEAT_TIMEOUT_RANGE[1])
-    and (e.timeout is None or TIMEOUT_RANGE[0] <= e.timeout <= TIMEOUT_RANGE[1]),
+    and (e.timeout is None or TIMEOUT_RANGE[0] <= e.timeout <= TIMEOUT_RANGE[1])
+    and (e.labels is None or labels_ok(e.labels)),
     Started: lambda e: True,
     ProgressReported: lambda e: 0 <= e.current <= e.total <= MAX_INT
     and (e.status is None or (len(e.status) <= MAX_TEXT and "\x00" not in e.status)),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import datetime as dt
+import functools
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -21,9 +23,11 @@ from jobtracker.domain.events import (
     Succeeded,
     new_job_id,
 )
+from jobtracker.domain.listing import DEFAULT_LIMIT
 from jobtracker.sdk.direct import AsyncStoreTransport
 from jobtracker.sdk.follow import Snapshot, follow_async
 from jobtracker.sdk.http import AsyncHttpTransport
+from jobtracker.sdk.listing import listing_params, next_page
 from jobtracker.sdk.recording import (
     DEFAULT_RETRY,
     TERMINAL,
@@ -188,10 +192,12 @@ class AsyncTracker:
         heartbeat_timeout: int | None = None,
         timeout: int | None = None,  # noqa: ASYNC109 - the job's limit, not this call's
         owner: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Create a job (PENDING) owned by this tracker's key, or by the `owner` a worker key
         names; return its id (see `Tracker.create_job`)."""
-        job = NewJob(job_id or new_job_id(), total, label, heartbeat_timeout, timeout, owner)
+        job = NewJob(job_id or new_job_id(), total, label, heartbeat_timeout, timeout, owner,
+                     labels)
         create = self._transport.create_job
         created = await retrying_async(lambda: create(job), self.options.retry)
         self._heartbeat_timeouts[created] = heartbeat_timeout
@@ -202,6 +208,33 @@ class AsyncTracker:
         `Tracker.job`'s)."""
         limit = heartbeat_timeout or self._heartbeat_timeouts.get(job_id)
         return AsyncJob(job_id, self._transport, self.options, beat_interval(limit))
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        created_after: dt.datetime | str | None = None,
+        created_before: dt.datetime | str | None = None,
+        page_size: int = DEFAULT_LIMIT,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The asyncio twin of `Tracker.list_jobs`: `async for job in tracker.list_jobs(...)`."""
+        params = listing_params(status, labels, created_after, created_before, page_size)
+        list_page = self._transport.list_page
+        while True:
+            page = await retrying_async(functools.partial(list_page, params), self.options.retry)
+            for item in page["jobs"]:
+                yield item
+            if page["next_page_token"] is None:
+                return
+            params = next_page(params, page["next_page_token"])
+
+    async def get(self, job_id: str) -> dict[str, Any]:
+        """The job's body now (see `Tracker.get`)."""
+        fetch = self._transport.fetch
+        snapshot = await retrying_async(lambda: fetch(job_id, None, 0), self.options.retry)
+        assert snapshot.body is not None  # asked without an ETag: never "unchanged"
+        return snapshot.body
 
     def watch(self, job_id: str, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
         """The asyncio twin of `Tracker.watch`: `async for body in tracker.watch(job_id)`."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobtracker.domain.control import refuse_finished
@@ -16,7 +16,8 @@ from jobtracker.domain.errors import (
     JobNotFound,
     NotAuthenticated,
 )
-from jobtracker.domain.events import Created, NewEvent
+from jobtracker.domain.events import Created, NewEvent, check_fields
+from jobtracker.domain.listing import parse_list_request
 from jobtracker.domain.projection import DEFAULT_ERRORS_CAP, job_body
 from jobtracker.domain.state import JobState
 from jobtracker.sdk.follow import Snapshot, is_terminal
@@ -25,7 +26,8 @@ from jobtracker.store import Store, make_store
 from jobtracker.store.base import ApiKey, AppendResult, JobView
 from jobtracker.store.feed import ChangeFeed
 from jobtracker.store.keys import hash_secret
-from jobtracker.store.sqlite import deadlines
+from jobtracker.store.listing import check_parameters, list_page, page_body
+from jobtracker.store.sqlite import deadlines, inventory
 from jobtracker.store.sqlite.log import SqliteLog, sqlite_path, translated
 
 T = TypeVar("T")
@@ -39,8 +41,20 @@ def _store_snapshot(job_id: str, view: JobView | None) -> Snapshot:
 
 
 def _created(job: NewJob, owner: str) -> Created:
-    return Created(owner=owner, total=job.total, label=job.label,
-                   heartbeat_timeout=job.heartbeat_timeout, timeout=job.timeout)
+    created = Created(owner=owner, total=job.total, label=job.label,
+                      heartbeat_timeout=job.heartbeat_timeout, timeout=job.timeout,
+                      labels=None if job.labels is None else dict(job.labels))
+    check_fields(created)  # labels over the limits: refused here, as the server would
+    return created
+
+
+def _lister(key: ApiKey | None) -> str:
+    """The key whose jobs a listing shows: the tracker's own."""
+    if key is None:
+        raise NotAuthenticated(
+            "list_jobs needs the key whose jobs to list: connect(store_url, api_key=KEY)"
+        )
+    return key.key_id
 
 
 def _running(view: JobView | None) -> JobState:
@@ -65,7 +79,11 @@ def _job_owner(key: ApiKey | None, named: str | None) -> str:
 
 
 def _no_owner() -> NotAuthenticated:
-    return NotAuthenticated("create_job needs api_key=…: the key that will own the job")
+    return NotAuthenticated(
+        "create_job needs the key that will own the job: connect(store_url, api_key=KEY), KEY "
+        "being the last line `jobtracker keys create --name NAME --store STORE_URL` printed "
+        "(reporting on and reading existing jobs needs no key)"
+    )
 
 
 class SqliteTransport:
@@ -122,6 +140,17 @@ class SqliteTransport:
             ):
                 return answer
             time.sleep(0.05)
+
+    def list_page(self, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """One page of the tracker's key's jobs, read from the file."""
+        check_parameters(params)
+        with self._lock:
+            key = translated(lambda: self._log.find_key(hash_secret(self._api_key or "")))
+            key_id = _lister(key if self._api_key else None)
+            wanted = parse_list_request(params, key_id)
+            found = translated(lambda: inventory.list_jobs(
+                self._log.conn, key_id, wanted.query, wanted.after, wanted.limit + 1))
+        return page_body(key_id, wanted, found)
 
     def close(self) -> None:
         """Close the connection."""
@@ -185,6 +214,12 @@ class AsyncStoreTransport:
         changed = await self._feed.wait_for_change(job_id, read, view.state.version, wait)
         return answer if changed is None else _store_snapshot(job_id, changed)
 
+    async def list_page(self, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """One page of the tracker's key's jobs."""
+        await self.open()
+        found = await self._store.find_key(hash_secret(self._api_key)) if self._api_key else None
+        return await list_page(self._store, _lister(found), params)
+
     async def close(self) -> None:
         """Close the store."""
         if self._feed is not None:
@@ -225,6 +260,10 @@ class BlockingStoreTransport:
     def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
         """See `AsyncStoreTransport.fetch`."""
         return self._call(self._inner.fetch(job_id, etag, wait))
+
+    def list_page(self, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """See `AsyncStoreTransport.list_page`."""
+        return self._call(self._inner.list_page(params))
 
     def close(self) -> None:
         """Close the store, then stop its loop and thread."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -48,6 +48,13 @@ def _answer(response: httpx.Response) -> Any:
 def _create_body(job: NewJob) -> bytes:
     body = attrs.asdict(job)
     return orjson.dumps({k: v for k, v in body.items() if v is not None})
+
+
+def _pairs(
+    params: Mapping[str, Sequence[str]],
+) -> list[tuple[str, str | int | float | bool | None]]:
+    """Query parameters, a repeated one once per value."""
+    return [(name, value) for name, values in params.items() for value in values]
 
 
 def _heard(response: httpx.Response) -> bool:
@@ -130,6 +137,15 @@ class HttpTransport:
         """`POST /api/v1/jobs/{job_id}/events`."""
         return _append_result(self._post(f"/jobs/{job_id}/events", _events_body(items)))
 
+    def list_page(self, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """`GET /api/v1/jobs`."""
+        try:
+            response = self._client.get("/jobs", params=_pairs(params))
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"could not reach the server: {exc!r}") from exc
+        page: dict[str, Any] = _answer(response)
+        return page
+
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
@@ -174,6 +190,15 @@ class AsyncHttpTransport:
     async def append(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """`POST /api/v1/jobs/{job_id}/events`."""
         return _append_result(await self._post(f"/jobs/{job_id}/events", _events_body(items)))
+
+    async def list_page(self, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """`GET /api/v1/jobs`."""
+        try:
+            response = await self._client.get("/jobs", params=_pairs(params))
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"could not reach the server: {exc!r}") from exc
+        page: dict[str, Any] = _answer(response)
+        return page
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -9,8 +9,8 @@ database) is `StoreUnavailable`, the one class `worker.py` retries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 import orjson
@@ -19,6 +19,7 @@ from jobtracker.domain.errors import (
     AccessDenied,
     Conflict,
     InvalidInput,
+    JobExpired,
     JobNotFound,
     JobtrackerError,
     MalformedRequest,
@@ -37,6 +38,7 @@ ERROR_FOR_STATUS: dict[int, type[JobtrackerError]] = {
     403: AccessDenied,
     404: JobNotFound,
     409: Conflict,
+    410: JobExpired,
     413: PayloadTooLarge,
     422: InvalidInput,
 }
@@ -53,6 +55,8 @@ class NewJob:
     timeout: int | None = None
     #: The owner key id a worker key creates the job for (None: the key's own default).
     owner: str | None = None
+    #: Labels to find the job by (`tracker.list_jobs(labels=...)`).
+    labels: Mapping[str, str] | None = None
 
 
 class Transport(Protocol):
@@ -69,6 +73,9 @@ class Transport(Protocol):
 
     def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
         """The job's body; held up to `wait` s while its ETag is still `etag`."""
+
+    def list_page(self, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """One page of the key's jobs, as `GET /api/v1/jobs` with these parameters answers."""
 
     def close(self) -> None:
         """Release connections."""
@@ -88,6 +95,9 @@ class AsyncTransport(Protocol):
 
     async def fetch(self, job_id: str, etag: str | None, wait: int) -> Snapshot:
         """The job's body; held up to `wait` s while its ETag is still `etag`."""
+
+    async def list_page(self, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """One page of the key's jobs, as `GET /api/v1/jobs` with these parameters answers."""
 
     async def close(self) -> None:
         """Release connections."""

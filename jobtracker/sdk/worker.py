@@ -18,8 +18,10 @@ raise `StoreUnavailable` with the unsent events kept; a refusal raises at once w
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -30,9 +32,11 @@ from jobtracker.domain.events import (
     Succeeded,
     new_job_id,
 )
+from jobtracker.domain.listing import DEFAULT_LIMIT
 from jobtracker.sdk.direct import BlockingStoreTransport, SqliteTransport
 from jobtracker.sdk.follow import follow
 from jobtracker.sdk.http import HttpTransport
+from jobtracker.sdk.listing import listing_params, next_page
 from jobtracker.sdk.recording import (
     DEFAULT_RETRY,
     TERMINAL,
@@ -234,6 +238,7 @@ class Tracker:
         heartbeat_timeout: int | None = None,
         timeout: int | None = None,
         owner: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Create a job (PENDING) owned by this tracker's key; return its id.
 
@@ -241,7 +246,8 @@ class Tracker:
         `heartbeat_timeout` and `timeout` are the job's limits in seconds (see the README,
         "When workers die"). A worker key names the owner key id the job is for with `owner`.
         """
-        job = NewJob(job_id or new_job_id(), total, label, heartbeat_timeout, timeout, owner)
+        job = NewJob(job_id or new_job_id(), total, label, heartbeat_timeout, timeout, owner,
+                     labels)
         create = self._transport.create_job
         created = retrying(lambda: create(job), self.options.retry)
         self._heartbeat_timeouts[created] = heartbeat_timeout
@@ -263,6 +269,38 @@ class Tracker:
         """
         limit = heartbeat_timeout or self._heartbeat_timeouts.get(job_id)
         return Job(job_id, self._transport, self.options, beat_interval(limit), event_ids)
+
+    def list_jobs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        created_after: dt.datetime | str | None = None,
+        created_before: dt.datetime | str | None = None,
+        page_size: int = DEFAULT_LIMIT,
+    ) -> Iterator[dict[str, Any]]:
+        """This tracker's key's jobs, newest first, as `GET /api/v1/jobs` lists them, following
+        the pages as you iterate: `status` one or several, `labels` all must match, times
+        aware datetimes or RFC 3339 text. Jobs created while you iterate are not shown; every
+        job that existed when you began is shown once."""
+        params = listing_params(status, labels, created_after, created_before, page_size)
+        list_page = self._transport.list_page
+        while True:
+            page = retrying(functools.partial(list_page, params), self.options.retry)
+            yield from page["jobs"]
+            if page["next_page_token"] is None:
+                return
+            params = next_page(params, page["next_page_token"])
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job's body now: the dict `GET /api/v1/jobs/{job_id}` answers.
+
+        `JobNotFound` for an unknown id; `AccessDenied` for another owner's job (over HTTP).
+        """
+        fetch = self._transport.fetch
+        snapshot = retrying(lambda: fetch(job_id, None, 0), self.options.retry)
+        assert snapshot.body is not None  # asked without an ETag: never "unchanged"
+        return snapshot.body
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Each new body of the job (the seed's shapes) until its terminal one.
@@ -302,7 +340,10 @@ def is_http(url: str) -> bool:
 def http_key(api_key: str | None) -> str:
     """The key a server connection needs; a `ConfigError` without one."""
     if not api_key:
-        raise ConfigError("connecting to a server needs api_key=…")
+        raise ConfigError(
+            "connecting to a server needs a key: connect(url, api_key=KEY), KEY being the last "
+            "line `jobtracker keys create --name NAME` printed (a worker-scope key for workers)"
+        )
     return api_key
 
 

@@ -16,6 +16,7 @@ from jobtracker.server.control import HEARTBEATS, Heartbeats, Reaper, cancel, he
 from jobtracker.server.errors import error_middleware
 from jobtracker.server.events import append_events, job_errors, job_events
 from jobtracker.server.health import healthz, readyz
+from jobtracker.server.inventory import Retention, forgetter, list_jobs
 from jobtracker.server.jobs import create_job, get_job
 from jobtracker.server.metrics import (
     COMMIT_GROUP_SIZE,
@@ -27,6 +28,9 @@ from jobtracker.server.metrics import (
 from jobtracker.server.protocol import handler_args
 from jobtracker.server.settings import Settings
 from jobtracker.server.stream import stream_job
+from jobtracker.server.ui import add_dashboard
+from jobtracker.server.webhooks import api as webhooks_api
+from jobtracker.server.webhooks.running import webhooks_context
 from jobtracker.store import Store, make_store
 from jobtracker.store.feed import ChangeFeed
 
@@ -59,7 +63,9 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
             on_reaped=count_reaped if app[SETTINGS].metrics else lambda reason: None,
         )
         sweeping = asyncio.create_task(reaper.run(), name="jobtracker-reaper")
+        retention = await Retention(store, app[SETTINGS], forgetter(app)).start()
         yield
+        await _stop(retention)
         await reaper.stop(sweeping)
         await feed.stop()
         await store.close()
@@ -67,10 +73,25 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
     return open_and_close
 
 
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _release_waiters(app: web.Application) -> None:
     # Held requests and open streams end now instead of holding the shutdown for a minute.
     if FEED in app:
         await app[FEED].stop()
+
+
+def _add_webhook_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/api/v1/webhooks", webhooks_api.create_webhook)
+    router.add_get("/api/v1/webhooks", webhooks_api.list_webhooks, allow_head=False)
+    router.add_get("/api/v1/webhooks/{webhook_id}", webhooks_api.get_webhook, allow_head=False)
+    router.add_delete("/api/v1/webhooks/{webhook_id}", webhooks_api.delete_webhook)
+    router.add_get("/api/v1/webhooks/{webhook_id}/deliveries", webhooks_api.webhook_deliveries,
+                   allow_head=False)
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -88,8 +109,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[HEARTBEATS] = Heartbeats()
     chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
     app.cleanup_ctx.append(_store_context(chosen))
+    app.cleanup_ctx.append(webhooks_context)
     app.on_shutdown.append(_release_waiters)
     app.router.add_post("/api/v1/jobs", create_job)
+    app.router.add_get("/api/v1/jobs", list_jobs, allow_head=False)
     app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)
     app.router.add_post("/api/v1/jobs/{job_id}/events", append_events)
     app.router.add_get("/api/v1/jobs/{job_id}/events", job_events, allow_head=False)
@@ -98,6 +121,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.router.add_post("/api/v1/jobs/{job_id}/heartbeat", heartbeat)
     app.router.add_post("/api/v1/jobs/{job_id}/cancel", cancel)
     app.router.add_get("/api/v1/openapi.json", openapi_document, allow_head=False)
+    _add_webhook_routes(app.router)
+    add_dashboard(app)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     if settings.metrics and settings.metrics_port is None:

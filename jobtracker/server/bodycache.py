@@ -1,7 +1,8 @@
 """What the server keeps in memory because it never changes: finished bodies and job owners.
 
 A SUCCESS or FAILURE body never changes, and neither does the key that owns a job. Only such facts
-go in, so nothing here is ever stale and nothing needs invalidating, in this process or any other.
+go in, so nothing here is ever stale, with one exception: retention may remove a finished job,
+and every server then forgets it (`server/retention.py` watches the store's tombstones).
 Both maps are bounded, least recently used out first.
 """
 
@@ -43,6 +44,10 @@ class _Recent(Generic[V]):
             self._entries.move_to_end(job_id)
         return entry
 
+    def forget(self, job_id: str) -> None:
+        """Drop the job's value: retention removed the job (the one fact that does change)."""
+        self._entries.pop(job_id, None)
+
 
 class FinishedBodies(_Recent[FinishedBody]):
     """A least-recently-used map from job id to its finished body, within a byte budget."""
@@ -62,6 +67,12 @@ class FinishedBodies(_Recent[FinishedBody]):
         while self._used > self._budget:
             _, evicted = self._entries.popitem(last=False)
             self._used -= len(evicted.body)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a pruned job's body."""
+        entry = self._entries.pop(job_id, None)
+        if entry is not None:
+            self._used -= len(entry.body)
 
 
 #: Job owners held: a few MB, far more jobs than are ever being reported at once.

@@ -11,7 +11,9 @@ from jobtracker.domain import codec
 from jobtracker.domain.errors import (
     AccessDenied,
     InvalidInput,
+    JobExpired,
     JobNotFound,
+    JobtrackerError,
     MalformedRequest,
     RequestTimeout,
 )
@@ -60,14 +62,30 @@ async def job_for(
     errors_limit = request.app[SETTINGS].errors_cap if with_errors else 0
     view = await request.app[STORE].get_job(job_id, errors_limit)
     if view is None:
-        raise _denied() if key.bound else JobNotFound()
+        raise await missing_job(request, key, job_id, workers_too=workers_too)
     check_access(view.state.owner, key, workers_too=workers_too)
     return view
 
 
+async def missing_job(
+    request: web.Request, key: ApiKey, job_id: str, *, workers_too: bool = False
+) -> JobtrackerError:
+    """Why a job id has no job: 410 to the owner of a job retention removed (403 to anyone
+    else, as before it went), else 404 (403 to a bound worker key)."""
+    tombstone = await request.app[STORE].find_tombstone(job_id)
+    if tombstone is not None:
+        return JobExpired() if may_access(tombstone.owner, key, workers_too) else _denied()
+    return _denied() if key.bound else JobNotFound()
+
+
+def may_access(owner: str, key: ApiKey, workers_too: bool = False) -> bool:
+    """Whether `key` owns the job (or, where workers may act, is a worker key for its owner)."""
+    return owner == key.key_id or (workers_too and key.acts_for(owner))
+
+
 def check_access(owner: str, key: ApiKey, *, workers_too: bool = False) -> None:
-    """403 unless `key` owns the job (or, where workers may act, is a worker key for its owner)."""
-    if owner != key.key_id and not (workers_too and key.acts_for(owner)):
+    """403 unless `may_access`."""
+    if not may_access(owner, key, workers_too):
         raise _denied()
 
 

@@ -34,13 +34,25 @@ def _from_env(action: argparse.Action) -> bool:
     )
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """`--help` with each flag's default (when it has one) and its variable."""
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """`--help` with each flag's default, when it has one and its text does not say it already.
+
+    A flag whose default is None says in its own words what happens without it.
+    """
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default not in (None, argparse.SUPPRESS) and "%(default)" not in text:
+        shown = "%(default)" in text or "(default:" in text
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS) and not shown:
             text += " (default: %(default)s)"
+        return text.strip()
+
+
+class HelpFormatter(DefaultsHelpFormatter):
+    """`serve --help`: each flag's default (when it has one) and its variable."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action) or ""
         if _from_env(action):
             text += f" [env {env_name(action)}]"
         return text.strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from jobtracker.domain import codec, paging
-from jobtracker.domain.errors import InvalidInput, PayloadTooLarge
+from jobtracker.domain.errors import InvalidInput, JobNotFound, PayloadTooLarge
 from jobtracker.server.common import (
     FEED,
     OWNERS,
@@ -15,6 +15,7 @@ from jobtracker.server.common import (
     job_for,
     json_body,
     json_response,
+    missing_job,
     only_query,
     request_key,
 )
@@ -44,7 +45,11 @@ async def append_events(request: web.Request) -> web.Response:
     items = codec.decode_events(data)
     if not items:
         raise InvalidInput("events: the batch is empty")
-    result = await request.app[STORE].append(job_id, items)
+    try:
+        result = await request.app[STORE].append(job_id, items)
+    except JobNotFound:  # owner held here, job pruned since: 410 to its owner
+        request.app[OWNERS].forget(job_id)
+        raise await missing_job(request, key, job_id, workers_too=True) from None
     request.app[FEED].poke()
     count_appended(result.appended)
     answer = {"appended": result.appended, "duplicates": result.duplicates,

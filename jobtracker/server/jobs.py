@@ -123,7 +123,8 @@ async def create_job(request: web.Request) -> web.Response:
     owner = await _new_job_owner(request.app[STORE], key, wanted.owner)
     heartbeat_timeout = wanted.heartbeat_timeout or request.app[SETTINGS].heartbeat_timeout
     created = Created(owner=owner, total=wanted.total, label=wanted.label,
-                      heartbeat_timeout=heartbeat_timeout, timeout=wanted.timeout)
+                      heartbeat_timeout=heartbeat_timeout, timeout=wanted.timeout,
+                      labels=wanted.labels)
     state, is_new = await request.app[STORE].create_job(wanted.job_id or new_job_id(), created)
     request.app[OWNERS].put(state.job_id, state.owner)
     body = {"job_id": state.job_id, "status": state.status.value}

@@ -94,10 +94,14 @@ WAITERS = Gauge(
 JOBS_REAPED = Counter(
     "jobtracker_jobs_reaped_total", "Jobs the reaper ended, by reason.", ("reason",)
 )
+# Not in the default registry: `serve` delivers from a process of its own, whose counts a scrape
+# reads from that process's files (`_deliveries`); an in-app dispatcher's are read from here.
 WEBHOOK_DELIVERIES = Counter(
-    "jobtracker_webhook_deliveries_total", "Webhook delivery attempts, by outcome (declared only: "
-    "webhooks are not built yet).", ("outcome",),
+    "jobtracker_webhook_deliveries_total", "Webhook delivery attempts, by outcome (delivered, "
+    "retry, failed, gone).", ("outcome",), registry=None,
 )
+#: The folder where the webhook process started by `serve` keeps its counts.
+DELIVERIES_DIR_ENV = "JOBTRACKER_WEBHOOK_METRICS_DIR"
 STORE_ERRORS = Counter(
     "jobtracker_store_errors_total", "Requests and probes that failed because the store did not "
     "answer (each a 503).",
@@ -105,6 +109,11 @@ STORE_ERRORS = Counter(
 _LONG_POLLS, _STREAMS = WAITERS.labels(LONG_POLL), WAITERS.labels(STREAM)
 for _reason in REAP_REASONS:
     JOBS_REAPED.labels(_reason)
+
+
+def count_delivery(outcome: str) -> None:
+    """A webhook delivery was tried (`outcome`: delivered, retry, failed or gone)."""
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
 
 
 def count_reaped(reason: str) -> None:
@@ -217,9 +226,50 @@ def _process_values() -> CollectorRegistry:
     return registry
 
 
+@contextlib.contextmanager
+def metrics_folder(folder: str) -> Iterator[None]:
+    """Processes spawned in the block keep their metrics in files in `folder`.
+
+    The variable must be in a process's environment before it imports prometheus_client, which
+    picks its value store on import; spawned processes copy ours as they start.
+    """
+    before = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[MULTIPROC_ENV]
+        else:
+            os.environ[MULTIPROC_ENV] = before
+
+
+class _Only(Collector):
+    """One family of what another collector yields (the webhook process's files hold zeros of
+    every family it imported; only its deliveries are its own)."""
+
+    def __init__(self, inner: Collector, name: str) -> None:
+        self._inner, self._name = inner, name
+
+    def collect(self) -> Iterable[Metric]:
+        return (family for family in self._inner.collect() if family.name == self._name)
+
+
+def _deliveries() -> bytes:
+    """`jobtracker_webhook_deliveries_total`: the webhook process's counts, or this process's."""
+    registry = CollectorRegistry(auto_describe=False)
+    folder = os.environ.get(DELIVERIES_DIR_ENV)
+    if folder:
+        files = MultiProcessCollector(None, path=folder)  # type: ignore[no-untyped-call]
+        registry.register(_Only(files, "jobtracker_webhook_deliveries"))
+    else:
+        registry.register(WEBHOOK_DELIVERIES)
+    return generate_latest(registry)
+
+
 async def exposition(store: Store) -> bytes:
     """The whole scrape: every family, and the job counts unless the store did not answer."""
-    text = generate_latest(_process_values())
+    text = generate_latest(_process_values()) + _deliveries()
     try:
         async with asyncio.timeout(COUNTS_TIMEOUT):
             counts = await store.job_counts()

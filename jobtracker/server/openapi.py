@@ -10,14 +10,18 @@ from typing import Any
 
 import attrs
 
+from jobtracker.domain import listing
 from jobtracker.domain.events import (
     EVENT_CLASSES,
     FAILURE_REASONS,
     HEARTBEAT_TIMEOUT_RANGE,
+    LABEL_KEY_PATTERN,
     MAX_EMAIL,
     MAX_EVENT_ID,
     MAX_INT,
     MAX_LABEL,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
     MAX_TEXT,
     TIMEOUT_RANGE,
     WORKER_TYPES,
@@ -27,6 +31,7 @@ from jobtracker.server.settings import Settings
 
 JOB_ID = {"type": "string", "pattern": "^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,128}$"}
 NO_NUL = "^[^\\u0000]*$"
+LABEL_FILTER = f"^{LABEL_KEY_PATTERN.pattern}:[^\\u0000]{{1,{MAX_LABEL_VALUE}}}$"
 COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "row": COUNT,
@@ -122,6 +127,22 @@ def _page_schemas() -> dict[str, Any]:
     }
 
 
+def _job_list() -> dict[str, Any]:
+    moment = {"type": "string", "format": "date-time"}
+    item = _obj({
+        "job_id": JOB_ID,
+        "status": {"enum": [s.value for s in Status]},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "created_at": moment,
+        "updated_at": moment,
+        "finished_at": {**moment, "type": ["string", "null"]},
+        "progress": {"oneOf": [{"type": "null"}, _obj({"current": COUNT, "total": COUNT})]},
+        "counts": _obj({"successful": COUNT, "failed": COUNT}),
+    })
+    return _obj({"jobs": {"type": "array", "items": item},
+                 "next_page_token": {"type": ["string", "null"]}})
+
+
 def _seconds(bounds: tuple[int, int], description: str) -> dict[str, Any]:
     return {"type": ["integer", "null"], "minimum": bounds[0], "maximum": bounds[1],
             "description": description}
@@ -148,6 +169,8 @@ ERRORS = {
     "401": _error("No API key, or an unknown or revoked one"),
     "403": _error("The key may not touch this job: `Access denied to this job`"),
     "404": _error("`Job not found` (unknown or malformed id)"),
+    "410": _error("`Job expired`: retention removed this finished job (its owner's key only; "
+                  "any other key still gets 403)"),
     "503": {**_error("The store is unavailable; safe to retry"),
             "headers": {"Retry-After": RETRY_AFTER}},
 }
@@ -179,11 +202,46 @@ def _cursor(name: str, minimum: int) -> dict[str, Any]:
             "schema": {"type": "integer", "minimum": minimum, "maximum": MAX_INT}}
 
 
+def _listing_parameters() -> list[dict[str, Any]]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema,
+                "description": description}
+
+    statuses = {"type": "array", "items": {"enum": [s.value for s in Status]}}
+    labels = {"type": "array", "items": {"type": "string", "pattern": LABEL_FILTER}}
+    low, high = listing.LIMIT_RANGE
+    return [
+        {**query("status", statuses, "Only jobs in one of these statuses (repeatable)"),
+         "style": "form", "explode": True},
+        {**query("label", labels, "`key:value`; only jobs with every label given (repeatable)"),
+         "style": "form", "explode": True},
+        query("created_after", {"type": "string", "format": "date-time"},
+              "Only jobs created after this RFC 3339 time"),
+        query("created_before", {"type": "string", "format": "date-time"},
+              "Only jobs created before this RFC 3339 time"),
+        query("limit", {"type": "integer", "minimum": low, "maximum": high,
+                        "default": listing.DEFAULT_LIMIT}, "Jobs per page"),
+        query("page_token", {"type": "string"},
+              "next_page_token of the previous page, with the same key and query"),
+    ]
+
+
 def _paths() -> dict[str, Any]:
     wait = {"name": "wait", "in": "query", "required": False,
             "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
     return {
         "/api/v1/jobs": {
+            "get": {
+                "summary": "The calling key's own jobs, newest first, filtered, a page at a time",
+                "parameters": _listing_parameters(),
+                "responses": {
+                    "200": _json("A page; pass next_page_token back for the next", "JobList"),
+                    "400": _error("A page_token of another key or query, or not a token"),
+                    "401": ERRORS["401"],
+                    "422": _error("A bad query parameter, named"),
+                    "503": ERRORS["503"],
+                },
+            },
             "post": {
                 "summary": "Create a job owned by the caller's key (idempotent per owner)",
                 "requestBody": {"required": False, "content": {
@@ -194,7 +252,8 @@ def _paths() -> dict[str, Any]:
                     "400": _error("Unreadable body"),
                     "401": ERRORS["401"],
                     "403": _error("A worker key naming an owner outside its binding"),
-                    "409": _error("Another key owns this job id"),
+                    "409": _error("Another key owns this job id, or it was a job's that "
+                                  "retention removed (ids are never used twice)"),
                     "413": _error("Body too large"),
                     "415": _error("A Content-Encoding other than gzip or deflate"),
                     "422": _error("A bad field, named"),
@@ -331,6 +390,8 @@ def _with_request_ids(paths: dict[str, Any]) -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
+    from jobtracker.server.webhooks import openapi as webhooks
+
     events = {f"Event_{kind}": _event_schema(kind) for kind in sorted(WORKER_TYPES)}
     schemas: dict[str, Any] = {
         "Error": _obj({"detail": {"type": "string"}}),
@@ -343,6 +404,13 @@ def document() -> dict[str, Any]:
                                  "is failed as timed_out (default: none)"),
              "total": {**COUNT, "type": ["integer", "null"]},
              "label": {"type": ["string", "null"], "maxLength": MAX_LABEL, "pattern": NO_NUL},
+             "labels": {
+                 "type": ["object", "null"], "maxProperties": MAX_LABELS,
+                 "propertyNames": {"pattern": f"^{LABEL_KEY_PATTERN.pattern}$"},
+                 "additionalProperties": {"type": "string", "minLength": 1,
+                                          "maxLength": MAX_LABEL_VALUE, "pattern": NO_NUL},
+                 "description": "Labels to find the job by: GET /api/v1/jobs?label=key:value",
+             },
              "owner": {
                  "type": ["string", "null"], "minLength": 1, "maxLength": MAX_EVENT_ID,
                  "pattern": NO_NUL,
@@ -370,7 +438,9 @@ def document() -> dict[str, Any]:
         },
         **_job_schemas(),
         **_page_schemas(),
+        "JobList": _job_list(),
         "StreamEvent": _stream_event(),
+        **webhooks.webhook_schemas(),
     }
     return {
         "openapi": "3.1.0",
@@ -380,5 +450,6 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
         "security": [{"apiKey": []}],
-        "paths": _with_request_ids(_paths()),
+        "paths": _with_request_ids({**_paths(), **webhooks.webhook_paths(ERRORS, _error)}),
+        "webhooks": webhooks.delivery_webhooks(),
     }

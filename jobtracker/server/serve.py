@@ -159,10 +159,15 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     check_port_free(options.host, options.port)
     if settings.metrics and settings.metrics_port is not None:
         check_port_free(options.host, settings.metrics_port)
-    if options.workers == 1:
-        run_server(settings, options)
-        return 0
-    return _run_workers(settings, options)
+    from jobtracker.server.webhooks.running import dispatcher_process
+
+    # Webhooks are delivered by a process of their own beside the API's: their HTTP work never
+    # takes the API's event loop (memory:// keeps them in its one process).
+    with dispatcher_process(settings, options.log_format) as api_settings:
+        if options.workers == 1:
+            run_server(api_settings, options)
+            return 0
+        return _run_workers(api_settings, options)
 
 
 def _worker_main(settings: Settings, options: ServeOptions) -> None:
@@ -212,8 +217,9 @@ def _run_workers(settings: Settings, options: ServeOptions) -> int:
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         _start_all(workers, metrics_dir)
+        plural = "s" if options.workers != 1 else ""
         _announcer("", options.log_format)(
-            f"jobtracker: {options.workers} workers on http://{options.host}:{options.port}")
+            f"jobtracker: {options.workers} worker{plural} on http://{options.host}:{options.port}")
         wait([worker.sentinel for worker in workers])
         # A worker exited without being asked to: 2 if it could not start (its port was taken).
         return 2 if any(worker.exitcode == 2 for worker in workers) else 1
@@ -227,23 +233,12 @@ def _run_workers(settings: Settings, options: ServeOptions) -> int:
 
 
 def _start_all(workers: Sequence[BaseProcess], metrics_dir: str) -> None:
-    """Start the workers with `metrics_dir` as prometheus_client's multiprocess folder.
+    """Start the workers with `metrics_dir` as prometheus_client's multiprocess folder."""
+    from jobtracker.server.metrics import metrics_folder
 
-    The variable must be in a worker's environment before it imports prometheus_client, which
-    picks its value store on import; spawned workers copy ours as they start.
-    """
-    from jobtracker.server.metrics import MULTIPROC_ENV
-
-    before = os.environ.get(MULTIPROC_ENV)
-    os.environ[MULTIPROC_ENV] = metrics_dir
-    try:
+    with metrics_folder(metrics_dir):
         for worker in workers:
             worker.start()
-    finally:
-        if before is None:
-            del os.environ[MULTIPROC_ENV]
-        else:
-            os.environ[MULTIPROC_ENV] = before
 
 
 def _stop_all(workers: Sequence[BaseProcess], grace: float) -> None:

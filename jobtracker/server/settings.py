@@ -6,6 +6,7 @@ import attrs
 
 from jobtracker.domain.control import DEFAULT_CANCEL_GRACE
 from jobtracker.domain.events import DEFAULT_HEARTBEAT_TIMEOUT
+from jobtracker.domain.webhooks import DEFAULT_GIVE_UP, DEFAULT_RETRY_DELAYS
 from jobtracker.store.url import DEFAULT_STORE_URL
 
 
@@ -42,3 +43,28 @@ class Settings:
     metrics: bool = True
     #: Serve `/metrics` on this port (on the API's host) instead of the API's own port.
     metrics_port: int | None = None
+    #: Retention: prune jobs finished more than this many seconds ago, in the background
+    #: (None: keep everything, the default).
+    retention: int | None = None
+    #: Jobs removed per prune transaction: an append waits for at most one batch.
+    prune_batch: int = 100
+    #: How often this server looks for jobs pruned by anyone, to forget what it holds of them.
+    tombstone_interval: float = 1.0
+    #: Webhooks: run the dispatcher that delivers them inside this server.
+    webhooks: bool = True
+    #: Allow `http://` webhook URLs (only `https://` otherwise).
+    webhook_allow_http: bool = False
+    #: Allow webhooks to loopback, private, link-local and multicast addresses.
+    webhook_allow_private: bool = False
+    #: At most one `job.progress` delivery per job and subscription this often (seconds).
+    webhook_progress_interval: float = 5.0
+    #: Seconds between tries of a failed delivery; the last repeats until `webhook_give_up`.
+    webhook_retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    #: Seconds after its first try that a delivery is given up.
+    webhook_give_up: float = DEFAULT_GIVE_UP
+    #: Seconds a receiver has to answer one delivery.
+    webhook_timeout: float = 10.0
+    #: Seconds a server holds the deliveries it took; a dead server's are taken over after it.
+    webhook_lease: float = 20.0
+    #: How often the dispatcher looks at the log when no append woke it (seconds).
+    webhook_poll: float = 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobtracker.domain.errors import ConfigError
 from jobtracker.store.base import ApiKey, AppendResult, JobView, Store
 from jobtracker.store.memory import MemoryStore
 from jobtracker.store.sqlite import SqliteStore
@@ -20,7 +21,13 @@ def make_store(url: str, *, group_commit: bool = True) -> Store:
         return SqliteStore(parsed.location, group_commit=group_commit)
     if parsed.kind == "memory":
         return MemoryStore()
-    # Imported here so SQLite-only users never load the PostgreSQL driver.
+    # Imported here so SQLite-only users never load (or need) the PostgreSQL driver.
+    try:
+        import asyncpg  # noqa: F401 - only asked whether it is installed
+    except ImportError:
+        raise ConfigError(
+            "a postgresql:// store needs the asyncpg driver: pip install 'jobtracker[postgres]'"
+        ) from None
     from jobtracker.store.postgres import PostgresStore
 
     return PostgresStore(parsed.location, group_commit=group_commit)

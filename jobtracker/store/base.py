@@ -9,9 +9,11 @@ from typing import Protocol
 import attrs
 
 from jobtracker.domain.control import Deadline
-from jobtracker.domain.events import Created, NewEvent, RecordedEvent
+from jobtracker.domain.events import Created, LabelPairs, NewEvent, RecordedEvent
+from jobtracker.domain.listing import Cursor, JobQuery
 from jobtracker.domain.projection import AppendPlan
 from jobtracker.domain.state import JobState, RowError
+from jobtracker.store.webhooks import WebhookStore
 
 
 @attrs.frozen
@@ -46,6 +48,44 @@ class JobChange:
     job_id: str
     version: int
     position: int
+
+
+@attrs.frozen
+class JobListing:
+    """A job as a listing shows it: its state, its labels, when it was created and last changed
+    (log times; a finished job's last change is its ending)."""
+
+    state: JobState
+    labels: LabelPairs | None
+    created_at: str
+    updated_at: str
+
+    @property
+    def cursor(self) -> Cursor:
+        """Where the page after this job starts."""
+        return Cursor(self.created_at, self.state.job_id)
+
+
+@attrs.frozen
+class Tombstone:
+    """What stays of a pruned job: its id (never given out again), its owner, when it ended."""
+
+    job_id: str
+    owner: str
+    finished_at: str
+
+
+@attrs.frozen
+class Pruned:
+    """What a prune removed (or, dry, would remove): jobs and their events."""
+
+    jobs: int = 0
+    events: int = 0
+
+
+def expired_id(job_id: str) -> str:
+    """Why a pruned job's id cannot be created again (409)."""
+    return f"job_id: {job_id!r} belonged to a job that expired; an id is never used twice"
 
 
 def _sorted_ids(key_ids: Iterable[str]) -> tuple[str, ...]:
@@ -93,6 +133,10 @@ class Store(Protocol):
     Every write is one transaction: an append validates the batch with the fold against the job's
     current state, writes the new events and the projection together, or writes nothing.
     """
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """Webhook subscriptions and their deliveries (`store/webhooks.py`)."""
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""
@@ -177,3 +221,24 @@ class Store(Protocol):
 
     async def check_by(self, job_id: str, at: float) -> None:
         """Look at a watched job no later than `at` (a cancel's grace running out)."""
+
+    # Inventory (CONTRACT.md, "Inventory"): listing a key's jobs, and retention.
+
+    async def list_jobs(
+        self, owner: str, query: JobQuery, after: Cursor | None, limit: int
+    ) -> list[JobListing]:
+        """`owner`'s jobs matching `query`, newest first (by creation time, then job id),
+        strictly below `after` when given; at most `limit`."""
+
+    async def find_tombstone(self, job_id: str) -> Tombstone | None:
+        """The tombstone a pruned job left, if this id belonged to one."""
+
+    async def prune(self, finished_before: str, limit: int, *, dry_run: bool = False) -> Pruned:
+        """Remove up to `limit` jobs that finished before `finished_before` (a log time) with their
+        events, row marks and errors, leaving each a tombstone, in one short transaction.
+        Dry: count every such job and its events, remove nothing. Call again until it removes
+        nothing."""
+
+    async def pruned_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """Jobs pruned after the tombstone numbered `after_seq`, as (number, job id), oldest
+        first: a server forgets what it holds of them in memory."""

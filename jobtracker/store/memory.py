@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import time
 from collections import Counter
@@ -12,10 +13,22 @@ import attrs
 
 from jobtracker.domain.control import Deadline, cancel_event_id
 from jobtracker.domain.errors import JobIdTaken, JobNotFound
-from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event_id
+from jobtracker.domain.events import Created, LabelPairs, NewEvent, RecordedEvent, new_event_id
+from jobtracker.domain.listing import Cursor, JobQuery
 from jobtracker.domain.projection import AppendPlan, plan_append, start
 from jobtracker.domain.state import JobState, RowError, RowMark, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, result_of, utc_now
+from jobtracker.store.base import (
+    ApiKey,
+    AppendResult,
+    JobChange,
+    JobListing,
+    JobView,
+    Pruned,
+    Tombstone,
+    expired_id,
+    result_of,
+    utc_now,
+)
 from jobtracker.store.deadlines import Watch, epoch_of, new_watch
 from jobtracker.store.rebuild import (
     Comparison,
@@ -25,6 +38,7 @@ from jobtracker.store.rebuild import (
     TailFolder,
 )
 from jobtracker.store.rows import JOB_COLUMNS, state_to_row
+from jobtracker.store.webhooks import MemoryWebhooks
 
 T = TypeVar("T")
 
@@ -93,6 +107,8 @@ class MemoryStore:
     """Everything in dicts; a whole append happens between two awaits, so it is atomic."""
 
     def __init__(self) -> None:
+        #: Webhook subscriptions and deliveries: the reference implementation.
+        self.webhooks = MemoryWebhooks()
         self._log: list[RecordedEvent] = []
         self._by_event_id: dict[str, RecordedEvent] = {}
         self._live = _Projection()
@@ -105,6 +121,12 @@ class MemoryStore:
         self._wakers: list[Callable[[], None]] = []
         self._watches: dict[str, Watch] = {}
         self._last_event_at: dict[str, str] = {}
+        #: Each job's creation time and labels (the listing's index), and pruned jobs.
+        self._created: dict[str, tuple[str, LabelPairs | None]] = {}
+        self._tombstones: dict[str, tuple[int, Tombstone]] = {}
+        #: Positions of `_log` (a prune leaves holes) and the next one to give out.
+        self._positions: list[int] = []
+        self._next_position = 1
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -119,8 +141,11 @@ class MemoryStore:
             if existing.owner != created.owner:
                 raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
             return existing, False
+        if job_id in self._tombstones:
+            raise JobIdTaken(expired_id(job_id))
         state = start(job_id, created)
         self._record(job_id, 1, NewEvent(event_id=new_event_id(), event=created))
+        self._created[job_id] = (self._last_event_at[job_id], created.labels)
         self._jobs[job_id] = state
         self._marks[job_id] = set()
         self._errors[job_id] = {}
@@ -163,12 +188,14 @@ class MemoryStore:
         recorded = RecordedEvent(
             job_id=job_id,
             version=version,
-            position=len(self._log) + 1,
+            position=self._next_position,
             event_id=item.event_id,
             recorded_at=utc_now(),
             event=item.event,
         )
         self._log.append(recorded)
+        self._positions.append(recorded.position)
+        self._next_position += 1
         self._by_event_id[item.event_id] = recorded
         self._last_event_at[job_id] = recorded.recorded_at
 
@@ -233,14 +260,18 @@ class MemoryStore:
         found = sorted(e for e in self._errors.get(job_id, {}).values() if e.row > after_row)
         return found[:limit]
 
+    def _after(self, position: int, limit: int) -> list[RecordedEvent]:
+        start = bisect.bisect_right(self._positions, position)
+        return self._log[start : start + limit]
+
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
-        return self._log[after_position : after_position + limit]
+        return self._after(after_position, limit)
 
     async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
         """Jobs with events after `after_position`."""
         latest: dict[str, JobChange] = {}
-        for event in self._log[after_position : after_position + limit]:
+        for event in self._after(after_position, limit):
             latest.pop(event.job_id, None)
             latest[event.job_id] = JobChange(event.job_id, event.version, event.position)
         return list(latest.values())
@@ -292,13 +323,13 @@ class MemoryStore:
 
     async def last_position(self) -> int:
         """The highest position in the log."""
-        return len(self._log)
+        return self._next_position - 1
 
     def _scan(
         self, after_position: int, limit: int, job_id: str | None, after_version: int, upto: int
     ) -> list[LogEntry]:
         if job_id is None:
-            chosen = self._log[after_position : min(after_position + limit, upto)]
+            chosen = [e for e in self._after(after_position, limit) if e.position <= upto]
         else:
             mine = (
                 e for e in self._log
@@ -317,7 +348,7 @@ class MemoryStore:
         upto: int | None = None,
     ) -> list[LogEntry]:
         """Log entries in position order."""
-        ceiling = len(self._log) if upto is None else upto
+        ceiling = self._next_position - 1 if upto is None else upto
         return self._scan(after_position, limit, job_id, after_version, ceiling)
 
     async def reset_area(self, area: str) -> None:
@@ -331,10 +362,12 @@ class MemoryStore:
     def _catch_up(
         self, area: str, fold_tail: TailFolder, position: int, version: int, job_id: str | None
     ) -> int:
-        while entries := self._scan(position, 10_000, job_id, version, len(self._log)):
+        while entries := self._scan(position, 10_000, job_id, version, self._next_position - 1):
             self._areas[area].add(fold_tail(entries))
             _, version, position, _ = entries[-1]
         self._areas[area].add(fold_tail(()))
+        for job_id in self._tombstones:  # pruned since the area read their events
+            self._areas[area].take_job(_Projection(), job_id)
         return position
 
     async def swap_in(
@@ -385,3 +418,67 @@ class MemoryStore:
     async def drop_area(self, area: str) -> None:
         """Forget the area."""
         self._areas.pop(area, None)
+
+    # Inventory.
+
+    async def list_jobs(
+        self, owner: str, query: JobQuery, after: Cursor | None, limit: int
+    ) -> list[JobListing]:
+        """The owner's matching jobs, newest first."""
+        found = []
+        for job_id, (created_at, labels) in self._created.items():
+            state = self._jobs.get(job_id)
+            if state is None or state.owner != owner:
+                continue
+            if after is not None and (created_at, job_id) >= (after.created_at, after.job_id):
+                continue
+            if _matches(query, state, labels, created_at):
+                found.append(JobListing(state, labels, created_at, self._last_event_at[job_id]))
+        found.sort(key=lambda j: (j.created_at, j.state.job_id), reverse=True)
+        return found[:limit]
+
+    async def find_tombstone(self, job_id: str) -> Tombstone | None:
+        """The pruned job's tombstone."""
+        held = self._tombstones.get(job_id)
+        return None if held is None else held[1]
+
+    async def prune(self, finished_before: str, limit: int, *, dry_run: bool = False) -> Pruned:
+        """Remove finished jobs (or count them, dry) with everything but a tombstone."""
+        chosen = [
+            state for job_id, state in self._jobs.items()
+            if state.status.is_terminal and self._last_event_at[job_id] < finished_before
+        ]
+        if not dry_run:
+            chosen = chosen[:limit]
+        gone = {state.job_id for state in chosen}
+        if dry_run or not gone:
+            return Pruned(len(chosen), sum(state.version for state in chosen))
+        for state in chosen:
+            seq = len(self._tombstones) + 1
+            ended = self._last_event_at.pop(state.job_id)
+            self._tombstones[state.job_id] = (seq, Tombstone(state.job_id, state.owner, ended))
+            for part in (self._jobs, self._marks, self._errors, self._created, self._watches):
+                part.pop(state.job_id, None)
+        kept = [e for e in self._log if e.job_id not in gone]
+        for event in self._log:
+            if event.job_id in gone:
+                del self._by_event_id[event.event_id]
+        self._log, self._positions = kept, [e.position for e in kept]
+        return Pruned(len(chosen), sum(state.version for state in chosen))
+
+    async def pruned_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """Pruned jobs after tombstone `after_seq`."""
+        found = sorted((seq, job_id) for job_id, (seq, _) in self._tombstones.items()
+                       if seq > after_seq)
+        return found[:limit]
+
+
+def _matches(query: JobQuery, state: JobState, labels: LabelPairs | None, created_at: str) -> bool:
+    if query.statuses and state.status not in query.statuses:
+        return False
+    if query.created_after is not None and created_at <= query.created_after:
+        return False
+    if query.created_before is not None and created_at >= query.created_before:
+        return False
+    held = dict(labels or ())
+    return all(held.get(key) == value for key, value in query.labels)

@@ -348,18 +348,22 @@ async def verify(
 async def rebuild_at(
     store: Rebuildable, upto: int, *, progress: Progress = _ignore, chunk: int = CHUNK
 ) -> ReplayReport:
-    """Rebuild the projection as it stood at position `upto` into the scratch area 'at'.
+    """Fold the whole log up to position `upto`: the report counts the jobs by status then.
 
-    The live projection is left alone: appends keep folding onto it.
+    The projection is built in the scratch area 'at', dropped again before this returns (a
+    database holds no leftovers); the live projection is left alone, appends keep folding onto it.
     """
     began = time.perf_counter()
     await store.reset_area("at")
     replayer = Replayer()
-    with _quiet_gc():
-        position, _ = await _fill(
-            store, "at", replayer, job_id=None, upto=upto, progress=progress, chunk=chunk
-        )
-    await store.write_area("at", replayer.fold(()))
+    try:
+        with _quiet_gc():
+            position, _ = await _fill(
+                store, "at", replayer, job_id=None, upto=upto, progress=progress, chunk=chunk
+            )
+        replayer.fold(())  # the jobs still open at `upto` are counted too
+    finally:
+        await store.drop_area("at")
     return _report(replayer, position, began)
 
 

@@ -77,10 +77,12 @@ def key_id_of(created: subprocess.CompletedProcess[str]) -> str:
 
 
 def listed_bindings(cwd: Path) -> dict[str, str]:
-    """`keys list` as {key id: binding column}."""
+    """`keys list` as {key id: binding column} (tab-separated when not on a terminal)."""
     listed = jobtracker("keys", "list", cwd=cwd)
     assert listed.returncode == 0, listed.stderr
-    return {line.split("\t")[0]: line.split("\t")[4] for line in listed.stdout.splitlines()}
+    header, *rows = listed.stdout.splitlines()
+    assert header.split("\t")[::4] == ["ID", "BINDING"]
+    return {line.split("\t")[0]: line.split("\t")[4] for line in rows}
 
 
 def test_worker_keys_are_bound_to_owner_keys_and_listed_with_their_binding(

@@ -74,10 +74,12 @@ def auth_for(case: Case, key: str) -> dict[str, str]:
 
 def schema_can_say_it(case: Case) -> bool:
     """JSON Schema cannot state `current <= total`, nor that only a worker key (the fuzz key is an
-    owner key) may name a job's `owner`; valid cases must respect both all the same."""
+    owner key) may name a job's `owner`, nor that a `page_token` is one the server made for this
+    key and query; valid cases must respect all three all the same."""
     events = case.body if isinstance(case.body, list) else []
     names_owner = isinstance(case.body, dict) and case.body.get("owner") is not None
-    return (not names_owner and not any(
+    made_up_token = "page_token" in (case.query or {})
+    return (not names_owner and not made_up_token and not any(
         isinstance(e, dict) and e.get("type") == "progress"
         and isinstance(e.get("current"), int | float) and isinstance(e.get("total"), int | float)
         and e["current"] > e["total"]
@@ -94,6 +96,10 @@ def test_api_never_errors_and_keeps_to_its_document(
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 3
     for operation in operations:
+        if mode is GenerationMode.POSITIVE and operation.label == "POST /api/v1/webhooks":
+            # No schema can say that a webhook's URL must name a host resolving to a public
+            # address: valid creations are tests/webhooks' (hostile ones still run here).
+            continue
 
         @given(operation.as_strategy(generation_mode=mode).filter(schema_can_say_it))
         @settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from jobtracker.domain.events import Created, NewEvent, Started
 from jobtracker.store.migrate import migrate_sqlite, migrations
@@ -57,7 +56,8 @@ def test_every_commit_is_synced_to_disk(log: SqliteLog) -> None:
 def test_migrating_again_is_a_no_op(log: SqliteLog) -> None:
     """Every migration is recorded once; a second run applies nothing and changes nothing."""
     assert migrate_sqlite(log.conn) == []
-    applied = [r["name"] for r in sqlite_utils.Database(log.conn)["schema_migrations"].rows]
+    rows = log.conn.execute("SELECT name FROM schema_migrations ORDER BY rowid")
+    applied = [name for (name,) in rows]
     assert applied == [m.name for m in migrations("sqlite")]
 
 

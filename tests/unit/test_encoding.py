@@ -36,10 +36,11 @@ SAMPLES: list[Event] = [
     Failed(error="Worker lost: no report for 600 s", reason="worker_lost"),
     Created(owner="key_a", total=5, heartbeat_timeout=30, timeout=3600),
     Created(owner="key_a", timeout=60),
+    Created(owner="key_a", labels={"achievement": "42", "batch": "b-7"}),
     CancelRequested(),
 ]
 #: Fields added after the first release: stored only when set, so older events keep their form.
-LATER_OPTIONAL = {Created: ("heartbeat_timeout", "timeout"), Failed: ("reason",)}
+LATER_OPTIONAL = {Created: ("heartbeat_timeout", "labels", "timeout"), Failed: ("reason",)}
 
 
 def test_every_event_class_has_a_sample_here() -> None:

@@ -18,6 +18,9 @@ that changes the log or the projection takes it before committing.
 - A one-job swap takes that job's row lock, then the position lock (the order appenders use).
 - A comparison takes the position lock alone: while it holds it, nothing that changes the log or
   the projection can commit, yet readers, and appenders' work up to their commit, go on.
+- A prune (store/postgres/inventory.py) draws no positions and takes no position lock: it only
+  ever removes whole finished jobs, leaving tombstones, which the swap and the comparison skip
+  (`_not_pruned`).
 Those transactions lift the session's lock and statement timeouts (`driver.no_time_limits`): a
 swap may queue behind appenders, then rightly take long. Appenders that meet its locks time out
 and are answered 503 instead (the SDK retries them).
@@ -200,7 +203,8 @@ async def _make_live(conn: Conn, names: Tables, area: str, job_id: str | None) -
 
     Only rows that differ are written, so a rebuild of a sound projection writes nothing. Job rows
     that exist on both sides are UPDATEd, never deleted and inserted again: an appender waiting
-    for a job's row lock then reads the new version of that row, not a deleted one.
+    for a job's row lock then reads the new version of that row, not a deleted one. A job pruned
+    since the area read its events is not brought back (`_not_pruned`).
     """
     where, args = ("", ()) if job_id is None else (" WHERE job_id = $1", (job_id,))
     for base, key in _KEYS.items():
@@ -220,7 +224,22 @@ async def _make_live(conn: Conn, names: Tables, area: str, job_id: str | None) -
             f"EXCEPT SELECT * FROM {rebuilt}{where}) AS d WHERE {same_key}",
             *args,
         )
-        await conn.execute(f"INSERT INTO {live} {changed[1:-1]}", *args)
+        await conn.execute(
+            f"INSERT INTO {live} SELECT * FROM {changed} AS d WHERE {_not_pruned(names)}", *args
+        )
+
+
+def _not_pruned(names: Tables) -> str:
+    """Rows `d` of jobs without a tombstone: what of a scratch area may go live, or differ.
+
+    A prune deletes from the log, so an area may hold jobs pruned after it read their events;
+    those are no difference. The live tables lose a pruned job whole, in the prune's one
+    transaction, which the swap's table locks (or a comparison's one statement) see whole or not
+    at all; so a live row of a pruned job is still a difference."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {names.live('job_tombstones')} AS t "
+        "WHERE t.job_id = d.job_id)"
+    )
 
 
 async def _lock_position(conn: Conn) -> None:
@@ -259,10 +278,10 @@ async def _differing_jobs(conn: Conn, names: Tables, area: str, job_id: str | No
     parts: list[str] = []
     for base in PROJECTION_TABLES:
         live, rebuilt = names.live(base), names.area(base, area)
-        for one, other in ((live, rebuilt), (rebuilt, live)):
+        for one, other, kept in ((live, rebuilt, "true"), (rebuilt, live, _not_pruned(names))):
             parts.append(
                 f"SELECT job_id FROM (SELECT * FROM {one}{where} "
-                f"EXCEPT SELECT * FROM {other}{where}) AS only_{len(parts)}"
+                f"EXCEPT SELECT * FROM {other}{where}) AS d WHERE {kept}"
             )
     query = " UNION ".join(parts) + " ORDER BY job_id"
     rows = await conn.fetch(query) if job_id is None else await conn.fetch(query, job_id)

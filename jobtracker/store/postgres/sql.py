@@ -9,6 +9,8 @@ MIGRATION_LOCK = 0x6A6F6274_0002
 
 #: The session-wide advisory lock key that serializes position assignment (see `WRITE_GROUP`).
 POSITION_LOCK = 0x6A6F6274_0001
+#: Serializes prunes (store/postgres/inventory.py), so tombstones become visible in `seq` order.
+PRUNE_LOCK = 0x6A6F6274_0003
 #: The LISTEN/NOTIFY channel that hints "the log grew"; the payload is the newest position.
 APPEND_CHANNEL = "jobtracker_appended"
 #: The channel a trigger announces every key change on (migration 0002): caches drop that key.
@@ -16,17 +18,23 @@ KEYS_CHANNEL = "jobtracker_keys"
 
 SELECT_JOB_COLUMNS = ", ".join(JOB_COLUMNS)
 SELECT_JOB = f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = $1"  # noqa: S608
+# A pruned job's id is never given out again (migration 0007): nothing is inserted for an id
+# with a tombstone, and the creator then finds no job row either.
 INSERT_JOB = (
     f"INSERT INTO jobs ({SELECT_JOB_COLUMNS}, updated_position) "  # noqa: S608
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(JOB_COLUMNS) + 1))}, 0) "
+    f"SELECT {', '.join(f'${n}' for n in range(1, len(JOB_COLUMNS) + 1))}, 0 "
+    "WHERE NOT EXISTS (SELECT 1 FROM job_tombstones WHERE job_id = $1) "
     "ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
 )
-# Takes the position lock the way `WRITE_GROUP` does; its comment there says why.
+# Takes the position lock the way `WRITE_GROUP` does; its comment there says why. It writes no
+# event for an id with a tombstone: `INSERT_JOB` may have waited for a prune deleting a job of
+# that id and then inserted after it committed; this later statement sees the prune's tombstone.
 INSERT_CREATED = """
 WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
 created AS (
     INSERT INTO events (job_id, version, event_id, type, schema_version, data)
     SELECT $3, 1, $4, 'created', $6, $5::jsonb FROM position_lock
+    WHERE NOT EXISTS (SELECT 1 FROM job_tombstones WHERE job_id = $3)
     RETURNING position
 ), saved AS (
     UPDATE jobs SET updated_position = created.position FROM created WHERE jobs.job_id = $3

@@ -22,7 +22,7 @@ from jobtracker.domain.errors import InvalidInput, JobIdTaken, StoreUnavailable
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import start
 from jobtracker.domain.state import JobState, RowError, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, expired_id, utc_now
 from jobtracker.store.migrate import missing_migrations
 from jobtracker.store.postgres import deadlines
 from jobtracker.store.postgres.commit import BeforeCommit, no_pause, once_more_if_cut
@@ -41,6 +41,7 @@ from jobtracker.store.postgres.driver import (
     unavailable,
     with_timeouts,
 )
+from jobtracker.store.postgres.inventory import InventorySide
 from jobtracker.store.postgres.keys import KeyCache
 from jobtracker.store.postgres.lanes import GroupCommitter
 from jobtracker.store.postgres.listen import AppendHints
@@ -53,6 +54,7 @@ from jobtracker.store.postgres.sql import (
     POSITION_LOCK,
     SELECT_JOB,
 )
+from jobtracker.store.postgres.webhooks import PostgresWebhooks
 from jobtracker.store.rows import state_from_row, state_to_row
 
 _EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
@@ -81,7 +83,7 @@ def _api_key(row: asyncpg.Record) -> ApiKey:
     )
 
 
-class PostgresStore(ReplaySide, DeadlineSide):
+class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
     """The PostgreSQL store: a pool of connections, group-committed appends, gap-safe positions."""
 
     def __init__(
@@ -104,6 +106,8 @@ class PostgresStore(ReplaySide, DeadlineSide):
         self._hints: AppendHints | None = None
         self._key_cache: KeyCache | None = None
         self._observe_groups: Callable[[int], None] | None = None
+        #: Webhook subscriptions and deliveries, on the same pool.
+        self.webhooks = PostgresWebhooks(self._open_pool)
 
     async def open(self) -> None:
         """Connect the pool, migrate, start the group committer."""
@@ -185,12 +189,16 @@ class PostgresStore(ReplaySide, DeadlineSide):
         pool = self._open_pool()
         async with driver_errors("creating a job"), pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(INSERT_JOB, *state_to_row(state)) is None:
-                # Taken: ON CONFLICT waited for the other creator to commit, so its row is here.
-                existing = state_from_row(tuple(await conn.fetchrow(SELECT_JOB, job_id) or ()))
+                # Taken: ON CONFLICT waited for the other creator to commit, so its row is here;
+                # no row: the id has a tombstone (`INSERT_JOB` inserts nothing for one).
+                row = await conn.fetchrow(SELECT_JOB, job_id)
+                if row is None:
+                    raise JobIdTaken(expired_id(job_id))
+                existing = state_from_row(tuple(row))
                 if existing.owner != created.owner:
                     raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
                 return existing, False
-            await conn.fetchval(
+            written = await conn.fetchval(
                 INSERT_CREATED,
                 POSITION_LOCK,
                 APPEND_CHANNEL,
@@ -199,6 +207,8 @@ class PostgresStore(ReplaySide, DeadlineSide):
                 data,
                 stored_version(created),
             )
+            if written is None:  # a prune took a job of this id while we waited for it
+                raise JobIdTaken(expired_id(job_id))
             await deadlines.watch(conn, job_id, created, time.time())
         self._appended(0)
         return state, True

@@ -16,18 +16,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-import sqlite_utils
 
 from jobtracker.domain.codec import decode_stored
 from jobtracker.domain.errors import JobIdTaken, JobNotFound, JobtrackerError, StoreUnavailable
 from jobtracker.domain.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.domain.state import JobState, RowError, RowMark, Status
-from jobtracker.store.base import AppendResult, JobChange, JobView, result_of, utc_now
+from jobtracker.store.base import (
+    AppendResult,
+    JobChange,
+    JobView,
+    expired_id,
+    result_of,
+    utc_now,
+)
 from jobtracker.store.group import AppendRequest, CreateOutcome, CreateRequest, Outcome
 from jobtracker.store.migrate import migrate_sqlite, missing_migrations
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
-from jobtracker.store.sqlite import deadlines, row_bits
+from jobtracker.store.sqlite import deadlines, inventory, row_bits
 from jobtracker.store.sqlite import rebuild as sqlite_rebuild
 from jobtracker.store.sqlite.group import KnownStates, NotPlain, Rows, write_together
 from jobtracker.store.sqlite.keys import KeyTable
@@ -65,7 +71,6 @@ class SqliteLog(KeyTable):
     def __init__(self, path: str, *, clock: Callable[[], str] = utc_now) -> None:
         self.path = path
         self.conn = connect(path)
-        self.db = sqlite_utils.Database(self.conn)
         self._clock = clock
         self._known_states = KnownStates()
 
@@ -87,10 +92,10 @@ class SqliteLog(KeyTable):
             raise
         self.commit()
 
-    def in_transaction(self, write: Callable[..., None], *args: Any) -> None:
-        """`write(conn, *args)` in a write transaction of its own."""
+    def in_transaction(self, write: Callable[..., T], *args: Any) -> T:
+        """`write(conn, *args)` in a write transaction of its own; what it returns."""
         with self._immediate():
-            write(self.conn, *args)
+            return write(self.conn, *args)
 
     def _quick_else_careful(self, quick: Callable[[], T], careful: Callable[[], T]) -> T:
         """`quick` in a write transaction; if it raises `NotPlain`, `careful` in a new one."""
@@ -134,6 +139,8 @@ class SqliteLog(KeyTable):
             if existing.owner != created.owner:
                 return JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
             return existing, False
+        if inventory.is_tombstoned(self.conn, job_id):
+            return JobIdTaken(expired_id(job_id))
         state = start(job_id, created)
         rows = Rows(self._clock())
         rows.add_job(job_id, NewEvent(new_event_id(), created), state)

@@ -140,11 +140,18 @@ def _catch_up(
     after_version: int,
     job_id: str | None,
 ) -> int:
-    """Inside the caller's transaction: fold every event not yet folded, then drain."""
+    """Inside the caller's write transaction: fold every event not yet folded, then drain; then
+    forget the jobs a prune removed since the area read their events (no prune can commit now:
+    it writes too)."""
     while entries := scan_log(conn, after_position, _TAIL_CHUNK, job_id, after_version):
         _insert(conn, area, fold_tail(entries))
         _, after_version, after_position, _ = entries[-1]
     _insert(conn, area, fold_tail(()))
+    for base in PROJECTION_TABLES:
+        conn.execute(
+            f"DELETE FROM {_table(base, area)} "
+            "WHERE job_id IN (SELECT job_id FROM job_tombstones)"
+        )
     return after_position
 
 

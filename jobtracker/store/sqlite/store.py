@@ -24,8 +24,18 @@ from typing import TypeVar
 from jobtracker.domain.control import Deadline
 from jobtracker.domain.errors import StoreUnavailable
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent
+from jobtracker.domain.listing import Cursor, JobQuery
 from jobtracker.domain.state import JobState, RowError
-from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, utc_now
+from jobtracker.store.base import (
+    ApiKey,
+    AppendResult,
+    JobChange,
+    JobListing,
+    JobView,
+    Pruned,
+    Tombstone,
+    utc_now,
+)
 from jobtracker.store.group import (
     AppendRequest,
     CreateOutcome,
@@ -34,13 +44,15 @@ from jobtracker.store.group import (
     GroupCommitter,
     Outcome,
 )
-from jobtracker.store.sqlite import deadlines
+from jobtracker.store.sqlite import deadlines, inventory
 from jobtracker.store.sqlite.fswatch import FolderWatch, watch_folder
 from jobtracker.store.sqlite.group import NotPlain
 from jobtracker.store.sqlite.log import SqliteLog, sqlite_path
 from jobtracker.store.sqlite.log import translated as _translated
 from jobtracker.store.sqlite.replaying import ReplaySide
 from jobtracker.store.sqlite.walwatch import WalWatch
+from jobtracker.store.sqlite.webhooks import SqliteWebhooks
+from jobtracker.store.webhooks import WebhookStore
 
 T = TypeVar("T")
 
@@ -186,6 +198,8 @@ class SqliteStore(ReplaySide):
         self._seen_position = 0
         self._keys = KeyCache()
         self._watch: WalWatch | None = None
+        #: Webhook subscriptions and deliveries, written by the same writer as the log.
+        self.webhooks: WebhookStore = SqliteWebhooks(self._write, self._bulk_read)
 
     async def open(self) -> None:
         """Open the writer (migrating first), then the readers."""
@@ -373,6 +387,32 @@ class SqliteStore(ReplaySide):
     async def check_by(self, job_id: str, at: float) -> None:
         """See `Store.check_by`."""
         await self._write(lambda log: log.in_transaction(deadlines.check_by, job_id, at))
+
+    async def list_jobs(
+        self, owner: str, query: JobQuery, after: Cursor | None, limit: int
+    ) -> list[JobListing]:
+        """See `Store.list_jobs` (`sqlite/inventory.py`); on the reader thread."""
+        return await self._bulk_read(
+            lambda log: inventory.list_jobs(log.conn, owner, query, after, limit)
+        )
+
+    async def find_tombstone(self, job_id: str) -> Tombstone | None:
+        """See `Store.find_tombstone`; a point read on the loop."""
+        return self._point_read(lambda log: inventory.find_tombstone(log.conn, job_id))
+
+    async def prune(self, finished_before: str, limit: int, *, dry_run: bool = False) -> Pruned:
+        """See `Store.prune`: one write transaction per batch."""
+        if dry_run:
+            return await self._bulk_read(
+                lambda log: inventory.count_prunable(log.conn, finished_before)
+            )
+        return await self._write(
+            lambda log: log.in_transaction(inventory.prune, finished_before, limit)
+        )
+
+    async def pruned_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """See `Store.pruned_since`; a point read on the loop."""
+        return self._point_read(lambda log: inventory.pruned_since(log.conn, after_seq, limit))
 
     def _change_mark(self, log: SqliteLog) -> object:
         """What moves on any commit: the wal-index header if mapped, else data_version."""

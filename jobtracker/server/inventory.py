@@ -1,0 +1,120 @@
+"""Inventory (CONTRACT.md, "Inventory"): `GET /api/v1/jobs`, and retention in the background.
+
+Listing answers a key's own jobs only: the store is asked for the calling key's jobs, whatever
+the query or its page token says, so no parameter can reach another key's jobs.
+
+Retention runs in every server that has `--retention`: it prunes a batch, rests, and goes on
+until nothing is due, then looks again a minute later. Every server, with retention or not,
+watches the store's tombstones to forget the finished bodies and owners it holds of pruned jobs,
+whoever pruned them (another server, `jobtracker prune`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from jobtracker.domain import listing
+from jobtracker.domain.errors import JobtrackerError
+from jobtracker.server.common import FINISHED, OWNERS, STORE, json_response, request_key
+from jobtracker.server.settings import Settings
+from jobtracker.store import Store
+from jobtracker.store.listing import list_page
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two prune batches: appends get the writer in between.
+BATCH_PAUSE = 0.05
+#: Seconds between two looks for due jobs once a prune found none.
+IDLE_PAUSE = 60.0
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """`GET /api/v1/jobs`: the calling key's jobs, newest first, filtered, a page at a time."""
+    key = await request_key(request)
+    query = request.query
+    params = {name: query.getall(name) for name in query}
+    return json_response(await list_page(request.app[STORE], key.key_id, params))
+
+
+async def prune_all(
+    store: Store, finished_before: dt.datetime, batch: int, pause: float = 0.0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Prune batch after batch until nothing finished before the cutoff is left; return the
+    jobs and events removed. `pause` seconds between batches let appends in."""
+    cutoff = listing.log_time(finished_before)
+    jobs = events = 0
+    while (done := await store.prune(cutoff, batch)).jobs:
+        jobs, events = jobs + done.jobs, events + done.events
+        if on_batch is not None:
+            on_batch(jobs, events)
+        if pause:
+            await asyncio.sleep(pause)
+    return jobs, events
+
+
+class Retention:
+    """The server's background part of retention: prune (when configured) and forget."""
+
+    def __init__(
+        self, store: Store, settings: Settings, forget: Callable[[str], None]
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._forget = forget
+        self._seen = 0
+
+    async def start(self) -> list[asyncio.Task[None]]:
+        """Skip the tombstones already there (nothing of them is held yet); start the loops."""
+        while pruned := await self._store.pruned_since(self._seen, 10_000):
+            self._seen = pruned[-1][0]
+        tasks = [asyncio.create_task(self._watch(), name="jobtracker-tombstones")]
+        if self._settings.retention is not None:
+            tasks.append(asyncio.create_task(self._prune(), name="jobtracker-retention"))
+        return tasks
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.tombstone_interval)
+            with contextlib.suppress(JobtrackerError):
+                await self.forget_pruned()
+
+    async def forget_pruned(self) -> None:
+        """Forget every job pruned since the last look."""
+        while pruned := await self._store.pruned_since(self._seen):
+            for _, job_id in pruned:
+                self._forget(job_id)
+            self._seen = pruned[-1][0]
+
+    async def _prune(self) -> None:
+        assert self._settings.retention is not None
+        keep = dt.timedelta(seconds=self._settings.retention)
+        while True:
+            try:
+                jobs, events = await prune_all(
+                    self._store, dt.datetime.now(dt.UTC) - keep, self._settings.prune_batch,
+                    BATCH_PAUSE,
+                )
+            except JobtrackerError as exc:  # the store is down: try again later
+                log.warning("retention: prune failed: %s", exc.detail)
+            else:
+                if jobs:
+                    log.info("retention: pruned %d jobs (%d events)", jobs, events)
+                    await self.forget_pruned()
+            await asyncio.sleep(IDLE_PAUSE)
+
+
+def forgetter(app: web.Application) -> Callable[[str], None]:
+    """What a server forgets of a pruned job: its finished body and its owner."""
+
+    def forget(job_id: str) -> None:
+        app[FINISHED].forget(job_id)
+        app[OWNERS].forget(job_id)
+
+    return forget

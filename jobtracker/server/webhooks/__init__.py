@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions over HTTP and the dispatcher that delivers them from the log."""
