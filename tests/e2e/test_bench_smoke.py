@@ -12,7 +12,7 @@ BENCH = ROOT / "scripts" / "bench.py"
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env=env)
+                          timeout=300, cwd=ROOT, env=env)
 
 
 def listed_names() -> list[str]:

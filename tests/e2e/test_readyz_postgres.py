@@ -3,6 +3,7 @@ private cluster (initdb/pg_ctl as the `postgres` OS user), never on the shared s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobtracker.server.webhooks.running import opened_store
 from tests.conditions import wait_until
 from tests.e2e.serving import http_get, seed, serving, stop
 from tests.pg_cluster import PrivateCluster
@@ -69,3 +71,26 @@ def test_readyz_is_503_while_postgresql_is_down_and_200_once_it_is_back(
     tagged = [line for line in lines if line.get("request_id") == "while-down-1"]
     assert {line["logger"] for line in tagged} >= {"jobtracker.access", "jobtracker.server.errors"}
     assert all(line["level"] in ("INFO", "WARNING") for line in tagged)
+
+
+def test_the_webhook_process_waits_for_a_database_that_is_down_when_it_starts(
+    cluster: PrivateCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dispatcher (`serve`'s child, `webhooks run`) that starts while PostgreSQL is down keeps
+    trying and opens the store once it is back, instead of dying with a traceback."""
+    seed(cluster.url)  # migrated while up
+    cluster.stop("fast")
+
+    async def down_then_up() -> list[str]:
+        opening = asyncio.create_task(opened_store(cluster.url))
+        await asyncio.sleep(2.5)
+        assert not opening.done()
+        assert "does not answer" in caplog.text
+        cluster.start()
+        store = await asyncio.wait_for(opening, 30)
+        try:
+            return await store.missing_migrations()
+        finally:
+            await store.close()
+
+    assert asyncio.run(down_then_up()) == []

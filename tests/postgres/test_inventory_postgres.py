@@ -407,3 +407,26 @@ async def test_migrating_a_database_of_the_previous_version_indexes_its_jobs(
         ]
     finally:
         await store.close()
+
+
+async def test_steady_retention_keeps_the_database_from_growing(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """Cycles of new finished jobs, each pruning the cycle before: the space the prune frees is
+    used again (a prune run ends with a VACUUM, which autovacuum, off on some servers, may not
+    have done yet), so the log's size levels off instead of growing cycle after cycle."""
+    from jobtracker.server.inventory import prune_all
+
+    store = await open_store()
+    sizes = []
+    for cycle in range(8):
+        began = utc_now()
+        if cycle:  # the previous cycle's jobs, all finished before this one began
+            jobs, _ = await prune_all(store, log_moment(began), 25)
+            assert jobs == 60
+        for n in range(60):
+            await finished_job(store, f"c{cycle}-{n}", events=40)
+        [(size,)] = await fetch(pg_url, "SELECT pg_total_relation_size('events')")
+        sizes.append(size)
+
+    assert sizes[-1] <= 1.3 * sizes[2], sizes

@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Iterator
 import attrs
 from aiohttp import web
 
+from jobtracker.domain.errors import StoreUnavailable
 from jobtracker.server.common import SETTINGS, STORE
 from jobtracker.server.metrics import DELIVERIES_DIR_ENV, count_delivery, metrics_folder
 from jobtracker.server.settings import Settings
 from jobtracker.server.webhooks.dispatcher import Dispatcher
-from jobtracker.store import make_store
+from jobtracker.store import Store, make_store
 from jobtracker.store.url import parse_store_url
 
 log = logging.getLogger(__name__)
@@ -51,22 +52,45 @@ async def run_alone(settings: Settings, *, parent: int | None = None) -> None:
     """Deliver webhooks without serving the API, until SIGINT or SIGTERM (or, with `parent`,
     until that process is gone: a `serve` killed with -9 must not leave its dispatcher behind)."""
     watch = asyncio.create_task(_orphaned(parent)) if parent is not None else None
-    store = make_store(settings.store_url)
-    await store.open()
+    task = asyncio.create_task(_deliver(settings), name="jobtracker-webhooks")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
     try:
-        counting = (lambda s: count_delivery(s.verdict)) if settings.metrics else lambda s: None
-        dispatcher = Dispatcher(store, settings, on_settled=counting)
-        task = asyncio.create_task(dispatcher.run(), name="jobtracker-webhooks")
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        log.info("delivering webhooks from %s", store.__class__.__name__)
         with contextlib.suppress(asyncio.CancelledError):
             await task
     finally:
         if watch is not None:
             watch.cancel()
+
+
+#: Seconds between two tries to open a store that does not answer.
+REOPEN_PAUSE = 1.0
+
+
+async def _deliver(settings: Settings) -> None:
+    store = await opened_store(settings.store_url)
+    try:
+        counting = (lambda s: count_delivery(s.verdict)) if settings.metrics else lambda s: None
+        log.info("delivering webhooks from %s", store.__class__.__name__)
+        await Dispatcher(store, settings, on_settled=counting).run()
+    finally:
         await store.close()
+
+
+async def opened_store(url: str) -> Store:
+    """The store, once it answers: a database that is down when the dispatcher starts (or
+    restarts) is waited for, as the API's requests wait for it, not a reason to die."""
+    while True:
+        store = make_store(url)
+        try:
+            await store.open()
+        except StoreUnavailable as exc:
+            log.warning("webhooks: the store does not answer (%s); trying again in %g s",
+                        exc.detail, REOPEN_PAUSE)
+            await asyncio.sleep(REOPEN_PAUSE)
+        else:
+            return store
 
 
 async def _orphaned(parent: int) -> None:
