@@ -66,14 +66,15 @@ def _applied(conn: sqlite3.Connection) -> set[str]:
     return {name for (name,) in conn.execute("SELECT name FROM schema_migrations")}
 
 
-def migrate_sqlite(conn: sqlite3.Connection) -> list[str]:
-    """Apply what is missing; return the names applied now. Re-running is a no-op.
+def migrate_sqlite(conn: sqlite3.Connection, kind: str = "sqlite") -> list[str]:
+    """Apply what is missing (of the `kind` folder: the log's file, or `sqlite-webhooks`);
+    return the names applied now. Re-running is a no-op.
 
     The record goes in first, inside the same transaction as the SQL: a second process migrating at
     the same moment fails on the record's primary key and rolls back instead of applying twice.
     """
     done: list[str] = []
-    for migration in migrations("sqlite"):
+    for migration in migrations(kind):
         if migration.name in _applied(conn):
             continue
         script = (

@@ -51,7 +51,7 @@ from jobtracker.store.sqlite.log import SqliteLog, sqlite_path
 from jobtracker.store.sqlite.log import translated as _translated
 from jobtracker.store.sqlite.replaying import ReplaySide
 from jobtracker.store.sqlite.walwatch import WalWatch
-from jobtracker.store.sqlite.webhooks import SqliteWebhooks
+from jobtracker.store.sqlite.webhooks import SqliteWebhooks, webhooks_path
 from jobtracker.store.webhooks import WebhookStore
 
 T = TypeVar("T")
@@ -198,8 +198,9 @@ class SqliteStore(ReplaySide):
         self._seen_position = 0
         self._keys = KeyCache()
         self._watch: WalWatch | None = None
-        #: Webhook subscriptions and deliveries, written by the same writer as the log.
-        self.webhooks: WebhookStore = SqliteWebhooks(self._write, self._bulk_read)
+        #: Webhook subscriptions and deliveries, in a file of their own beside the log's.
+        self._webhooks = SqliteWebhooks(webhooks_path(path))
+        self.webhooks: WebhookStore = self._webhooks
 
     async def open(self) -> None:
         """Open the writer (migrating first), then the readers."""
@@ -215,6 +216,7 @@ class SqliteStore(ReplaySide):
         self._keys = KeyCache()
         _translated(reader.data_version)
         self._watch = WalWatch.open(path)
+        await self._webhooks.open()
 
     async def close(self) -> None:
         """Close every connection and stop the threads; closing twice is harmless."""
@@ -235,6 +237,7 @@ class SqliteStore(ReplaySide):
         if self._reader is not None:
             self._reader.close()
         self._reader = self._watch = None
+        await self._webhooks.close()
 
     def _open(self, part: T | None) -> T:
         if part is None:

@@ -1,20 +1,33 @@
-"""SQLite's webhook tables (migration 0007): the rules are `store/webhooks.py`'s.
+"""SQLite's webhook tables, in a file of their own: the rules are `store/webhooks.py`'s.
 
-Writes go through the store's one writer, each its own `BEGIN IMMEDIATE` transaction, so servers
-sharing the file (`serve --workers N`, or `jobtracker webhooks run` beside a server) take turns:
-a cursor moves once, a lease is held by one of them.
+The dispatcher writes many times a second (queue, claim, settle). In the log's own file each of
+those writes would hold SQLite's one write lock, which every append needs: appends would wait
+behind them, and a dispatcher run at low priority may be descheduled while it holds the lock.
+So the tables live beside the log, in `<database>-webhooks` (migrations/sqlite-webhooks), which
+has a write lock of its own; the log is only ever read here.
+
+Writes are `BEGIN IMMEDIATE` transactions on the webhook file, so processes sharing it
+(`serve --workers N`, `jobtracker webhooks run` beside a server) take turns: a cursor moves once,
+a lease is held by one of them. They commit with `synchronous = NORMAL`: everything here but
+the subscriptions is derived from the log, a power cut may undo only the newest commits, and
+undoing one sends again (under the same webhook-id, which is derived from the event) what it
+had recorded as sent, or queues again a stretch of the log with its cursor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
 
+from jobtracker.domain.errors import StoreUnavailable
 from jobtracker.domain.webhooks import MAX_SUBSCRIPTIONS, PROGRESS, TERMINAL_TYPES
-from jobtracker.store.sqlite.log import SqliteLog
+from jobtracker.store.migrate import migrate_sqlite
+from jobtracker.store.sqlite.log import connect, translated
 from jobtracker.store.webhooks import (
     Attempt,
     Delivery,
@@ -28,7 +41,6 @@ from jobtracker.store.webhooks import (
 )
 
 T = TypeVar("T")
-Run = Callable[[Callable[[SqliteLog], T]], Coroutine[Any, Any, T]]
 
 _HOOK_COLUMNS = "webhook_id, key_id, url, events, labels, secret, created_at, cursor, disabled_at"
 _DELIVERY_COLUMNS = (
@@ -79,27 +91,30 @@ def hook_row(hook: Webhook) -> tuple[Any, ...]:
             hook.disabled_at)
 
 
-def _in_write(log: SqliteLog, call: Callable[[sqlite3.Connection], T]) -> T:
-    """`call` in a write transaction that commits without waiting for the disk.
+def webhooks_path(path: str) -> str:
+    """The webhook tables' file beside the log's database file."""
+    return path if path == ":memory:" else f"{path}-webhooks"
 
-    Nothing here needs the fsync an append pays for: every row is derived from the log, which is
-    synced. A power cut may undo the newest of these commits (never a process crash: WAL keeps
-    what was committed), and undoing one only sends again what it had recorded as sent, or
-    queues again a stretch of the log together with its cursor. The next append's sync writes
-    these commits to disk too, in order.
-    """
-    (level,) = log.conn.execute("PRAGMA synchronous").fetchone()
-    log.conn.execute("PRAGMA synchronous = NORMAL")
+
+class _File:
+    """The webhook file's one connection, used only from its one thread."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = connect(path)
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        migrate_sqlite(self.conn, "sqlite-webhooks")
+
+
+def _in_write(file: _File, call: Callable[[sqlite3.Connection], T]) -> T:
+    """`call` in a write transaction of the webhook file."""
+    file.conn.execute("BEGIN IMMEDIATE")
     try:
-        log.begin()
-        try:
-            result = call(log.conn)
-        except BaseException:
-            log.rollback()
-            raise
-        log.commit()
-    finally:
-        log.conn.execute(f"PRAGMA synchronous = {int(level)}")
+        result = call(file.conn)
+    except BaseException:
+        if file.conn.in_transaction:
+            file.conn.execute("ROLLBACK")
+        raise
+    file.conn.execute("COMMIT")
     return result
 
 
@@ -194,39 +209,67 @@ def _settle(conn: sqlite3.Connection, owner: str, settlements: Sequence[Settleme
 
 
 class SqliteWebhooks:
-    """`WebhookStore` on the SQLite store's writer (`write`) and reader thread (`read`)."""
+    """`WebhookStore` on the webhook file beside a SQLite store's log, on a thread of its own."""
 
-    def __init__(self, write: Run[Any], read: Run[Any]) -> None:
-        self._write = write
-        self._read = read
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool: ThreadPoolExecutor | None = None
+        self._file: _File | None = None
+
+    async def open(self) -> None:
+        """Open (creating and migrating) the webhook file."""
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="jobtracker-sqlite-webhooks")
+        self._file = await self._on_thread(lambda: _File(self.path))
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread; closing twice is harmless."""
+        pool, file, self._pool, self._file = self._pool, self._file, None, None
+        if pool is not None:
+            if file is not None:
+                await asyncio.get_running_loop().run_in_executor(pool, file.conn.close)
+            pool.shutdown(wait=True)
+
+    async def _on_thread(self, call: Callable[[], T]) -> T:
+        if self._pool is None:
+            raise StoreUnavailable("The SQLite store is not open")
+        pool = self._pool
+        return await asyncio.get_running_loop().run_in_executor(pool, translated, call)
+
+    async def _run(self, call: Callable[[_File], T]) -> T:
+        def on_file() -> T:
+            if self._file is None:
+                raise StoreUnavailable("The SQLite store is not open")
+            return call(self._file)
+
+        return await self._on_thread(on_file)
 
     async def add(self, hook: Webhook) -> None:
         """See `WebhookStore.add`."""
-        await self._write(lambda log: _in_write(log, lambda conn: _add(conn, hook)))
+        await self._run(lambda file: _in_write(file, lambda conn: _add(conn, hook)))
 
     async def get(self, webhook_id: str) -> Webhook | None:
         """See `WebhookStore.get`."""
-        rows: list[Any] = await self._read(lambda log: log.conn.execute(
+        rows: list[Any] = await self._run(lambda file: file.conn.execute(
             f"SELECT {_HOOK_COLUMNS} FROM webhooks WHERE webhook_id = ?",  # noqa: S608
             (webhook_id,)).fetchall())
         return hook_from_row(rows[0]) if rows else None
 
     async def for_key(self, key_id: str) -> list[Webhook]:
         """See `WebhookStore.for_key`."""
-        rows: list[Any] = await self._read(lambda log: log.conn.execute(
+        rows: list[Any] = await self._run(lambda file: file.conn.execute(
             f"SELECT {_HOOK_COLUMNS} FROM webhooks WHERE key_id = ? "  # noqa: S608
             "ORDER BY created_at, webhook_id", (key_id,)).fetchall())
         return [hook_from_row(row) for row in rows]
 
     async def delete(self, webhook_id: str) -> bool:
         """See `WebhookStore.delete`."""
-        done: bool = await self._write(
-            lambda log: _in_write(log, lambda conn: _delete(conn, webhook_id)))
+        done: bool = await self._run(
+            lambda file: _in_write(file, lambda conn: _delete(conn, webhook_id)))
         return done
 
     async def attempts(self, webhook_id: str, before: int | None, limit: int) -> list[Attempt]:
         """See `WebhookStore.attempts`."""
-        rows: list[Any] = await self._read(lambda log: log.conn.execute(
+        rows: list[Any] = await self._run(lambda file: file.conn.execute(
             f"SELECT {_ATTEMPT_COLUMNS} FROM webhook_attempts "  # noqa: S608
             "WHERE webhook_id = ? AND attempt_id < ? ORDER BY attempt_id DESC LIMIT ?",
             (webhook_id, 2**62 if before is None else before, limit)).fetchall())
@@ -234,15 +277,15 @@ class SqliteWebhooks:
 
     async def active(self) -> list[Webhook]:
         """See `WebhookStore.active`."""
-        rows: list[Any] = await self._read(lambda log: log.conn.execute(
+        rows: list[Any] = await self._run(lambda file: file.conn.execute(
             f"SELECT {_HOOK_COLUMNS} FROM webhooks "  # noqa: S608
             "WHERE disabled_at IS NULL").fetchall())
         return [hook_from_row(row) for row in rows]
 
     async def enqueue(self, batches: Sequence[QueueBatch], progress_gap: float) -> None:
         """See `WebhookStore.enqueue`."""
-        await self._write(
-            lambda log: _in_write(log, lambda conn: _enqueue(conn, batches, progress_gap)))
+        await self._run(
+            lambda file: _in_write(file, lambda conn: _enqueue(conn, batches, progress_gap)))
 
     async def claim(
         self, wanted: Mapping[str, int], owner: str, now: float, lease: float
@@ -250,11 +293,11 @@ class SqliteWebhooks:
         """See `WebhookStore.claim`: a read first, so an idle poll takes no write lock."""
         if not wanted:
             return []
-        seen: list[Delivery] = await self._read(lambda log: _due(log.conn, wanted, now))
+        seen: list[Delivery] = await self._run(lambda file: _due(file.conn, wanted, now))
         if not seen:
             return []
-        claimed: list[Delivery] = await self._write(
-            lambda log: _in_write(log, lambda conn: _claim(conn, wanted, owner, now, lease)))
+        claimed: list[Delivery] = await self._run(
+            lambda file: _in_write(file, lambda conn: _claim(conn, wanted, owner, now, lease)))
         return claimed
 
     async def step(self, owner: str, work: StepWork) -> list[Delivery]:
@@ -267,11 +310,11 @@ class SqliteWebhooks:
             _enqueue(conn, work.batches, work.progress_gap)
             return _claim(conn, work.wanted, owner, work.now, work.lease)
 
-        claimed: list[Delivery] = await self._write(lambda log: _in_write(log, write))
+        claimed: list[Delivery] = await self._run(lambda file: _in_write(file, write))
         return claimed
 
     async def settle(self, owner: str, settlements: Sequence[Settlement]) -> None:
         """See `WebhookStore.settle`."""
         if settlements:
-            await self._write(
-                lambda log: _in_write(log, lambda conn: _settle(conn, owner, settlements)))
+            await self._run(
+                lambda file: _in_write(file, lambda conn: _settle(conn, owner, settlements)))

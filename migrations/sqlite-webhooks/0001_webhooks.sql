@@ -1,6 +1,10 @@
 -- Webhooks (CONTRACT.md, "Webhooks"): subscriptions, the queue of deliveries not yet made, and
 -- the record of every attempt. None of it is part of the projection: replay never touches it.
 --
+-- These tables live in a SQLite file of their own beside the log's (`jobs.db` -> `jobs.db-webhooks`,
+-- store/sqlite/webhooks.py): the dispatcher writes them many times a second, and in the log's
+-- file every such write would hold the one write lock that appends need.
+--
 -- `webhooks.cursor` is the durable cursor: the last log position whose events this subscription
 -- has taken into its queue. It moves in the same transaction that queues the deliveries, so an
 -- event is queued exactly once; a queued delivery leaves the queue only once a send of it was
