@@ -91,6 +91,18 @@ def run_database() -> str:
     return _run["url"]
 
 
+async def create_database(prefix: str) -> tuple[str, str]:
+    """A database of a test's own: its name and URL (drop it with `drop_database`)."""
+    name = unique_name(prefix)
+    await _admin(f'CREATE DATABASE "{name}"')
+    return name, with_path(server_url(), f"/{name}")
+
+
+async def drop_database(name: str) -> None:
+    """Drop a test's own database, whoever is still connected."""
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _drop_database(name: str) -> None:
     # At exit no loop runs any more, and executors refuse new work: plain asyncio.run.
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

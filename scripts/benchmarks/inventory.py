@@ -391,7 +391,7 @@ async def _pg_vacuum_facts(url: str) -> str:
         autovacuum = await conn.fetchval("SHOW autovacuum")
         rows = await conn.fetch(
             "SELECT relname, n_dead_tup, autovacuum_count, vacuum_count FROM pg_stat_user_tables "
-            "WHERE relname IN ('events', 'jobs', 'job_rows', 'job_index') ORDER BY relname")
+            "WHERE relname IN ('events', 'jobs', 'job_row_bits', 'job_index') ORDER BY relname")
         stats = "; ".join(f"{r['relname']}: {r['n_dead_tup']:,} dead tuples, "
                           f"{r['autovacuum_count']} autovacuums, {r['vacuum_count']} vacuums"
                           for r in rows)
@@ -543,9 +543,10 @@ async def _fill_finished_postgres(url: str, owner: str, jobs: int, base: dt.date
                 "SELECT job_id, $1, 'SUCCESS', max(version), $2, $2, $2, max(position) "
                 "FROM events WHERE position > $3 GROUP BY job_id", owner, ROWS, before)
             await conn.execute(
-                "INSERT INTO job_rows (job_id, row, kind) "
-                "SELECT job_id, r, 'outcome' FROM jobs, generate_series(0, $1::int - 1) AS r "
-                "WHERE job_id LIKE 'old-%'", ROWS)
+                "INSERT INTO job_row_bits (job_id, kind, chunk, bits) "
+                "SELECT job_id, 'outcome', r >> 6, bit_or((1::bigint) << (r & 63)) "
+                "FROM jobs, generate_series(0, $1::int - 1) AS r "
+                "WHERE job_id LIKE 'old-%' GROUP BY job_id, r >> 6", ROWS)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()

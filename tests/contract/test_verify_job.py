@@ -90,7 +90,7 @@ async def plant_faults(store: Store, postgres_url: str | None) -> None:
     conn = await asyncpg.connect(postgres_url)
     try:
         for sql, job_id in statements:
-            await conn.execute(sql.format(marks="job_rows"), job_id)
+            await conn.execute(sql.format(marks="job_row_bits"), job_id)
     finally:
         await conn.close()
 

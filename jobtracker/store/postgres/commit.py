@@ -8,7 +8,7 @@ no job moved on since, and writes every new event, row mark, row error and job r
 did move on, or the fold refuses a request, the group goes the transactional way: lock the rows,
 read, plan, write, COMMIT. Each request is acknowledged only after its commit. A request the fold
 refuses never touches the database, so it cannot sink its neighbours. Both ways leave re-sent
-event ids and rows reported twice to the database's unique keys: such a write aborts, and the
+event ids and rows reported twice to the database's constraints: such a write aborts, and the
 group is redone one request per SAVEPOINT with everything read, so only the request at fault
 hears about it (and a re-send is answered as duplicates).
 
@@ -37,6 +37,7 @@ from jobtracker.store.postgres.plan import (
     plan_group,
     write_plans,
 )
+from jobtracker.store.postgres.row_bits import RowMarkedTwice
 from jobtracker.store.postgres.sql import (
     READ_JOBS,
 )
@@ -113,7 +114,7 @@ def _outcome(plan: AppendPlan | JobtrackerError) -> Outcome:
 
 
 #: Write errors one request can cause without breaking the transaction's connection.
-_REQUEST_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+_REQUEST_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, RowMarkedTwice)
 
 
 def _plan_unread(
@@ -157,7 +158,7 @@ async def commit_in_one_statement(
 
     None when this cannot answer for the group and wrote nothing: a request was refused (the
     careful path names the right refusal) or a job had moved on since its state was read. A
-    write refused by a unique key (a re-sent batch, a row reported twice) raises, as it does in
+    write refused by a constraint (a re-sent batch, a row reported twice) raises, as it does in
     a transaction.
     """
     job_ids = sorted({request.job_id for request in requests})
@@ -197,10 +198,11 @@ async def commit_group(
     """
     # The fast paths plan as if the log held none of the batches' event ids and none of their
     # rows had an outcome: the usual case, and reading both would cost a lookup per event. The
-    # unique keys on events.event_id and job_rows refuse exactly the writes those reads would
-    # have prevented, so a plan made without them is right whenever its write succeeds. A re-sent
-    # batch (a retry after a lost answer) or a row reported twice fails that write, and the redo
-    # below plans with both reads, counts the duplicates and names the row.
+    # unique key on events.event_id and job_row_bits' check (no bit set twice, see
+    # `sql.WRITE_GROUP`) refuse exactly the writes those reads would have prevented, so a plan
+    # made without them is right whenever its write succeeds. A re-sent batch (a retry after a
+    # lost answer) or a row reported twice fails that write, and the redo below plans with both
+    # reads, counts the duplicates and names the row.
     try:
         if remembered is not None and before_commit is no_pause:
             done = await commit_in_one_statement(conn, requests, remembered)

@@ -139,7 +139,7 @@ WITH labels_gone AS (
 ), events_gone AS (
     DELETE FROM events WHERE job_id = ANY($1::text[])
 ), marks_gone AS (
-    DELETE FROM job_rows WHERE job_id = ANY($1::text[])
+    DELETE FROM job_row_bits WHERE job_id = ANY($1::text[])
 ), errors_gone AS (
     DELETE FROM job_errors WHERE job_id = ANY($1::text[])
 ), deadlines_gone AS (
@@ -178,7 +178,7 @@ async def prune(conn: Conn, finished_before: dt.datetime, limit: int) -> Pruned:
 # database's size steady even where autovacuum is off or slow to notice. Plain VACUUM takes no
 # lock that appends or reads wait on. ANALYZE: the planner's row counts drop with the prune.
 _VACUUM = (
-    "VACUUM (ANALYZE) events, job_rows, job_errors, job_deadlines, job_index, job_labels, jobs"
+    "VACUUM (ANALYZE) events, job_row_bits, job_errors, job_deadlines, job_index, job_labels, jobs"
 )
 
 

@@ -21,6 +21,7 @@ from jobtracker.domain.errors import InvalidInput, JobNotFound, JobtrackerError
 from jobtracker.domain.events import Event, NewEvent
 from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched
 from jobtracker.domain.state import JobState, RowMark
+from jobtracker.store.postgres import row_bits
 from jobtracker.store.postgres.sql import (
     APPEND_CHANNEL,
     LOCK_AND_READ,
@@ -83,7 +84,7 @@ async def lock_and_read(
 ) -> Reads:
     """Lock the jobs' rows and read their states; `careful` also reads which of the batches'
     event ids the log holds and which of their rows have an outcome (the fast path leaves both
-    to the unique keys, see `commit_group`).
+    to the constraints, see `commit_group`).
 
     One round trip. The careful read takes a second one if a writer committed to these jobs while
     we waited for their locks (see `sql.LOCK_AND_READ`), to see what it wrote; the fast read
@@ -180,11 +181,11 @@ def plan_group(
 def _write_args(
     planned: Sequence[tuple[AppendRequest, AppendPlan]],
 ) -> tuple[str, str, str, list[tuple[Any, ...]]]:
-    """The group's events, row marks and row errors as one JSON document per table, and its job
-    rows as `job_write` values (see `sql.WRITE_GROUP`)."""
+    """The group's events, row marks (as bits) and row errors as one JSON document per table, and
+    its job rows as `job_write` values (see `sql.WRITE_GROUP`)."""
     # Plain loops rather than generators: this runs for every request of every group.
     events: list[dict[str, Any]] = []
-    marks: list[dict[str, Any]] = []
+    marks: row_bits.Bits = {}
     errors: list[dict[str, Any]] = []
     final: dict[str, JobState] = {}
     for request, plan in planned:
@@ -199,14 +200,13 @@ def _write_args(
             )
             version += 1
         batch = plan.batch
-        for row, mark_kind in batch.marks:
-            marks.append({"job_id": job_id, "row": row, "kind": mark_kind})
+        row_bits.add(marks, job_id, batch.marks)
         for e in batch.row_errors:
             errors.append({"job_id": job_id, "row": e.row, "email": e.email, "error": e.error})
         final[job_id] = batch.state
     return (
         orjson.dumps(events).decode(),
-        orjson.dumps(marks).decode(),
+        orjson.dumps(row_bits.as_json(marks)).decode(),
         orjson.dumps(errors).decode(),
         [state_to_row(state) for state in final.values()],
     )

@@ -2,10 +2,11 @@
 # (as PostgreSQL names it, quoted by `_ident`) and a checked area name; values are bound.
 """The PostgreSQL side of replay: scan the log in chunks, fill scratch tables, make them live.
 
-A scratch area `x` is three tables beside the live ones, `jobs__x`, `job_rows__x` and
+A scratch area `x` is three tables beside the live ones, `jobs__x`, `job_row_bits__x` and
 `job_errors__x`, created `LIKE` the live tables but without their indexes, so filling them is a
-plain COPY. Making an area live changes the live tables in place, only where they differ (a swap
-by renaming would need ACCESS EXCLUSIVE locks, which an appender holding a share lock on one table
+plain COPY (the marks' table keeps its key: a job's marks arrive in parts, ORed into its 64-row
+chunks). Making an area live changes the live tables in place, only where they differ (a swap by
+renaming would need ACCESS EXCLUSIVE locks, which an appender holding a share lock on one table
 while it waits for another would turn into a deadlock). Readers never wait: they see the old rows
 until COMMIT, then the new ones.
 
@@ -39,16 +40,18 @@ from jobtracker.domain.errors import InvalidInput
 from jobtracker.domain.events import MAX_INT
 from jobtracker.domain.state import RowError, RowMark, Status
 from jobtracker.store.base import JobView
+from jobtracker.store.postgres import row_bits
 from jobtracker.store.postgres.driver import no_time_limits
 from jobtracker.store.postgres.plan import Conn
 from jobtracker.store.postgres.sql import POSITION_LOCK
 from jobtracker.store.rebuild import Comparison, JobDiff, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 
-PROJECTION_TABLES = ("jobs", "job_rows", "job_errors")
+PROJECTION_TABLES = ("jobs", "job_row_bits", "job_errors")
+#: Scratch tables that keep the live table's key: marks are ORed into their chunks by it.
+_KEYED = frozenset({"job_row_bits"})
 _AREA_NAME = re.compile(r"[a-z][a-z_]{0,19}")
 _JOB_ROW = (*JOB_COLUMNS, "updated_position")
-_MARK_ROW = ("job_id", "row", "kind")
 _ERROR_ROW = ("job_id", "row", "email", "error")
 #: Events folded per scan while catching up under the lock.
 _TAIL_CHUNK = 20_000
@@ -126,10 +129,11 @@ async def reset_area(conn: Conn, area: str) -> None:
     names = await tables(conn)
     async with conn.transaction():
         for base in PROJECTION_TABLES:
+            indexes = "" if base in _KEYED else " EXCLUDING INDEXES"
             await conn.execute(f"DROP TABLE IF EXISTS {names.area(base, area)}")
             await conn.execute(
                 f"CREATE TABLE {names.area(base, area)} "
-                f"(LIKE {names.live(base)} INCLUDING ALL EXCLUDING INDEXES)"
+                f"(LIKE {names.live(base)} INCLUDING ALL{indexes})"
             )
 
 
@@ -143,9 +147,15 @@ async def drop_area(conn: Conn, area: str) -> None:
 async def _insert(conn: Conn, names: Tables, area: str, rows: ProjectionRows) -> None:
     table = f"{{}}__{_check(area)}"
     if rows.marks:
-        await conn.copy_records_to_table(
-            table.format("job_rows"), schema_name=names.schema, columns=_MARK_ROW,
-            records=((job_id, *mark) for job_id, marks in rows.marks for mark in marks),
+        # A job's marks may come in several parts (the tail is folded in chunks): ORed in.
+        bits: row_bits.Bits = {}
+        for job_id, marks in rows.marks:
+            row_bits.add(bits, job_id, marks, once=False)
+        await conn.execute(
+            f"INSERT INTO {names.area('job_row_bits', area)} AS b "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) "
+            "ON CONFLICT (job_id, kind, chunk) DO UPDATE SET bits = b.bits | excluded.bits",
+            *row_bits.as_columns(bits),
         )
     if rows.errors:
         await conn.copy_records_to_table(
@@ -193,7 +203,7 @@ async def _catch_up(
 #: other values, is replaced.
 _KEYS = {
     "jobs": ("job_id",),
-    "job_rows": ("job_id", "row", "kind"),
+    "job_row_bits": ("job_id", "kind", "chunk"),
     "job_errors": ("job_id", "row"),
 }
 
@@ -297,6 +307,7 @@ async def _job_row(conn: Conn, table: str, job_id: str) -> dict[str, Any] | None
 async def _only_in(
     conn: Conn, columns: str, one: str, other: str, job_id: str
 ) -> list[tuple[Any, ...]]:
+    """Up to `_SHOWN` rows of `columns` of the job that `one` holds and `other` lacks."""
     rows = await conn.fetch(
         f"SELECT {columns} FROM {one} WHERE job_id = $1 "
         f"EXCEPT SELECT {columns} FROM {other} WHERE job_id = $1 ORDER BY 1 LIMIT {_SHOWN}",
@@ -306,7 +317,9 @@ async def _only_in(
 
 
 async def _job_diff(conn: Conn, names: Tables, area: str, job_id: str) -> JobDiff:
-    marks_live, marks_new = names.live("job_rows"), names.area("job_rows", area)
+    # Marks are compared row by row, not chunk by chunk, so the differing ones can be named.
+    marks_live = row_bits.EXPAND.format(table=names.live("job_row_bits"))
+    marks_new = row_bits.EXPAND.format(table=names.area("job_row_bits", area))
     errors_live, errors_new = names.live("job_errors"), names.area("job_errors", area)
     marks, errors = "row, kind", "row, email, error"
     return JobDiff(

@@ -67,6 +67,12 @@ def _write_group_sql() -> str:
     # without another round trip, and the position lock is held only while the server inserts
     # and commits, never while a Python process gets round to sending COMMIT.
     #
+    # Marks are ORed into their jobs' 64-row chunks (migration 0009, `row_bits`). A mark for a
+    # row that has one of that kind already leaves its chunk 0, which the table's CHECK refuses:
+    # the whole write fails with an integrity error, as a unique key on one row per mark failed
+    # it, and the caller redoes the group with the marks read (`commit.commit_group`). One
+    # document holds each chunk of the group once, so no row is upserted twice in the statement.
+    #
     # Events, marks and row errors travel as one JSON document per table ($3 to $5), not as one
     # array per column: asyncpg checks every element of an array parameter against the collection
     # ABCs, which for a batch of 1000 events cost more Python time than the fold. Job rows ($6)
@@ -91,9 +97,11 @@ WITH locked AS MATERIALIZED (
     ORDER BY e.n
     RETURNING job_id, position
 ), new_marks AS (
-    INSERT INTO job_rows (job_id, row, kind)
+    INSERT INTO job_row_bits AS b (job_id, kind, chunk, bits)
     SELECT m.* FROM position_lock,
-        json_to_recordset($4::json) AS m(job_id text, row bigint, kind text)
+        json_to_recordset($4::json) AS m(job_id text, kind text, chunk bigint, bits bigint)
+    ON CONFLICT (job_id, kind, chunk) DO UPDATE
+    SET bits = CASE WHEN b.bits & excluded.bits = 0 THEN b.bits | excluded.bits ELSE 0 END
 ), new_errors AS (
     INSERT INTO job_errors (job_id, row, email, error)
     SELECT r.* FROM position_lock,
@@ -139,10 +147,11 @@ FROM (
            array_agg(schema_version) AS known_schemas
     FROM events WHERE event_id = ANY($2::text[])
 ) AS known, (
-    SELECT array_agg(r.job_id) AS mark_jobs, array_agg(r.row) AS mark_rows,
-           array_agg(r.kind) AS mark_kinds
-    FROM job_rows AS r
-    JOIN unnest($3::text[], $4::bigint[]) AS q(job_id, row) ON r.job_id = q.job_id AND r.row = q.row
+    SELECT array_agg(q.job_id) AS mark_jobs, array_agg(q.row) AS mark_rows,
+           array_agg(b.kind) AS mark_kinds
+    FROM unnest($3::text[], $4::bigint[]) AS q(job_id, row)
+    JOIN job_row_bits AS b ON b.job_id = q.job_id AND b.chunk = q.row >> 6
+    WHERE b.bits & ((1::bigint) << (q.row & 63)::int) <> 0
 ) AS marks
 """  # noqa: S608
 
