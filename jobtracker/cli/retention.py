@@ -13,8 +13,8 @@ import sys
 
 from jobtracker.domain import listing, retention
 from jobtracker.domain.errors import InvalidInput
-from jobtracker.server.inventory import prune_all
 from jobtracker.store import make_store
+from jobtracker.store.retention import prune_all
 from jobtracker.store.url import masked
 
 #: Jobs removed per transaction by `jobtracker prune`.

@@ -19,12 +19,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from jobtracker.domain import listing
 from jobtracker.domain.errors import JobtrackerError
 from jobtracker.server.common import FINISHED, OWNERS, STORE, json_response, request_key
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store
 from jobtracker.store.listing import list_page
+from jobtracker.store.retention import prune_all
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,6 @@ async def list_jobs(request: web.Request) -> web.Response:
     query = request.query
     params = {name: query.getall(name) for name in query}
     return json_response(await list_page(request.app[STORE], key.key_id, params))
-
-
-async def prune_all(
-    store: Store, finished_before: dt.datetime, batch: int, pause: float = 0.0,
-    on_batch: Callable[[int, int], None] | None = None,
-) -> tuple[int, int]:
-    """Prune batch after batch until nothing finished before the cutoff is left; return the
-    jobs and events removed. `pause` seconds between batches let appends in."""
-    cutoff = listing.log_time(finished_before)
-    jobs = events = 0
-    while (done := await store.prune(cutoff, batch)).jobs:
-        jobs, events = jobs + done.jobs, events + done.events
-        if on_batch is not None:
-            on_batch(jobs, events)
-        if pause:
-            await asyncio.sleep(pause)
-    return jobs, events
 
 
 class Retention:

@@ -70,10 +70,11 @@ from jobtracker.domain.events import (
     new_event_ids,
 )
 from jobtracker.domain.listing import Cursor, JobQuery, log_time, page_token
-from jobtracker.server.inventory import BATCH_PAUSE, prune_all
+from jobtracker.server.inventory import BATCH_PAUSE
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store, make_store
 from jobtracker.store.keys import issue_key
+from jobtracker.store.retention import prune_all
 
 from .base import BenchConfig, Benchmark, Round
 from .get import jobtracker_server, postgres_store, postgres_unavailable, sqlite_store
@@ -585,7 +586,7 @@ async def _events_left(url: str) -> int:
 
 PRUNER = """
 import asyncio, datetime as dt, sys, time
-from jobtracker.server.inventory import prune_all
+from jobtracker.store.retention import prune_all
 from jobtracker.store import make_store
 
 async def main(url, batch, pause):

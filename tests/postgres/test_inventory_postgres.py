@@ -428,7 +428,7 @@ async def test_steady_retention_keeps_the_database_from_growing() -> None:
 
 
 async def _steady_cycles(store: PostgresStore, pg_url: str) -> None:
-    from jobtracker.server.inventory import prune_all
+    from jobtracker.store.retention import prune_all
 
     sizes = []
     for cycle in range(8):

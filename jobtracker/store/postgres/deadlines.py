@@ -7,8 +7,7 @@ small batched statements; none of them touches `jobs` or `events`, so none waits
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 import asyncpg
 
@@ -16,10 +15,8 @@ from jobtracker.domain.control import Deadline, cancel_event_id
 from jobtracker.domain.events import Created
 from jobtracker.domain.state import Status
 from jobtracker.store.deadlines import new_watch
-from jobtracker.store.postgres.driver import driver_errors
+from jobtracker.store.postgres.driver import PoolSide
 from jobtracker.store.postgres.plan import Conn
-
-T = TypeVar("T")
 
 WATCH = (
     "INSERT INTO job_deadlines "
@@ -101,16 +98,8 @@ async def check_by(conn: Conn, job_id: str, at: float) -> None:
     await conn.execute(CHECK_BY, job_id, at)
 
 
-class DeadlineSide:
+class DeadlineSide(PoolSide):
     """The `Store` methods of job control for `PostgresStore`, which supplies `_open_pool`."""
-
-    def _open_pool(self) -> asyncpg.Pool:
-        raise NotImplementedError  # the store's own
-
-    async def _on_connection(self, where: str, call: Callable[[Conn], Awaitable[T]]) -> T:
-        pool = self._open_pool()
-        async with driver_errors(where), pool.acquire() as conn:
-            return await call(conn)
 
     async def due_deadlines(self, now: float, limit: int) -> list[Deadline]:
         """See `Store.due_deadlines`."""

@@ -7,8 +7,9 @@ driver exception crosses into the server.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -148,3 +149,20 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     connections of their own, and we declare no cursors outside a transaction. asyncpg still
     rolls back a transaction left open before it calls this.
     """
+
+
+T = TypeVar("T")
+
+
+class PoolSide:
+    """A part of `PostgresStore` (its job control, replay and inventory methods) that runs calls
+    on a pooled connection; the store supplies `_open_pool`."""
+
+    def _open_pool(self) -> asyncpg.Pool:
+        raise NotImplementedError  # the store's own
+
+    async def _on_connection(self, where: str, call: Callable[[Conn], Awaitable[T]]) -> T:
+        """`call` on a connection of the pool, its driver errors ours (naming `where`)."""
+        pool = self._open_pool()
+        async with driver_errors(where), pool.acquire() as conn:
+            return await call(conn)

@@ -21,8 +21,7 @@ Driver errors are not translated here: callers sit inside `postgres.driver_error
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import orjson
@@ -30,12 +29,10 @@ import orjson
 from jobtracker.domain.listing import Cursor, JobQuery
 from jobtracker.domain.state import Status
 from jobtracker.store.base import JobListing, Pruned, Tombstone
-from jobtracker.store.postgres.driver import driver_errors, recorded_at
+from jobtracker.store.postgres.driver import PoolSide, recorded_at
 from jobtracker.store.postgres.plan import Conn, storable
 from jobtracker.store.postgres.sql import PRUNE_LOCK
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
-
-T = TypeVar("T")
 
 #: Events one prune batch deletes at most (but always one job, however big): the batch then
 #: commits within a few tens of milliseconds (15-40 ms per 1,000 events on a busy two-core
@@ -191,20 +188,12 @@ async def reclaim(conn: Conn) -> None:
         await conn.execute("RESET statement_timeout")
 
 
-class InventorySide:
+class InventorySide(PoolSide):
     """The `Store` methods of inventory for `PostgresStore`, which supplies `_open_pool`."""
 
     #: Events pruned since the last VACUUM: a prune run's last call (it finds nothing more)
     #: reclaims their space.
     _unvacuumed = 0
-
-    def _open_pool(self) -> asyncpg.Pool:
-        raise NotImplementedError  # the store's own
-
-    async def _inventory(self, where: str, call: Callable[[Conn], Awaitable[T]]) -> T:
-        pool = self._open_pool()
-        async with driver_errors(where), pool.acquire() as conn:
-            return await call(conn)
 
     async def list_jobs(
         self, owner: str, query: JobQuery, after: Cursor | None, limit: int
@@ -213,14 +202,14 @@ class InventorySide:
         if not all(storable(text) for pair in query.labels for text in pair):
             return []  # no label PostgreSQL cannot store is on any job
         sql, args = listing_query(owner, query, after, limit)
-        rows = await self._inventory("listing jobs", lambda conn: conn.fetch(sql, *args))
+        rows = await self._on_connection("listing jobs", lambda conn: conn.fetch(sql, *args))
         return [listed(row) for row in rows]
 
     async def find_tombstone(self, job_id: str) -> Tombstone | None:
         """See `Store.find_tombstone`."""
         if not storable(job_id):
             return None
-        row = await self._inventory(
+        row = await self._on_connection(
             "reading a tombstone", lambda conn: conn.fetchrow(FIND_TOMBSTONE, job_id)
         )
         if row is None:
@@ -231,21 +220,21 @@ class InventorySide:
         """See `Store.prune`: one short transaction per batch (see this module's docstring)."""
         cutoff = log_moment(finished_before)
         if not dry_run:
-            done = await self._inventory("pruning", lambda conn: prune(conn, cutoff, limit))
+            done = await self._on_connection("pruning", lambda conn: prune(conn, cutoff, limit))
             if done.jobs:
                 self._unvacuumed += done.events
             elif self._unvacuumed:
-                await self._inventory("reclaiming pruned space", reclaim)
+                await self._on_connection("reclaiming pruned space", reclaim)
                 self._unvacuumed = 0
             return done
-        row = await self._inventory(
+        row = await self._on_connection(
             "counting jobs to prune", lambda conn: conn.fetchrow(COUNT_DUE, cutoff, _TERMINAL)
         )
         return Pruned() if row is None else Pruned(int(row[0]), int(row[1]))
 
     async def pruned_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str]]:
         """See `Store.pruned_since`."""
-        rows = await self._inventory(
+        rows = await self._on_connection(
             "reading tombstones", lambda conn: conn.fetch(PRUNED_SINCE, after_seq, limit)
         )
         return [(int(seq), job_id) for seq, job_id in rows]

@@ -6,30 +6,14 @@ translation boundary (`driver.driver_errors`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import asyncpg
-
 from jobtracker.store.base import JobView
 from jobtracker.store.postgres import rebuild as pg_rebuild
-from jobtracker.store.postgres.driver import driver_errors
-from jobtracker.store.postgres.plan import Conn
+from jobtracker.store.postgres.driver import PoolSide
 from jobtracker.store.rebuild import Comparison, LogEntry, ProjectionRows, TailFolder
 
-T = TypeVar("T")
 
-
-class ReplaySide:
+class ReplaySide(PoolSide):
     """`Rebuildable`'s methods for `PostgresStore`, which supplies `_open_pool`."""
-
-    def _open_pool(self) -> asyncpg.Pool:
-        raise NotImplementedError  # the store's own
-
-    async def _replaying(self, where: str, call: Callable[[Conn], Awaitable[T]]) -> T:
-        pool = self._open_pool()
-        async with driver_errors(where), pool.acquire() as conn:
-            return await call(conn)
 
     async def scan_log(
         self,
@@ -41,7 +25,7 @@ class ReplaySide:
         upto: int | None = None,
     ) -> list[LogEntry]:
         """See `Rebuildable.scan_log`."""
-        return await self._replaying(
+        return await self._on_connection(
             "scanning the log",
             lambda conn: pg_rebuild.scan_log(conn, after_position, limit, job_id, after_version,
                                              upto),
@@ -49,11 +33,11 @@ class ReplaySide:
 
     async def reset_area(self, area: str) -> None:
         """See `Rebuildable.reset_area`."""
-        await self._replaying("making a scratch area", lambda c: pg_rebuild.reset_area(c, area))
+        await self._on_connection("making a scratch area", lambda c: pg_rebuild.reset_area(c, area))
 
     async def write_area(self, area: str, rows: ProjectionRows) -> None:
         """See `Rebuildable.write_area`."""
-        await self._replaying(
+        await self._on_connection(
             "filling a scratch area", lambda conn: pg_rebuild.write_area(conn, area, rows)
         )
 
@@ -67,7 +51,7 @@ class ReplaySide:
         job_id: str | None = None,
     ) -> int:
         """See `Rebuildable.swap_in`."""
-        return await self._replaying(
+        return await self._on_connection(
             "swapping in the rebuilt projection",
             lambda conn: pg_rebuild.swap_in(
                 conn, area, fold_tail, after_position, after_version, job_id
@@ -85,7 +69,7 @@ class ReplaySide:
         limit: int = 20,
     ) -> Comparison:
         """See `Rebuildable.compare_area`."""
-        return await self._replaying(
+        return await self._on_connection(
             "comparing the rebuilt projection",
             lambda conn: pg_rebuild.compare_area(
                 conn, area, fold_tail, after_position, after_version, job_id, limit
@@ -94,11 +78,13 @@ class ReplaySide:
 
     async def area_view(self, area: str, job_id: str, errors_limit: int) -> JobView | None:
         """See `Rebuildable.area_view`."""
-        return await self._replaying(
+        return await self._on_connection(
             "reading a scratch area",
             lambda conn: pg_rebuild.area_view(conn, area, job_id, errors_limit),
         )
 
     async def drop_area(self, area: str) -> None:
         """See `Rebuildable.drop_area`."""
-        await self._replaying("dropping a scratch area", lambda c: pg_rebuild.drop_area(c, area))
+        await self._on_connection(
+            "dropping a scratch area", lambda c: pg_rebuild.drop_area(c, area)
+        )

@@ -90,12 +90,6 @@ def find_tombstone(conn: sqlite3.Connection, job_id: str) -> Tombstone | None:
     return None if row is None else Tombstone(*row)
 
 
-def is_tombstoned(conn: sqlite3.Connection, job_id: str) -> bool:
-    """Whether this id belonged to a pruned job."""
-    found = conn.execute("SELECT 1 FROM job_tombstones WHERE job_id = ?", (job_id,)).fetchone()
-    return found is not None
-
-
 _CANDIDATES = (
     "SELECT j.job_id, j.owner, e.recorded_at, j.version "
     "FROM job_index i JOIN jobs j ON j.job_id = i.job_id "

@@ -139,7 +139,7 @@ class SqliteLog(KeyTable):
             if existing.owner != created.owner:
                 return JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
             return existing, False
-        if inventory.is_tombstoned(self.conn, job_id):
+        if inventory.find_tombstone(self.conn, job_id) is not None:
             return JobIdTaken(expired_id(job_id))
         state = start(job_id, created)
         rows = Rows(self._clock())

@@ -1,0 +1,27 @@
+"""Retention on any store: prune batch after batch until nothing due is left.
+
+One function for `jobtracker prune`, `serve --retention` (`server/inventory.Retention`) and the
+benchmarks; each store's `prune` is one short transaction per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from jobtracker.domain import listing
+from jobtracker.store.base import Store
+
+
+async def prune_all(
+    store: Store, finished_before: dt.datetime, batch: int, pause: float = 0.0
+) -> tuple[int, int]:
+    """Prune batch after batch until nothing finished before the cutoff is left; return the
+    jobs and events removed. `pause` seconds between batches let appends in."""
+    cutoff = listing.log_time(finished_before)
+    jobs = events = 0
+    while (done := await store.prune(cutoff, batch)).jobs:
+        jobs, events = jobs + done.jobs, events + done.events
+        if pause:
+            await asyncio.sleep(pause)
+    return jobs, events
