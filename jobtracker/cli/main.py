@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from jobtracker.cli.jobs import add_jobs_commands
 from jobtracker.cli.retention import add_prune_command
+from jobtracker.cli.stats import add_stats_command
 from jobtracker.cli.table import print_table
 from jobtracker.cli.watch import add_watch_command
 from jobtracker.cli.webhooks import add_webhook_arguments, add_webhooks_command, webhook_settings
@@ -255,6 +256,7 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     add_webhooks_command(commands, common)
     add_jobs_commands(commands, formatter)
     add_prune_command(commands, common, formatter)
+    add_stats_command(commands, common, formatter)
     add_watch_command(commands, formatter)
 
     from jobtracker.cli import replay as replay_cli

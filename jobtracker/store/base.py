@@ -127,6 +127,36 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+@attrs.frozen
+class Relation:
+    """One table or index of a store, and the bytes it takes on disk."""
+
+    name: str
+    #: The table an index belongs to; a table's own name for a table.
+    table: str
+    is_index: bool
+    bytes: int
+
+
+@attrs.frozen
+class StorageStats:
+    """What a store holds and what it costs on disk (`jobtracker stats`).
+
+    `log_bytes` is the event log with its indexes; `total_bytes` everything the store keeps
+    (for SQLite the database file itself, for PostgreSQL every table of the store's schema).
+    """
+
+    events: int
+    jobs: int
+    total_bytes: int
+    log_bytes: int
+    relations: tuple[Relation, ...] = ()
+
+    def per_event(self, size: int) -> float | None:
+        """`size` over the number of events; None for an empty log."""
+        return size / self.events if self.events else None
+
+
 class Store(Protocol):
     """Where the log, the projection and the keys live.
 
@@ -242,3 +272,6 @@ class Store(Protocol):
     async def pruned_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str]]:
         """Jobs pruned after the tombstone numbered `after_seq`, as (number, job id), oldest
         first: a server forgets what it holds of them in memory."""
+
+    async def storage_stats(self) -> StorageStats:
+        """Events, jobs, and the bytes each table and index takes (`jobtracker stats`)."""

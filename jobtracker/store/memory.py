@@ -24,6 +24,7 @@ from jobtracker.store.base import (
     JobListing,
     JobView,
     Pruned,
+    StorageStats,
     Tombstone,
     expired_id,
     result_of,
@@ -471,6 +472,10 @@ class MemoryStore:
         found = sorted((seq, job_id) for job_id, (seq, _) in self._tombstones.items()
                        if seq > after_seq)
         return found[:limit]
+
+    async def storage_stats(self) -> StorageStats:
+        """Counts only: memory:// keeps nothing on disk."""
+        return StorageStats(len(self._log), len(self._jobs), 0, 0)
 
 
 def _matches(query: JobQuery, state: JobState, labels: LabelPairs | None, created_at: str) -> bool:

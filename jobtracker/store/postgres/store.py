@@ -22,9 +22,17 @@ from jobtracker.domain.errors import InvalidInput, JobIdTaken, StoreUnavailable
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import start
 from jobtracker.domain.state import JobState, RowError, Status
-from jobtracker.store.base import ApiKey, AppendResult, JobChange, JobView, expired_id, utc_now
+from jobtracker.store.base import (
+    ApiKey,
+    AppendResult,
+    JobChange,
+    JobView,
+    StorageStats,
+    expired_id,
+    utc_now,
+)
 from jobtracker.store.migrate import missing_migrations
-from jobtracker.store.postgres import deadlines
+from jobtracker.store.postgres import deadlines, stats
 from jobtracker.store.postgres.commit import BeforeCommit, no_pause, once_more_if_cut
 from jobtracker.store.postgres.deadlines import DeadlineSide
 from jobtracker.store.postgres.driver import (
@@ -348,6 +356,10 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
         noted since the last read into the counts, so a read costs those changes, not a count."""
         rows = await self._fetch("reading job counts", "SELECT * FROM current_job_counts()")
         return {status: int(count) for status, count in rows}
+
+    async def storage_stats(self) -> StorageStats:
+        """See `Store.storage_stats`."""
+        return await self._on_connection("reading storage sizes", stats.storage_stats)
 
     async def missing_migrations(self) -> list[str]:
         """The migrations of this version not applied to the database."""

@@ -33,6 +33,7 @@ from jobtracker.store.base import (
     JobListing,
     JobView,
     Pruned,
+    StorageStats,
     Tombstone,
     utc_now,
 )
@@ -44,7 +45,7 @@ from jobtracker.store.group import (
     GroupCommitter,
     Outcome,
 )
-from jobtracker.store.sqlite import deadlines, inventory
+from jobtracker.store.sqlite import deadlines, inventory, stats
 from jobtracker.store.sqlite.fswatch import FolderWatch, watch_folder
 from jobtracker.store.sqlite.group import NotPlain
 from jobtracker.store.sqlite.log import SqliteLog, sqlite_path
@@ -416,6 +417,10 @@ class SqliteStore(ReplaySide):
     async def pruned_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str]]:
         """See `Store.pruned_since`; a point read on the loop."""
         return self._point_read(lambda log: inventory.pruned_since(log.conn, after_seq, limit))
+
+    async def storage_stats(self) -> StorageStats:
+        """See `Store.storage_stats`: it reads every page's header, so off the loop."""
+        return await self._bulk_read(lambda log: stats.storage_stats(log.conn))
 
     def _change_mark(self, log: SqliteLog) -> object:
         """What moves on any commit: the wal-index header if mapped, else data_version."""
