@@ -7,7 +7,7 @@ sends the wrong type hears about it instead of having it silently coerced.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -46,7 +46,7 @@ from jobtracker.domain.events import (
     label_pairs,
     new_event_id,
 )
-from jobtracker.domain.upcast import CURRENT_VERSIONS, current_version, upcast
+from jobtracker.domain.upcast import current_version, upcast
 
 ENVELOPE_FIELDS = frozenset({"type", "event_id"})
 
@@ -208,7 +208,7 @@ def decode_stored(kind: str, schema_version: int, text: str) -> Event:
     """An event as the log stores it, upcast to today's shape.
 
     The log only holds events that passed `decode_event` when they were appended, so they are built
-    directly instead of through the strict converter: replay reads a million of them.
+    directly instead of through the strict converter.
     """
     fields = orjson.loads(text)
     if schema_version != current_version(kind):
@@ -226,25 +226,6 @@ def decode_stored(kind: str, schema_version: int, text: str) -> Event:
 
 #: A stored event row as the log reads it: (job_id, version, position, type, schema_version, data).
 StoredRow = tuple[str, int, int, str, int, str]
-
-
-def decode_stored_rows(rows: Iterable[StoredRow]) -> list[tuple[str, int, int, Event]]:
-    """Many stored rows at once, as (job_id, version, position, event): replay's hot loop.
-
-    Rows already in today's shape are built inline; anything else, or anything that fails, goes
-    through `decode_stored`, which upcasts it or says precisely what is wrong.
-    """
-    classes, loads, current = EVENT_CLASSES, orjson.loads, CURRENT_VERSIONS
-    decoded = []
-    for job_id, version, position, kind, schema, data in rows:
-        try:
-            if schema != current.get(kind, 1):
-                raise LookupError(kind)
-            event = classes[kind](**loads(data))
-        except (LookupError, TypeError, orjson.JSONDecodeError):
-            event = decode_stored(kind, schema, data)
-        decoded.append((job_id, version, position, event))
-    return decoded
 
 
 def encode_event(item: NewEvent) -> dict[str, Any]:

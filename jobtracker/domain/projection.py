@@ -91,10 +91,10 @@ def fold(
     state: JobState, event: Event, recorded: Set[RowMark] = frozenset(), where: str = ""
 ) -> Step:
     """Apply one event to a job; raise our own error, naming the field, if it may not apply."""
-    draft = _Draft(state)
+    draft = Draft(state)
     marks: list[RowMark] = []
     row_errors: list[RowError] = []
-    _apply(draft, event, recorded, frozenset(), marks, row_errors, where)
+    apply_event(draft, event, recorded, frozenset(), marks, row_errors, where)
     return Step(draft.freeze(), marks[0] if marks else None, row_errors[0] if row_errors else None)
 
 
@@ -107,20 +107,20 @@ def fold_batch(
     indices: Sequence[int] | None = None,
 ) -> Batch:
     """Fold events in order; a row claimed earlier in the batch counts as recorded."""
-    draft = _Draft(state)
+    draft = Draft(state)
     marks: list[RowMark] = []
     row_errors: list[RowError] = []
     claimed: set[RowMark] = set()
     for n, event in enumerate(events):
         index = indices[n] if indices is not None else first_index + n
-        _apply(draft, event, recorded, claimed, marks, row_errors, index)
+        apply_event(draft, event, recorded, claimed, marks, row_errors, index)
     return Batch(draft.freeze(), tuple(marks), tuple(row_errors))
 
 
 # The fold runs once per event on every append and a million times per replayed job, so it works
 # on one mutable draft per call and builds a single frozen `JobState` at the end, instead of
-# several `attrs.evolve` per event. Nothing outside this module ever sees a draft.
-class _Draft:
+# several `attrs.evolve` per event. Only this module and replay's fold (`logfold.py`) see drafts.
+class Draft:
     """A job's state in the middle of a fold."""
 
     __slots__ = (
@@ -181,8 +181,8 @@ _new_mark = tuple.__new__
 _SUCCESS, _FAILURE, _PROGRESS = Status.SUCCESS, Status.FAILURE, Status.PROGRESS
 
 
-def _apply(
-    draft: _Draft,
+def apply_event(
+    draft: Draft,
     event: Event,
     recorded: Set[RowMark],
     claimed: set[RowMark] | frozenset[RowMark],
@@ -240,14 +240,14 @@ def _apply(
     marks.append(mark)
 
 
-def _refuse_second(draft: _Draft, mark: RowMark, where: Where) -> NoReturn:
+def _refuse_second(draft: Draft, mark: RowMark, where: Where) -> NoReturn:
     what = "an outcome" if mark.kind == "outcome" else "an e-mail outcome"
     raise RowAlreadyReported(
         f"{_prefix(where)}row: row {mark.row} of job {draft.base.job_id} already has {what}"
     )
 
 
-def _refuse_beyond_total(draft: _Draft, row: int, where: Where) -> NoReturn:
+def _refuse_beyond_total(draft: Draft, row: int, where: Where) -> NoReturn:
     done = draft.successful + draft.failed
     raise RowsExceedTotal(
         f"{_prefix(where)}row: job {draft.base.job_id} was created with total "
@@ -255,7 +255,7 @@ def _refuse_beyond_total(draft: _Draft, row: int, where: Where) -> NoReturn:
     )
 
 
-def _apply_other(draft: _Draft, event: Event, where: Where) -> None:
+def _apply_other(draft: Draft, event: Event, where: Where) -> None:
     """Events that carry no row: they move the status, the progress report or the error."""
     if isinstance(event, Started):
         if draft.status is Status.PENDING:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import attrs
 
+from jobtracker.domain.codec import encode_fields, stored_version
 from jobtracker.domain.control import Deadline, cancel_event_id
 from jobtracker.domain.errors import JobIdTaken, JobNotFound
 from jobtracker.domain.events import Created, LabelPairs, NewEvent, RecordedEvent, new_event_id
@@ -337,7 +338,11 @@ class MemoryStore:
                 if e.job_id == job_id and e.version > after_version and e.position <= upto
             )
             chosen = [e for _, e in zip(range(limit), mine, strict=False)]
-        return [(e.job_id, e.version, e.position, e.event) for e in chosen]
+        return [
+            (e.job_id, e.version, e.position, e.event.TYPE, stored_version(e.event),
+             encode_fields(e.event))
+            for e in chosen
+        ]
 
     async def scan_log(
         self,
@@ -365,7 +370,7 @@ class MemoryStore:
     ) -> int:
         while entries := self._scan(position, 10_000, job_id, version, self._next_position - 1):
             self._areas[area].add(fold_tail(entries))
-            _, version, position, _ = entries[-1]
+            _, version, position, *_ = entries[-1]
         self._areas[area].add(fold_tail(()))
         for job_id in self._tombstones:  # pruned since the area read their events
             self._areas[area].take_job(_Projection(), job_id)

@@ -15,21 +15,24 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from jobtracker.domain.events import Event
+from jobtracker.domain.codec import StoredRow
+from jobtracker.domain.logfold import ErrorRow, RowMarks
 from jobtracker.domain.state import JobState, RowError, RowMark
 from jobtracker.store.base import JobView
 
-#: One event as replay reads it: (job_id, version, position, event).
-LogEntry = tuple[str, int, int, Event]
-#: Row marks to store, one job's at a time: (job_id, its new marks).
-MarkGroup = tuple[str, Sequence[RowMark]]
-#: A row error to store: (job_id, row, email, error).
-ErrorRow = tuple[str, int, str, str]
+#: One event as replay reads it, as the log stores it (the fold decodes it):
+#: (job_id, version, position, type, schema_version, data).
+LogEntry = StoredRow
+#: Row marks to store, one finished job's at a time: (job_id, all its marks).
+MarkGroup = tuple[str, RowMarks]
 
 
 @attrs.frozen
 class ProjectionRows:
-    """Part of a rebuilt projection: job states (with their last position), marks and errors."""
+    """Part of a rebuilt projection: job states (with their last position), marks and errors.
+
+    A job's marks come whole, once, with its state; its row errors as the fold meets them.
+    """
 
     states: list[tuple[JobState, int]] = attrs.field(factory=list)
     marks: list[MarkGroup] = attrs.field(factory=list)

@@ -1,9 +1,10 @@
 """Replay: rebuild projections from the log alone, verify them, or look back to a past position.
 
-The fold is the live path's own (`projection.start` and `projection.fold_batch`), so a replayed
-projection equals the live one by construction, and `verify` checks that it does. Memory stays
-bounded: the log is read in chunks, a finished job is written out and forgotten, and an open
-job keeps only its state and a bitmap of the rows it has seen.
+The fold applies the live path's own rules (`domain/logfold.py` hands every event it does not
+apply inline to `projection.apply_event`, and a property test holds the two together), so a
+replayed projection equals the live one, and `verify` checks that it does. Memory stays bounded:
+the log is read in chunks, a finished job is written out and forgotten, and an open job keeps
+only its state and a bitmap of the rows it has seen.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import asyncio
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import attrs
 
-from jobtracker.domain.errors import JobNotFound, JobtrackerError, UnreadableLog
-from jobtracker.domain.events import Created, Event
-from jobtracker.domain.projection import fold_batch, start
-from jobtracker.domain.state import JobState, RowError, RowMark
+from jobtracker.domain.errors import JobNotFound
+from jobtracker.domain.logfold import LogFold
+from jobtracker.domain.state import RowError, RowMark
 from jobtracker.store.base import JobView
 from jobtracker.store.rebuild import (
     Comparison,
@@ -33,157 +33,53 @@ from jobtracker.store.rebuild import (
 
 #: Events read per scan: large enough to amortize a round trip, small enough to stay bounded.
 CHUNK = 50_000
-#: Rows below this are kept as bits (2**26 rows = 8 MiB per kind at most); rarer, larger row
-#: numbers go in a set.
-DENSE_ROWS = 1 << 26
+#: Events folded between two turns of the event loop: while a chunk is folded, the scan of the
+#: next one (PostgreSQL: its rows arriving on a socket) and the write of the last one move on.
+SLICE = 5_000
 #: Callback told how many more events were folded.
 Progress = Callable[[int], None]
 
 
-class RowMarks(Set[RowMark]):
-    """One job's row marks in little memory: a bit per row and kind, a set for huge row numbers."""
-
-    __slots__ = ("_count", "_email", "_far", "_outcome")
-
-    def __init__(self) -> None:
-        self._outcome = bytearray()
-        self._email = bytearray()
-        self._far: set[RowMark] = set()
-        self._count = 0
-
-    def __contains__(self, mark: object) -> bool:
-        row: int
-        kind: str
-        row, kind = mark  # type: ignore[misc]
-        if row >= DENSE_ROWS:
-            return mark in self._far
-        bits = self._outcome if kind == "outcome" else self._email
-        byte = row >> 3
-        return byte < len(bits) and bool(bits[byte] >> (row & 7) & 1)
-
-    def add(self, mark: RowMark) -> None:
-        """Record a mark (the fold has already refused a second one for the same row)."""
-        self.update((mark,))
-
-    def update(self, marks: Sequence[RowMark]) -> None:
-        """Record many marks; one call per batch, not per mark, on replay's hot path."""
-        outcome, email = self._outcome, self._email
-        for mark in marks:
-            row, kind = mark
-            if row >= DENSE_ROWS:
-                self._far.add(mark)
-                continue
-            bits = outcome if kind == "outcome" else email
-            byte = row >> 3
-            if byte >= len(bits):
-                bits.extend(bytes(max(byte + 1 - len(bits), len(bits))))
-            bits[byte] |= 1 << (row & 7)
-        self._count += len(marks)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __iter__(self) -> Iterator[RowMark]:
-        for kind, bits in (("outcome", self._outcome), ("email", self._email)):
-            for byte, value in enumerate(bits):
-                for bit in range(8):
-                    if value >> bit & 1:
-                        yield RowMark(byte * 8 + bit, kind)  # type: ignore[arg-type]
-        yield from self._far
-
-
-class _OpenJob:
-    """A job the replay has seen but that has not finished yet."""
-
-    __slots__ = ("marks", "position", "state")
-
-    def __init__(self, state: JobState, position: int) -> None:
-        self.state = state
-        self.position = position
-        self.marks = RowMarks()
-
-
 class Replayer:
-    """Folds log entries, chunk by chunk, into the rows of a projection."""
+    """Folds log entries, chunk by chunk, into the rows of a projection (`logfold` folds)."""
 
     def __init__(self) -> None:
-        self._open: dict[str, _OpenJob] = {}
-        self.events = 0
-        self.jobs = 0
-        self.statuses: Counter[str] = Counter()
+        self._fold = LogFold()
+
+    @property
+    def events(self) -> int:
+        """Events folded so far."""
+        return self._fold.events
+
+    @property
+    def jobs(self) -> int:
+        """Jobs seen so far."""
+        return self._fold.jobs
+
+    @property
+    def statuses(self) -> Counter[str]:
+        """Jobs finished (or drained) so far, by status."""
+        return self._fold.statuses
+
+    def feed(self, entries: Sequence[LogEntry]) -> None:
+        """Fold part of a chunk; what is ready waits for the call to `fold` that ends the chunk."""
+        self._fold.fold(entries)
 
     def fold(self, entries: Sequence[LogEntry]) -> ProjectionRows:
         """Fold a chunk of the log (position order); return what is ready to be written.
 
         Given no entries it drains: every job still open is returned, as it stands.
         """
-        if not entries:
-            return self._drain()
-        rows = ProjectionRows()
-        groups: dict[str, list[LogEntry]] = {}
-        for entry in entries:
-            group = groups.get(entry[0])
-            if group is None:
-                groups[entry[0]] = group = []
-            group.append(entry)
-        for job_id, group in groups.items():
-            self._fold_job(job_id, group, rows)
-        self.events += len(entries)
-        return rows
-
-    def _fold_job(self, job_id: str, group: list[LogEntry], rows: ProjectionRows) -> None:
-        job = self._open.get(job_id)
-        events: list[Event] = [entry[3] for entry in group]
-        if job is None:
-            job = self._open_job(job_id, group[0])
-            del events[0]
-        # Versions rise with positions within a job and never repeat, so a right first and
-        # last version mean none is missing in between.
-        first = job.state.version + 1
-        if events and (group[-len(events)][1], group[-1][1]) != (first, first + len(events) - 1):
-            raise UnreadableLog(
-                f"job {job_id}: positions {group[0][2]}-{group[-1][2]} hold versions "
-                f"{group[-len(events)][1]}-{group[-1][1]} where {first}-{first + len(events) - 1} "
-                "should follow: the log has a gap"
-            )
-        try:
-            batch = fold_batch(job.state, events, job.marks)
-        except JobtrackerError as exc:
-            raise UnreadableLog(
-                f"job {job_id}: the events at positions {group[0][2]}-{group[-1][2]} "
-                f"cannot be folded: {exc.detail}"
-            ) from None
-        job.marks.update(batch.marks)
-        if batch.marks:
-            rows.marks.append((job_id, batch.marks))
-        rows.errors.extend([(job_id, *error) for error in batch.row_errors])
-        job.state = batch.state
-        job.position = group[-1][2]
-        if batch.state.status.is_terminal:
-            self._close(job_id, rows)
-
-    def _open_job(self, job_id: str, first: LogEntry) -> _OpenJob:
-        _, version, position, event = first
-        if version != 1 or not isinstance(event, Created):
-            raise UnreadableLog(
-                f"job {job_id}: the replay has no state for it at position {position} "
-                f"(version {version}): its history lacks a 'created' event, or goes on "
-                "after the job finished"
-            )
-        job = self._open[job_id] = _OpenJob(start(job_id, event), position)
-        self.jobs += 1
-        return job
-
-    def _close(self, job_id: str, rows: ProjectionRows) -> None:
-        job = self._open.pop(job_id)
-        rows.states.append((job.state, job.position))
-        self.statuses[job.state.status.value] += 1
-
-    def _drain(self) -> ProjectionRows:
-        rows = ProjectionRows()
-        for job_id in list(self._open):
-            self._close(job_id, rows)
-        return rows
+        if entries:
+            self._fold.fold(entries)
+        else:
+            self._fold.drain()
+        finished, errors = self._fold.take()
+        return ProjectionRows(
+            states=[(state, position) for state, position, _ in finished],
+            marks=[(state.job_id, marks) for state, _, marks in finished if marks],
+            errors=errors,
+        )
 
 
 @attrs.frozen
@@ -232,9 +128,9 @@ async def _fill(
     reading, writing = scan(), None
     try:
         while entries := await reading:
-            _, version, position, _ = entries[-1]
+            _, version, position, *_ = entries[-1]
             reading = scan()
-            rows = replayer.fold(entries)
+            rows = await _fold_in_slices(replayer, entries)
             if writing is not None:
                 await writing
             writing = asyncio.ensure_future(store.write_area(area, rows))
@@ -247,6 +143,15 @@ async def _fill(
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
     return position, version
+
+
+async def _fold_in_slices(replayer: Replayer, entries: Sequence[LogEntry]) -> ProjectionRows:
+    """`replayer.fold(entries)`, giving the event loop a turn every `SLICE` events."""
+    *head, last = [entries[low:low + SLICE] for low in range(0, len(entries), SLICE)]
+    for part in head:
+        replayer.feed(part)
+        await asyncio.sleep(0)
+    return replayer.fold(last)
 
 
 @contextmanager

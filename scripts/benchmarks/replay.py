@@ -131,6 +131,33 @@ with contextlib.redirect_stdout(out):
     assert main(["replay", "--store", "{path}"]) == 0
 count = int(re.search(r"replayed ([0-9,]+) events", out.getvalue()).group(1).replace(",", ""))
 """
+#: The reference's fold: each stored row's JSON decoded with orjson and counted into a plain dict
+#: per job (status, version, row and e-mail counters, row errors), with none of the projection's
+#: checks, no event objects and no writes. Shared with the PostgreSQL variant.
+PLAIN_FOLD = """
+import orjson
+
+def fold_plain(jobs, rows):
+    loads = orjson.loads
+    for job_id, version, position, kind, schema, data in rows:
+        fields = loads(data)
+        job = jobs.get(job_id)
+        if job is None:
+            jobs[job_id] = job = {"status": "PENDING", "version": 0, "successful": 0,
+                                  "failed": 0, "internal": 0, "emails_sent": 0, "errors": []}
+        job["version"] = version
+        if kind == "row_succeeded":
+            job["successful"] += 1
+            job["internal"] += fields["internal"]
+            job["status"] = "PROGRESS"
+        elif kind == "email_sent":
+            job["emails_sent"] += 1
+        elif kind == "row_failed":
+            job["failed"] += 1
+            job["errors"].append((fields["row"], fields["email"], fields["error"]))
+        elif kind == "succeeded":
+            job["status"] = "SUCCESS"
+"""
 _SCAN_SETUP = "import sqlite3"
 _SCAN = """
 conn = sqlite3.connect("{path}")
@@ -139,6 +166,16 @@ rows = conn.execute("SELECT job_id, version, position, type, schema_version, dat
 count = 0
 while chunk := rows.fetchmany(20000):
     count += len(chunk)
+"""
+_FOLD_SETUP = "import sqlite3" + PLAIN_FOLD
+_FOLD = """
+conn = sqlite3.connect("{path}")
+rows = conn.execute("SELECT job_id, version, position, type, schema_version, data FROM events "
+                    "ORDER BY position")
+count, jobs = 0, {{}}
+while chunk := rows.fetchmany(20000):
+    count += len(chunk)
+    fold_plain(jobs, chunk)
 """
 
 
@@ -168,23 +205,29 @@ def replay_log(config: BenchConfig) -> Path:
 
 
 def replay_round(config: BenchConfig) -> Round:
-    """Replay the whole log in a child process beside a raw scan of the same rows."""
+    """Replay the whole log in a child process beside a plain fold of the same rows; a bare scan
+    of them is reported too (`raw_scan_events_per_s`), the floor under both."""
     path = replay_log(config)
     events, seconds, rss = measure(REPLAY_SETUP, REPLAY_BODY, f"sqlite:///{path}")
-    scanned, scan_seconds, scan_rss = measure(_SCAN_SETUP, _SCAN, path)
-    rate, scan_rate = events / seconds, scanned / scan_seconds
-    return Round(rate, scan_rate, {"events_per_s": rate, "peak_rss_mb": rss,
-                                   "scan_rss_mb": scan_rss, "events": events})
+    folded, fold_seconds, fold_rss = measure(_FOLD_SETUP, _FOLD, path)
+    scanned, scan_seconds, _ = measure(_SCAN_SETUP, _SCAN, path)
+    rate, fold_rate = events / seconds, folded / fold_seconds
+    return Round(rate, fold_rate, {"events_per_s": rate, "peak_rss_mb": rss,
+                                   "reference_rss_mb": fold_rss,
+                                   "raw_scan_events_per_s": scanned / scan_seconds,
+                                   "events": events})
 
 
 REPLAY = Benchmark(
     name="replay",
     subject="jobtracker replay of a whole SQLite log (1,000,000 events, 5,001 jobs), child process",
-    reference="a raw SELECT of the same rows in position order (sqlite3, fetchmany), child process",
+    reference="the same rows read in position order (sqlite3, fetchmany), decoded with orjson and "
+    "folded into a plain dict per job (counters, status, row errors; no checks, no writes), "
+    "child process",
     unit="events/s",
-    target=">= 200,000 events/s and peak RSS < 200 MB",
+    target=">= 0.4x the reference and peak RSS < 200 MB",
     run=replay_round,
-    meets=lambda ratio, extras: extras["events_per_s"] >= 200_000 and extras["peak_rss_mb"] < 200,
+    meets=lambda ratio, extras: ratio >= 0.4 and extras["peak_rss_mb"] < 200,
 )
 
 def get_log(config: BenchConfig) -> tuple[Path, str]:

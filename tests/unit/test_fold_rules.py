@@ -25,10 +25,10 @@ from jobtracker.domain.events import (
     check_fields,
     fields_ok,
 )
+from jobtracker.domain.logfold import RowMarks
 from jobtracker.domain.projection import fold, fold_batch, start
 from jobtracker.domain.state import RowMark
 from jobtracker.domain.upcast import upcast
-from jobtracker.store.replay import RowMarks
 
 NUMBERS = st.one_of(st.integers(-3, 10), st.sampled_from([MAX_INT, MAX_INT + 1]))
 TEXTS = st.one_of(st.sampled_from(["", "a@b.c", "nul\x00", "x" * 321, "y" * 4001]), st.text())

@@ -35,13 +35,13 @@ class RowMarkedTwice(ValueError):
     """Marks gathered for one write set a row's bit twice (the fold lets no batch do that)."""
 
 
-def add(bits: Bits, job_id: str, marks: Iterable[RowMark], *, once: bool = True) -> None:
-    """Gather `marks` of one job into `bits`; with `once`, `RowMarkedTwice` if one is there."""
+def add(bits: Bits, job_id: str, marks: Iterable[RowMark]) -> None:
+    """Gather `marks` of one job into `bits`; `RowMarkedTwice` if one is there already."""
     for row, kind in marks:
         key = (job_id, kind, row >> _SHIFT)
         bit = 1 << (row & _LOW)
         have = bits.get(key, 0)
-        if once and have & bit:
+        if have & bit:
             raise RowMarkedTwice(f"row {row} of job {job_id} has a {kind} mark already")
         bits[key] = have | bit
 

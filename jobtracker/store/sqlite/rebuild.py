@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from jobtracker.domain.codec import decode_stored_rows
 from jobtracker.domain.errors import InvalidInput
 from jobtracker.domain.events import MAX_INT
 from jobtracker.domain.state import RowError, RowMark, Status
@@ -80,7 +79,7 @@ def scan_log(
             "WHERE job_id = ? AND version > ? AND position <= ? ORDER BY version LIMIT ?",
             (job_id, after_version, ceiling, limit),
         )
-    return decode_stored_rows(rows)
+    return rows.fetchall()
 
 
 def reset_area(conn: sqlite3.Connection, area: str) -> None:
@@ -102,10 +101,11 @@ def drop_area(conn: sqlite3.Connection, area: str) -> None:
 
 
 def _insert(conn: sqlite3.Connection, area: str, rows: ProjectionRows) -> None:
-    # A job's marks may come in several parts (the tail is folded in chunks): ORed in.
-    bits: row_bits.Bits = {}
-    for job_id, marks in rows.marks:
-        row_bits.add(bits, job_id, marks)
+    bits: row_bits.Bits = {
+        (job_id, kind, chunk): word
+        for job_id, marks in rows.marks
+        for kind, chunk, word in marks.words()
+    }
     conn.executemany(
         row_bits.MERGE.format(table=_table("job_row_bits", area)), row_bits.params(bits)
     )
@@ -145,7 +145,7 @@ def _catch_up(
     it writes too)."""
     while entries := scan_log(conn, after_position, _TAIL_CHUNK, job_id, after_version):
         _insert(conn, area, fold_tail(entries))
-        _, after_version, after_position, _ = entries[-1]
+        _, after_version, after_position, *_ = entries[-1]
     _insert(conn, area, fold_tail(()))
     for base in PROJECTION_TABLES:
         conn.execute(

@@ -1,0 +1,287 @@
+"""Replay's fold: the log's stored rows, in position order, straight into job states.
+
+`projection.apply_event` decides every transition; this module only makes replay cheap. Each
+stored row's JSON is read into a dict, and the events nearly every row of a big log holds (a row's
+outcome, an e-mail's outcome, a progress report), when they are in today's shape and plainly
+valid, are applied inline to a mutable per-job draft, without building an event object. Anything
+else (another type, an older shape, a field in doubt, a second outcome, one past the total, a
+finished job) is decoded in full and handed to `projection.apply_event`, which applies it or
+raises exactly as it does for a live append. A job's frozen `JobState` is built once, when it
+finishes or the log ends. A property test holds this fold to `projection.fold` for arbitrary
+histories.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence, Set
+
+import orjson
+
+from jobtracker.domain.codec import StoredRow, decode_stored
+from jobtracker.domain.errors import JobtrackerError, UnreadableLog
+from jobtracker.domain.events import MAX_EMAIL, MAX_INT, MAX_TEXT, Created, Event
+from jobtracker.domain.projection import Draft, apply_event, start
+from jobtracker.domain.state import JobState, Progress, RowError, RowMark, Status
+from jobtracker.domain.upcast import current_version
+
+#: Rows below this are kept as bits (2**26 rows = 8 MiB per kind at most); rarer, larger row
+#: numbers go in a set.
+DENSE_ROWS = 1 << 26
+#: A row error to store: (job_id, row, email, error).
+ErrorRow = tuple[str, int, str, str]
+#: One 64-row word of a job's marks: (kind, chunk, bits), `chunk` being `row >> 6`, bit
+#: `row & 63` set for each marked row; unsigned.
+MarkWord = tuple[str, int, int]
+
+
+class RowMarks(Set[RowMark]):
+    """One job's row marks in little memory: a bit per row and kind, a set for huge row numbers."""
+
+    __slots__ = ("_email", "_far", "_outcome")
+
+    def __init__(self) -> None:
+        self._outcome = bytearray()
+        self._email = bytearray()
+        self._far: set[RowMark] = set()
+
+    def __contains__(self, mark: object) -> bool:
+        row: int
+        kind: str
+        row, kind = mark  # type: ignore[misc]
+        if row >= DENSE_ROWS:
+            return mark in self._far
+        bits = self._outcome if kind == "outcome" else self._email
+        byte = row >> 3
+        return byte < len(bits) and bool(bits[byte] >> (row & 7) & 1)
+
+    def add(self, mark: RowMark) -> None:
+        """Record a mark (the fold has already refused a second one for the same row)."""
+        self.update((mark,))
+
+    def update(self, marks: Sequence[RowMark]) -> None:
+        """Record many marks."""
+        for mark in marks:
+            row, kind = mark
+            if row >= DENSE_ROWS:
+                self._far.add(mark)
+                continue
+            _set_bit(self._outcome if kind == "outcome" else self._email, row)
+
+    def __len__(self) -> int:
+        # Counted when asked (once per finished job), not kept up per mark on the fold's path.
+        bits = (int.from_bytes(self._outcome, "little").bit_count()
+                + int.from_bytes(self._email, "little").bit_count())
+        return bits + len(self._far)
+
+    def __iter__(self) -> Iterator[RowMark]:
+        for kind, bits in (("outcome", self._outcome), ("email", self._email)):
+            for byte, value in enumerate(bits):
+                for bit in range(8):
+                    if value >> bit & 1:
+                        yield RowMark(byte * 8 + bit, kind)  # type: ignore[arg-type]
+        yield from self._far
+
+    def words(self) -> Iterator[MarkWord]:
+        """The marks as 64-row words, only those with a bit set: what the SQL stores keep."""
+        for kind, bits in (("outcome", self._outcome), ("email", self._email)):
+            for chunk, first in enumerate(range(0, len(bits), 8)):
+                if word := int.from_bytes(bits[first:first + 8], "little"):
+                    yield kind, chunk, word
+        far: dict[tuple[str, int], int] = {}
+        for row, kind in self._far:
+            far[kind, row >> 6] = far.get((kind, row >> 6), 0) | 1 << (row & 63)
+        for (kind, chunk), word in far.items():
+            yield kind, chunk, word
+
+
+def _set_bit(bits: bytearray, row: int) -> None:
+    byte = row >> 3
+    if byte >= len(bits):
+        # Doubling: a job's rows mostly come in order, so its bytes grow a few at a time.
+        bits.extend(bytes(max(byte + 1 - len(bits), len(bits))))
+    bits[byte] |= 1 << (row & 7)
+
+
+class OpenJob:
+    """A job the fold has seen but that has not finished yet."""
+
+    __slots__ = ("draft", "marks", "position")
+
+    def __init__(self, state: JobState, position: int) -> None:
+        self.draft = Draft(state)
+        self.marks = RowMarks()
+        self.position = position
+
+
+#: A job the fold is done with: its state, the position of its last event, its row marks.
+Finished = tuple[JobState, int, RowMarks]
+
+#: The events applied inline, by type: the schema version they must be stored at (an older one
+#: takes the full path, which upcasts it), how many fields they have, whether they are a row's
+#: outcome (else an e-mail's), whether they are a failure, and the field checked beside `row`
+#: and `email`.
+_INLINE: dict[str, tuple[int, int, bool, bool, str | None]] = {
+    "row_succeeded": (current_version("row_succeeded"), 3, True, False, "internal"),
+    "row_failed": (current_version("row_failed"), 3, True, True, "error"),
+    "email_sent": (current_version("email_sent"), 2, False, False, None),
+    "email_failed": (current_version("email_failed"), 3, False, True, "error"),
+}
+_PROGRESS_V = current_version("progress")
+_SUCCESS, _FAILURE, _PROGRESS = Status.SUCCESS, Status.FAILURE, Status.PROGRESS
+
+
+class LogFold:
+    """Folds stored rows, in position order, into finished jobs and row errors.
+
+    `fold` may be called with the log in chunks of any size; `take` hands over what is ready
+    to be written; `drain` finishes every job still open (the end of the log was reached).
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, OpenJob] = {}
+        self._finished: list[Finished] = []
+        self._errors: list[ErrorRow] = []
+        self.events = 0
+        self.jobs = 0
+        self.statuses: Counter[str] = Counter()
+
+    def take(self) -> tuple[list[Finished], list[ErrorRow]]:
+        """The jobs finished and the row errors met since the last call."""
+        taken = self._finished, self._errors
+        self._finished, self._errors = [], []
+        return taken
+
+    def drain(self) -> None:
+        """Finish every job still open, as it stands."""
+        for job_id in list(self._open):
+            self._finish(job_id)
+
+    def fold(self, rows: Iterable[StoredRow]) -> None:
+        """Fold stored rows (job_id, version, position, type, schema_version, data).
+
+        One loop with the common transitions written out: it runs once per event of the log, and
+        a function call per event would cost more than most of the checks it would hold.
+        """
+        jobs, loads, errors, inline, count = self._open, orjson.loads, self._errors, _INLINE, 0
+        for row in rows:
+            count += 1
+            job_id, version, position, kind, schema, data = row
+            job = jobs.get(job_id)
+            if job is None:
+                self._start(row)
+                continue
+            draft = job.draft
+            if version != draft.version + 1:
+                _gap(job_id, version, position, draft.version + 1)
+            job.position = position
+            fields = loads(data)
+            # An open job is never finished (`_apply` closes it at once), so only the event's
+            # own shape, its row's marks and the job's total decide whether it applies inline.
+            rule = inline.get(kind)
+            if (rule is not None and fields.__class__ is dict and rule[0] == schema
+                    and len(fields) == rule[1]):
+                _, _, outcome, failed, extra_key = rule
+                number, email, extra = fields.get("row"), fields.get("email"), fields.get(extra_key)
+                if (number.__class__ is int and 0 <= number < DENSE_ROWS
+                        and email.__class__ is str and 0 < len(email) <= MAX_EMAIL
+                        and "\x00" not in email
+                        and (extra.__class__ is str and 0 < len(extra) <= MAX_TEXT
+                             and "\x00" not in extra if failed
+                             else extra.__class__ is bool or not outcome)):
+                    marks = job.marks
+                    bits = marks._outcome if outcome else marks._email
+                    byte, bit = number >> 3, 1 << (number & 7)
+                    if byte >= len(bits):
+                        # As `_set_bit` grows it.
+                        bits.extend(bytes(max(byte + 1 - len(bits), len(bits))))
+                    total = draft.base.expected_total
+                    if not bits[byte] & bit and (
+                            not outcome or total is None
+                            or draft.successful + draft.failed < total):
+                        bits[byte] |= bit
+                        draft.version += 1
+                        draft.status = _PROGRESS
+                        if not outcome:
+                            if failed:
+                                draft.emails_failed += 1
+                            else:
+                                draft.emails_sent += 1
+                        elif failed:
+                            draft.failed += 1
+                            errors.append((job_id, number, email, fields["error"]))
+                        else:
+                            draft.successful += 1
+                            if extra:
+                                draft.internal_count += 1
+                            else:
+                                draft.external_count += 1
+                        continue
+            elif (kind == "progress" and schema == _PROGRESS_V and fields.__class__ is dict
+                  and _progress(draft, fields)):
+                continue
+            self._apply(job_id, job, kind, schema, data)
+        self.events += count
+
+    def _apply(self, job_id: str, job: OpenJob, kind: str, schema: int, data: str) -> None:
+        """The full path: decode the event and let the projection's own rules apply it."""
+        event = decode_stored(kind, schema, data)
+        marks: list[RowMark] = []
+        row_errors: list[RowError] = []
+        try:
+            apply_event(job.draft, event, job.marks, frozenset(), marks, row_errors, "")
+        except JobtrackerError as exc:
+            raise UnreadableLog(
+                f"job {job_id}: the event at position {job.position} cannot be folded: "
+                f"{exc.detail}"
+            ) from None
+        job.marks.update(marks)
+        self._errors.extend([(job_id, *error) for error in row_errors])
+        if job.draft.status is _SUCCESS or job.draft.status is _FAILURE:
+            self._finish(job_id)
+
+    def _start(self, row: StoredRow) -> None:
+        job_id, version, position, kind, schema, data = row
+        event: Event | None = decode_stored(kind, schema, data) if version == 1 else None
+        if not isinstance(event, Created):
+            raise UnreadableLog(
+                f"job {job_id}: the replay has no state for it at position {position} "
+                f"(version {version}): its history lacks a 'created' event, or has a gap, "
+                "or goes on after the job finished"
+            )
+        try:
+            state = start(job_id, event)
+        except JobtrackerError as exc:
+            raise UnreadableLog(
+                f"job {job_id}: its 'created' event at position {position} cannot be folded: "
+                f"{exc.detail}"
+            ) from None
+        self._open[job_id] = OpenJob(state, position)
+        self.jobs += 1
+
+    def _finish(self, job_id: str) -> None:
+        job = self._open.pop(job_id)
+        state = job.draft.freeze()
+        self._finished.append((state, job.position, job.marks))
+        self.statuses[state.status.value] += 1
+
+
+def _progress(draft: Draft, fields: dict[str, object]) -> bool:
+    """Apply a plainly valid progress report in today's shape; False: leave it to the full path."""
+    current, total, status = fields.get("current"), fields.get("total"), fields.get("status", 0)
+    if not (len(fields) == 3 and current.__class__ is int and total.__class__ is int
+            and 0 <= current <= total <= MAX_INT
+            and (status is None or (status.__class__ is str and len(status) <= MAX_TEXT
+                                    and "\x00" not in status))):
+        return False
+    draft.version += 1
+    draft.status = _PROGRESS
+    draft.progress = Progress(current, total, status)
+    return True
+
+
+def _gap(job_id: str, version: int, position: int, expected: int) -> None:
+    raise UnreadableLog(
+        f"job {job_id}: position {position} holds version {version} where version {expected} "
+        "should follow: the log has a gap"
+    )
