@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings(
         store_url=args.store,
+        read_url=args.read_url,
         max_body_bytes=args.max_body_bytes,
         max_events=args.max_events,
         group_commit=args.group_commit,
@@ -215,6 +216,9 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     )
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--read-url", metavar="URL", default=defaults.read_url,
+                       help="a PostgreSQL standby of the store that GET /api/v1/jobs/{id} reads "
+                            "from; ?min_version=N keeps read-your-writes (default: the store)")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction,
                        default=options.access_log,
                        help="log every request (off by default: it costs throughput)")

@@ -10,10 +10,10 @@ from aiohttp import web
 
 from jobtracker.domain import codec
 from jobtracker.server import openapi
-from jobtracker.server.bodycache import FinishedBodies, JobOwners
-from jobtracker.server.common import FEED, FINISHED, OWNERS, SETTINGS, STORE
+from jobtracker.server.bodycache import CommitGate, FinishedBodies, JobOwners
+from jobtracker.server.common import FEED, FINISHED, GATE, OWNERS, SETTINGS, STORE
 from jobtracker.server.control import HEARTBEATS, Heartbeats, Reaper, cancel, heartbeat
-from jobtracker.server.errors import error_middleware
+from jobtracker.server.errors import request_middleware
 from jobtracker.server.events import append_events, job_errors, job_events
 from jobtracker.server.health import healthz, readyz
 from jobtracker.server.inventory import Retention, forgetter, list_jobs
@@ -23,9 +23,9 @@ from jobtracker.server.metrics import (
     HttpMetrics,
     count_reaped,
     metrics_handler,
-    observe_middleware,
 )
 from jobtracker.server.protocol import handler_args
+from jobtracker.server.replica import replica_context
 from jobtracker.server.settings import Settings
 from jobtracker.server.stream import stream_job
 from jobtracker.server.ui import add_dashboard
@@ -58,6 +58,7 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
         )
         await feed.start()
         app[FEED] = feed
+        app[GATE].start(store, await store.last_position())
         reaper = Reaper(
             store, app[SETTINGS], app[HEARTBEATS], on_end=lambda _: feed.poke(),
             on_reaped=count_reaped if app[SETTINGS].metrics else lambda reason: None,
@@ -68,6 +69,7 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
         await _stop(retention)
         await reaper.stop(sweeping)
         await feed.stop()
+        app[GATE].stop()
         await store.close()
 
     return open_and_close
@@ -97,18 +99,19 @@ def _add_webhook_routes(router: web.UrlDispatcher) -> None:
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
     """The jobtracker web application; the store opens on startup and closes on cleanup."""
     app = web.Application(
-        # Outermost first: the request's id and metrics see the answer the error middleware made.
-        middlewares=[observe_middleware(HttpMetrics() if settings.metrics else None),
-                     error_middleware],
+        middlewares=[request_middleware(HttpMetrics() if settings.metrics else None)],
         client_max_size=settings.max_body_bytes,
         handler_args=handler_args(),
     )
     app[SETTINGS] = settings
     app[FINISHED] = FinishedBodies()
     app[OWNERS] = JobOwners()
+    app[GATE] = CommitGate()
     app[HEARTBEATS] = Heartbeats()
     chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
     app.cleanup_ctx.append(_store_context(chosen))
+    if settings.read_url is not None:
+        app.cleanup_ctx.append(replica_context(settings.read_url))
     app.cleanup_ctx.append(webhooks_context)
     app.on_shutdown.append(_release_waiters)
     app.router.add_post("/api/v1/jobs", create_job)

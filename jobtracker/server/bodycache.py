@@ -1,17 +1,21 @@
-"""What the server keeps in memory because it never changes: finished bodies and job owners.
+"""What the server keeps in memory to answer a GET without reading the store.
 
-A SUCCESS or FAILURE body never changes, and neither does the key that owns a job. Only such facts
-go in, so nothing here is ever stale, with one exception: retention may remove a finished job,
-and every server then forgets it (`server/retention.py` watches the store's tombstones).
-Both maps are bounded, least recently used out first.
+A SUCCESS or FAILURE body never changes, and neither does the key that owns a job. Such facts
+never go stale, with one exception: retention may remove a finished job, and every server then
+forgets it (`server/retention.py` watches the store's tombstones). A running job's body does
+change, so `RunningBodies` holds one only on a store that can say, before every GET and for about
+a microsecond, which jobs moved since it last asked. Every map is bounded, least recently used
+out first.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
+
+from jobtracker.store.base import ApiKey, JobChange, JobView
 
 V = TypeVar("V")
 
@@ -24,6 +28,15 @@ class FinishedBody:
     """What a GET of a finished job needs: who may read it, the bytes to send, their ETag."""
 
     owner: str
+    body: bytes
+    etag: str
+
+
+@attrs.frozen
+class RunningBody:
+    """An unfinished job's GET as last read: its view (owner, status, pace), bytes and ETag."""
+
+    view: JobView
     body: bytes
     etag: str
 
@@ -95,3 +108,126 @@ class JobOwners(_Recent[str]):
         self._entries[job_id] = owner
         if len(self._entries) > self._limit:
             self._entries.popitem(last=False)
+
+
+#: Running bodies held: a typical one is about 150 bytes.
+DEFAULT_RUNNING_BUDGET = 16 * 1024 * 1024
+#: Events read per look at the log when catching up.
+CATCH_UP_BATCH = 1000
+#: Keys the gate remembers; only keys that exist and are active are.
+DEFAULT_KEYS = 10_000
+
+
+class RunningBodies(_Recent[RunningBody]):
+    """A least-recently-used map from job id to its running body, within a byte budget; what
+    `CommitGate` lets a GET use."""
+
+    def __init__(self, budget: int = DEFAULT_RUNNING_BUDGET) -> None:
+        super().__init__()
+        self._budget = budget
+        self._used = 0
+
+    def put(self, entry: RunningBody) -> None:
+        """Hold a job's body in place of the one held (if any)."""
+        size = len(entry.body)
+        if size > self._budget:
+            return
+        self.forget(entry.view.state.job_id)
+        self._entries[entry.view.state.job_id] = entry
+        self._used += size
+        while self._used > self._budget:
+            _, evicted = self._entries.popitem(last=False)
+            self._used -= len(evicted.body)
+
+    def forget(self, job_id: str) -> None:
+        """Drop the job's body: it moved on."""
+        entry = self._entries.pop(job_id, None)
+        if entry is not None:
+            self._used -= len(entry.body)
+
+    def clear(self) -> None:
+        """Drop every body."""
+        self._entries.clear()
+        self._used = 0
+
+
+@runtime_checkable
+class MarkedStore(Protocol):
+    """A store that marks every commit by any process and says which jobs moved, both on the loop
+    and without a query while nobody committed (SQLite: its wal-index header)."""
+
+    def commit_mark(self) -> object:
+        """What moves on any commit (None: cannot tell)."""
+
+    def jobs_moved_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """Jobs with events after `after_position` (`Store.changes_since`, synchronously)."""
+
+
+class CommitGate:
+    """What a request may take from memory although it changes: running bodies and keys.
+
+    Every request that uses them first calls `look`, which reads the store's commit mark (about a
+    microsecond); when it moved, the keys are forgotten and so is the body of every job the log
+    shows moved since the last look. An append (or a revocation) acknowledged to any process
+    before the request arrived has moved the mark by then, so nothing it changed is served
+    stale. Idle (remembers nothing) on a store that is not a `MarkedStore`.
+    """
+
+    def __init__(self, key_limit: int = DEFAULT_KEYS) -> None:
+        self.running = RunningBodies()
+        self._store: MarkedStore | None = None
+        self._mark: object = None
+        #: The log position up to which every moved job's body has been forgotten.
+        self._cursor = 0
+        #: Moves on every look that found the mark moved: what was read before may be stale.
+        self._generation = 0
+        self._keys: dict[str, ApiKey] = {}
+        self._key_limit = key_limit
+
+    def start(self, store: object, position: int) -> None:
+        """Remember from now on, if `store` is a `MarkedStore` whose log ends at `position`."""
+        if isinstance(store, MarkedStore):
+            self._store, self._cursor, self._mark = store, position, None
+
+    def stop(self) -> None:
+        """Remember nothing more (the store is closing)."""
+        self._store = None
+        self._keys.clear()
+        self.running.clear()
+
+    def look(self) -> int:
+        """Forget whatever changed since the last look; return a ticket for `hold` and
+        `remember_key`, which keep only what was read after the latest look."""
+        store = self._store
+        if store is None:
+            return -1
+        mark = store.commit_mark()
+        if mark is None or mark != self._mark:
+            self._generation += 1
+            self._keys.clear()
+            while changes := store.jobs_moved_since(self._cursor, CATCH_UP_BATCH):
+                for change in changes:
+                    self.running.forget(change.job_id)
+                    self._cursor = max(self._cursor, change.position)
+            self._mark = mark
+        return self._generation
+
+    def body(self, job_id: str) -> RunningBody | None:
+        """The job's body as of the last look, if held."""
+        return self.running.get(job_id)
+
+    def hold(self, ticket: int, entry: RunningBody) -> None:
+        """Hold a body read after the look that gave `ticket`, unless a later look found
+        changes (they may be this job's)."""
+        if ticket == self._generation and self._store is not None:
+            self.running.put(entry)
+
+    def key(self, secret: str) -> ApiKey | None:
+        """The active key behind `secret` as of the last look, if remembered."""
+        return self._keys.get(secret)
+
+    def remember_key(self, ticket: int, secret: str, key: ApiKey) -> None:
+        """Remember an active key read after the look that gave `ticket` (see `hold`)."""
+        fresh = ticket == self._generation and self._store is not None
+        if fresh and len(self._keys) < self._key_limit:
+            self._keys[secret] = key

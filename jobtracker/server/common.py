@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from jobtracker.domain.errors import (
     RequestTimeout,
 )
 from jobtracker.domain.events import is_valid_job_id
-from jobtracker.server.bodycache import FinishedBodies, JobOwners
+from jobtracker.server.bodycache import CommitGate, FinishedBodies, JobOwners
 from jobtracker.server.protocol import decoded_body
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store
@@ -31,6 +32,7 @@ FEED = web.AppKey("jobtracker_change_feed", ChangeFeed)
 SETTINGS = web.AppKey("jobtracker_settings", Settings)
 FINISHED = web.AppKey("jobtracker_finished_bodies", FinishedBodies)
 OWNERS = web.AppKey("jobtracker_job_owners", JobOwners)
+GATE = web.AppKey("jobtracker_commit_gate", CommitGate)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -43,15 +45,30 @@ def encoded_response(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-async def request_key(request: web.Request) -> ApiKey:
-    """The caller's key from `X-API-Key` (401 when missing, unknown or revoked)."""
-    return await authenticate(request.app[STORE], request.headers.get("X-API-Key"))
+async def request_key(request: web.Request, ticket: int | None = None) -> ApiKey:
+    """The caller's key from `X-API-Key` (401 when missing, unknown or revoked).
+
+    With `ticket` (what the request's `CommitGate.look` gave) it comes from memory while nothing
+    was committed: worth it for reads; a write moves the mark anyway.
+    """
+    secret = request.headers.get("X-API-Key")
+    if ticket is None or secret is None:
+        return await authenticate(request.app[STORE], secret)
+    gate = request.app[GATE]
+    key = gate.key(secret)
+    if key is None:
+        key = await authenticate(request.app[STORE], secret)
+        gate.remember_key(ticket, secret, key)
+    return key
 
 
 async def job_for(
-    request: web.Request, key: ApiKey, *, workers_too: bool = False, with_errors: bool = True
+    request: web.Request, key: ApiKey, *, workers_too: bool = False, with_errors: bool = True,
+    read: Callable[[str, int], Awaitable[JobView | None]] | None = None,
 ) -> JobView:
     """The job named in the path, if this key may touch it: 404 before 403, as the seed says.
+
+    `read` reads it (default: the store's `get_job`; a GET may read a replica, `server/replica`).
 
     A worker key bound to some owners gets the same 403 for an id nobody created as for another
     owner's job: which ids exist outside its owners is none of its business.
@@ -60,7 +77,7 @@ async def job_for(
     if not is_valid_job_id(job_id):
         raise JobNotFound()
     errors_limit = request.app[SETTINGS].errors_cap if with_errors else 0
-    view = await request.app[STORE].get_job(job_id, errors_limit)
+    view = await (read or request.app[STORE].get_job)(job_id, errors_limit)
     if view is None:
         raise await missing_job(request, key, job_id, workers_too=workers_too)
     check_access(view.state.owner, key, workers_too=workers_too)

@@ -1,11 +1,19 @@
-"""The one place errors become HTTP: our error root by class, aiohttp's by status, the rest 500."""
+"""The one middleware every request passes through, and the one place errors become HTTP: our
+error root by class, aiohttp's by status, the rest 500.
+
+It also takes or makes the request's id (`X-Request-ID`, echoed, and kept in a context variable
+every log line reads) and, with metrics on, counts the answer under its route template: one
+middleware where there were two, because each layer costs a coroutine per request.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from jobtracker.domain.errors import (
     AccessDenied,
@@ -23,6 +31,8 @@ from jobtracker.domain.errors import (
     UnsupportedEncoding,
 )
 from jobtracker.server.common import SETTINGS, json_response
+from jobtracker.server.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_for
+from jobtracker.server.metrics import CLIENT_GONE, HttpMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +69,53 @@ def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
     return exc.reason
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def error_response(request: web.Request, exc: Exception) -> web.Response:
     """Every error leaves as `{"detail": ...}`; no traceback ever reaches a client."""
-    try:
-        return await handler(request)
-    except JobtrackerError as exc:
+    if isinstance(exc, JobtrackerError):
+        response = json_response({"detail": exc.detail}, _status_of(exc))
         if isinstance(exc, StoreUnavailable):
             log.warning("store unavailable: %s", exc.detail)
-            unavailable = json_response({"detail": exc.detail}, _status_of(exc))
-            unavailable.headers["Retry-After"] = RETRY_UNAVAILABLE
-            return unavailable
-        response = json_response({"detail": exc.detail}, _status_of(exc))
-        if isinstance(exc, UnsupportedEncoding):
+            response.headers["Retry-After"] = RETRY_UNAVAILABLE
+        elif isinstance(exc, UnsupportedEncoding):
             response.headers["Accept-Encoding"] = ACCEPTED_CODINGS  # RFC 9110, 15.5.16
         return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         response = json_response({"detail": _http_detail(exc, request)}, exc.status)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response({"detail": "Internal server error"}, 500)
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return json_response({"detail": "Internal server error"}, 500)
+
+
+def _count_nothing(request: web.Request, status: int, seconds: float) -> None:
+    """What counts a request when metrics are off."""
+
+
+def request_middleware(metrics: HttpMetrics | None) -> Middleware:
+    """The app's one middleware: the request's id, the error answers, and unless `metrics` is
+    None the request's count and duration (of the answer the client gets)."""
+    count = _count_nothing if metrics is None else metrics.record
+
+    @web.middleware
+    async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_for(request.headers.get(REQUEST_ID_HEADER))
+        REQUEST_ID.set(request_id)  # each request runs in a task of its own: no reset needed
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            if isinstance(exc, web.HTTPException) and exc.status < 400:  # aiohttp sends these
+                exc.headers[REQUEST_ID_HEADER] = request_id
+                count(request, exc.status, time.perf_counter() - started)
+                raise
+            response = error_response(request, exc)
+        except BaseException:  # cancelled: the client went away
+            count(request, CLIENT_GONE, time.perf_counter() - started)
+            raise
+        count(request, response.status, time.perf_counter() - started)
+        if not response.prepared:  # a stream sets it itself before it starts
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    return answer

@@ -10,15 +10,15 @@ from jobtracker.domain import codec, paging
 from jobtracker.domain.errors import AccessDenied, InvalidInput
 from jobtracker.domain.events import Created, new_job_id
 from jobtracker.domain.projection import job_body
-from jobtracker.server.bodycache import FinishedBody
+from jobtracker.server.bodycache import FinishedBody, RunningBody
 from jobtracker.server.common import (
     FEED,
     FINISHED,
+    GATE,
     OWNERS,
     SETTINGS,
     STORE,
     check_access,
-    encoded_response,
     job_for,
     json_body,
     json_response,
@@ -26,6 +26,7 @@ from jobtracker.server.common import (
     request_key,
 )
 from jobtracker.server.metrics import LONG_POLL, waiting
+from jobtracker.server.replica import MIN_VERSION, job_read
 from jobtracker.store import Store
 from jobtracker.store.base import ApiKey, JobView
 from jobtracker.store.keys import check_owner_key
@@ -45,7 +46,7 @@ def matches(if_none_match: str | None, tag: str) -> bool:
 
 
 def _wait_seconds(request: web.Request) -> int:
-    only_query(request, "wait")
+    only_query(request, "wait", MIN_VERSION)
     raw = request.query.get("wait")
     limit = request.app[SETTINGS].max_wait
     if raw is None:
@@ -69,32 +70,59 @@ def reader(request: web.Request, job_id: str) -> Callable[[], Awaitable[JobView 
     return lambda: store.get_job(job_id, cap)
 
 
+def _body(request: web.Request, view: JobView) -> dict[str, object]:
+    return job_body(view.state, view.errors, request.app[SETTINGS].errors_cap)
+
+
 def _body_response(request: web.Request, view: JobView) -> web.Response:
-    body = job_body(view.state, view.errors, request.app[SETTINGS].errors_cap)
-    response = json_response(body)
-    response.headers.update(_freshness_headers(request, view))
-    return response
+    if view.state.status.is_terminal:
+        return _finished_response(request, _hold_finished(request, view))
+    return _running_response(request, RunningBody(view, codec.dumps(_body(request, view)),
+                                                   etag(view)))
+
+
+def _running_response(request: web.Request, held: RunningBody) -> web.Response:
+    retry_after = str(request.app[FEED].retry_after(held.view))
+    return web.Response(body=held.body, headers={
+        "Content-Type": "application/json", "ETag": held.etag, "Cache-Control": "no-cache",
+        "Retry-After": retry_after,
+    })
+
+
+def _hold_finished(request: web.Request, view: JobView) -> FinishedBody:
+    held = FinishedBody(view.state.owner, codec.dumps(_body(request, view)), etag(view))
+    request.app[FINISHED].put(view.state.job_id, held)
+    return held
 
 
 async def get_job(request: web.Request) -> web.Response:
     """`GET /api/v1/jobs/{job_id}`: the seed's body; 304 or a held request with If-None-Match.
 
     A finished job's body is encoded once and served from memory afterwards: it never changes.
+    A running job's is served from memory until the job moves (`bodycache.CommitGate`).
     """
-    key = await request_key(request)
+    gate = request.app[GATE]
+    ticket = gate.look()  # first: whatever moved before this request arrived must show
+    key = await request_key(request, ticket)
     wait = _wait_seconds(request)
-    held = request.app[FINISHED].get(request.match_info["job_id"])
+    read_view = job_read(request)
+    job_id = request.match_info["job_id"]
+    held = request.app[FINISHED].get(job_id)
     if held is not None:
         check_access(held.owner, key)
         return _finished_response(request, held)
-    view = await job_for(request, key)
-    if view.state.status.is_terminal:
-        body = codec.dumps(job_body(view.state, view.errors, request.app[SETTINGS].errors_cap))
-        held = FinishedBody(view.state.owner, body, etag(view))
-        request.app[FINISHED].put(view.state.job_id, held)
-        return _finished_response(request, held)
-    if not matches(request.headers.get("If-None-Match"), etag(view)):
-        return _body_response(request, view)
+    current = gate.body(job_id)
+    if current is not None:
+        check_access(current.view.state.owner, key)
+    else:
+        view = await job_for(request, key, read=read_view)
+        if view.state.status.is_terminal:
+            return _finished_response(request, _hold_finished(request, view))
+        current = RunningBody(view, codec.dumps(_body(request, view)), etag(view))
+        gate.hold(ticket, current)
+    view = current.view
+    if not matches(request.headers.get("If-None-Match"), current.etag):
+        return _running_response(request, current)
     if wait:
         read = reader(request, view.state.job_id)
         with waiting(LONG_POLL):
@@ -107,12 +135,11 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 def _finished_response(request: web.Request, held: FinishedBody) -> web.Response:
-    headers = {"ETag": held.etag, "Cache-Control": "no-cache"}
     if matches(request.headers.get("If-None-Match"), held.etag):
-        return web.Response(status=304, headers=headers)
-    response = encoded_response(held.body)
-    response.headers.update(headers)
-    return response
+        return web.Response(status=304, headers={"ETag": held.etag, "Cache-Control": "no-cache"})
+    return web.Response(body=held.body, headers={
+        "Content-Type": "application/json", "ETag": held.etag, "Cache-Control": "no-cache",
+    })
 
 
 async def create_job(request: web.Request) -> web.Response:

@@ -1,9 +1,9 @@
 """Prometheus metrics (`prometheus_client`): the families CONTRACT.md names, served at /metrics.
 
-Every request is counted by `observe_middleware` under its route *template* and a known method
-(anything else is `other`; a path no route matches is `unmatched`), so no caller can make a label
-value of its own. The label children are looked up once per (method, route, status) and kept:
-`labels()` costs as much as the increment itself.
+Every request is counted (by `server/errors.request_middleware`) under its route *template* and
+a known method (anything else is `other`; a path no route matches is `unmatched`), so no caller
+can make a label value of its own. The label children are looked up once per (method, route,
+status) and kept: `labels()` costs as much as the increment itself.
 
 With `serve --workers N` the parent process gives the workers a fresh folder in
 `PROMETHEUS_MULTIPROC_DIR` before it starts them; prometheus_client then keeps each worker's values
@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -38,7 +37,6 @@ from prometheus_client.registry import Collector
 
 from jobtracker.domain.errors import JobtrackerError
 from jobtracker.domain.state import Status
-from jobtracker.server.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_for
 from jobtracker.store import Store
 
 #: Where prometheus_client keeps each process's values when several processes serve.
@@ -174,33 +172,6 @@ class HttpMetrics:
             children.extra.inc()
         if children.store_error:
             STORE_ERRORS.inc()
-
-
-def observe_middleware(metrics: HttpMetrics | None) -> Middleware:
-    """The outermost middleware: the request's id (taken or made, echoed) and, unless `metrics`
-    is None, its count and duration."""
-
-    @web.middleware
-    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request_id_for(request.headers.get(REQUEST_ID_HEADER))
-        REQUEST_ID.set(request_id)  # each request runs in a task of its own: no reset needed
-        started = time.perf_counter()
-        status = CLIENT_GONE
-        try:
-            response = await handler(request)
-            status = response.status
-        except web.HTTPException as exc:  # what the error middleware lets through (< 400)
-            exc.headers[REQUEST_ID_HEADER] = request_id
-            status = exc.status
-            raise
-        finally:
-            if metrics is not None:
-                metrics.record(request, status, time.perf_counter() - started)
-        if not response.prepared:  # a stream sets it itself before it starts
-            response.headers[REQUEST_ID_HEADER] = request_id
-        return response
-
-    return observe
 
 
 class _JobCounts(Collector):

@@ -229,6 +229,13 @@ def _listing_parameters() -> list[dict[str, Any]]:
 def _paths() -> dict[str, Any]:
     wait = {"name": "wait", "in": "query", "required": False,
             "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
+    min_version = {
+        "name": "min_version", "in": "query", "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+        "description": "The version an append was answered with: on a server that reads a "
+                       "replica (serve --read-url), the answer is that version or a newer one "
+                       "(read-your-writes); elsewhere every answer is current anyway",
+    }
     return {
         "/api/v1/jobs": {
             "get": {
@@ -264,7 +271,7 @@ def _paths() -> dict[str, Any]:
         "/api/v1/jobs/{job_id}": {
             "get": {
                 "summary": "The job's status and result, as the seed page shows them",
-                "parameters": [JOB_PATH_PARAM, wait],
+                "parameters": [JOB_PATH_PARAM, wait, min_version],
                 "responses": {
                     "200": _json("The job", "Job", FRESHNESS),
                     "304": {"description": "Unchanged since If-None-Match", "headers": FRESHNESS},

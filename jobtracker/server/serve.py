@@ -38,6 +38,7 @@ from jobtracker.domain.events import HEARTBEAT_TIMEOUT_RANGE
 from jobtracker.server import access, logs
 from jobtracker.server.limits import AcceptErrorThrottle, raise_open_files_limit
 from jobtracker.server.listening import bind_error, check_port_free, metrics_site
+from jobtracker.server.replica import check_read_url
 from jobtracker.server.settings import Settings
 from jobtracker.store.url import parse_store_url
 
@@ -80,6 +81,7 @@ def check_options(settings: Settings, options: ServeOptions) -> None:
     if options.log_format not in logs.LOG_FORMATS:
         raise ConfigError(f"--log-format must be one of {', '.join(logs.LOG_FORMATS)}")
     access.TrustedProxies.parse(options.forwarded_allow_ips)
+    check_read_url(settings.store_url, settings.read_url)
     if settings.metrics_port is not None and not (
         0 < settings.metrics_port < 65536 and settings.metrics_port != options.port
     ):

@@ -15,6 +15,8 @@ class Settings:
     """What the server needs to know."""
 
     store_url: str = DEFAULT_STORE_URL
+    #: A PostgreSQL standby of the store that job GETs read from (`server/replica.py`).
+    read_url: str | None = None
     #: Row errors listed in a SUCCESS body before `errors_truncated`.
     errors_cap: int = 1000
     #: Largest request body accepted.

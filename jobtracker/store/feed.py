@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from jobtracker.domain.errors import JobtrackerError
 from jobtracker.domain.state import Status
@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 
 #: Jobs whose recent pace the feed remembers, for Retry-After hints.
 PACE_MEMORY = 10_000
+
+
+class Listener(Protocol):
+    """Something told of every change the feed sees, for as long as the feed runs (the server's
+    event streams: one listener for all of them, however many there are)."""
+
+    def changed(self, job_id: str) -> None:
+        """The feed saw the job change."""
+
+    def closed(self) -> None:
+        """The feed stopped: the server is shutting down."""
+
+
+L = TypeVar("L", bound=Listener)
 
 
 class ChangeFeed:
@@ -42,8 +56,8 @@ class ChangeFeed:
         self._interval = interval
         self._fallback = fallback
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._subscribers: dict[str, set[Subscription]] = {}
-        self._heartbeats = Heartbeats(heartbeat)
+        self._listeners: list[Listener] = []
+        self._heartbeat = heartbeat
         self._last_seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._poked: asyncio.Future[None] | None = None
         self._poke_pending = False
@@ -62,10 +76,7 @@ class ChangeFeed:
         if self._store.on_append(self.poke):
             self._interval = self._fallback
         self._timer = asyncio.get_running_loop().call_later(self._interval, self._poll)
-        self._tasks = [
-            asyncio.create_task(self._run(), name="jobtracker-change-feed"),
-            asyncio.create_task(self._heartbeats.run(), name="jobtracker-heartbeats"),
-        ]
+        self._tasks = [asyncio.create_task(self._run(), name="jobtracker-change-feed")]
 
     async def stop(self) -> None:
         """Stop tailing and release every waiter (they re-read and answer) and every stream."""
@@ -79,9 +90,8 @@ class ChangeFeed:
         self._tasks = []
         for job_id in list(self._waiters):
             self._wake(job_id)
-        for subscriptions in self._subscribers.values():
-            for subscription in subscriptions:
-                subscription.close()
+        for listener in self._listeners:
+            listener.closed()
 
     def poke(self) -> None:
         """Something was appended here: look now instead of at the next tick."""
@@ -128,26 +138,25 @@ class ChangeFeed:
     def _wake(self, job_id: str) -> None:
         for waiter in self._waiters.pop(job_id, ()):
             _resolve(waiter)
-        for subscription in self._subscribers.get(job_id, ()):
-            subscription.changed()
+        for listener in self._listeners:
+            listener.changed(job_id)
 
-    @contextlib.contextmanager
-    def subscribe(self, job_id: str) -> Iterator[Subscription]:
-        """A standing interest in one job for as long as the block runs (an event stream's)."""
-        subscription = Subscription(self._heartbeats)
-        self._subscribers.setdefault(job_id, set()).add(subscription)
-        self._heartbeats.add(subscription)
+    @property
+    def heartbeat(self) -> float:
+        """Seconds an event stream may go without sending anything before it sends a comment."""
+        return self._heartbeat
+
+    def listener(self, kind: type[L], make: Callable[[], L]) -> L:
+        """The feed's one listener of `kind`, made by `make` on first use; told of every change
+        from then on (and at once that the feed stopped, if it has)."""
+        for listener in self._listeners:
+            if isinstance(listener, kind):
+                return listener
+        made = make()
+        self._listeners.append(made)
         if self.closed:
-            subscription.close()
-        try:
-            yield subscription
-        finally:
-            self._heartbeats.discard(subscription)
-            subscribers = self._subscribers.get(job_id)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._subscribers[job_id]
+            made.closed()
+        return made
 
     def retry_after(self, view: JobView) -> int:
         """Seconds a poller should wait: about the job's own pace, 1 to 30 s."""
@@ -204,108 +213,3 @@ class ChangeFeed:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-class Wake(enum.Enum):
-    """Why a subscription's wait ended."""
-
-    CHANGE = "change"  # the feed saw the job change: read it
-    HEARTBEAT = "heartbeat"  # nothing was sent for a heartbeat period
-    CLOSED = "closed"  # the server is stopping
-
-
-class Subscription:
-    """An event stream's standing interest in one job, registered for the stream's whole life.
-
-    Unlike a long-poll's one-off wait it stays registered between wake-ups: a change that lands
-    while the stream is writing is still noted, so a stream reads the job once per change, not
-    once more to be sure. Its heartbeat comes from the feed's one shared clock (`Heartbeats`), not
-    a timer of its own: a thousand timers in asyncio's heap make every timer operation of the
-    process dearer.
-    """
-
-    __slots__ = ("_beat", "_changed", "_clock", "_closed", "_waiter")
-
-    def __init__(self, clock: Heartbeats) -> None:
-        self._clock = clock
-        self._changed = self._beat = self._closed = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def changed(self) -> None:
-        """The feed saw the job change."""
-        self._changed = True
-        self._wake()
-
-    def heartbeat(self) -> None:
-        """A heartbeat period passed with nothing sent."""
-        self._beat = True
-        self._wake()
-
-    def close(self) -> None:
-        """The feed is stopping."""
-        self._closed = True
-        self._wake()
-
-    def sent(self) -> None:
-        """The stream just sent something: its next heartbeat is a whole period away."""
-        self._clock.reset(self)
-
-    def _wake(self) -> None:
-        if self._waiter is not None:
-            _resolve(self._waiter)
-
-    async def wait(self) -> Wake:
-        """Until the job changes, a heartbeat is due or the feed stops (a change first)."""
-        if not (self._changed or self._beat or self._closed):
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self._closed:
-            return Wake.CLOSED
-        self._beat = False
-        if self._changed:
-            self._changed = False
-            return Wake.CHANGE
-        return Wake.HEARTBEAT
-
-
-class Heartbeats:
-    """One clock for every stream's heartbeat.
-
-    Every stream has the same period, so streams ordered by when they last sent something are
-    also ordered by when their next heartbeat is due: an insertion-ordered map, moved to the end
-    on every send, lets one periodic check pop just the streams that are due.
-    """
-
-    def __init__(self, period: float) -> None:
-        self._period = period
-        self._last_sent: OrderedDict[Subscription, float] = OrderedDict()
-
-    def add(self, subscription: Subscription) -> None:
-        """Start counting for a new stream."""
-        self._last_sent[subscription] = time.monotonic()
-
-    def discard(self, subscription: Subscription) -> None:
-        """Forget a stream that ended."""
-        self._last_sent.pop(subscription, None)
-
-    def reset(self, subscription: Subscription) -> None:
-        """The stream sent something now."""
-        if subscription in self._last_sent:
-            self._last_sent.move_to_end(subscription)
-            self._last_sent[subscription] = time.monotonic()
-
-    async def run(self) -> None:
-        """Tell each stream when its heartbeat is due, checking a few times per period."""
-        step = min(1.0, self._period / 4)
-        while True:
-            await asyncio.sleep(step)
-            due = time.monotonic() - self._period
-            while self._last_sent:
-                subscription, last = next(iter(self._last_sent.items()))
-                if last > due:
-                    break
-                self.reset(subscription)
-                subscription.heartbeat()

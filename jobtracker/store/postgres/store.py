@@ -21,7 +21,7 @@ from jobtracker.domain.codec import encode_fields, stored_version
 from jobtracker.domain.errors import InvalidInput, JobIdTaken, StoreUnavailable
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import start
-from jobtracker.domain.state import JobState, RowError, Status
+from jobtracker.domain.state import JobState, RowError
 from jobtracker.store.base import (
     ApiKey,
     AppendResult,
@@ -54,6 +54,7 @@ from jobtracker.store.postgres.keys import KeyCache
 from jobtracker.store.postgres.lanes import GroupCommitter
 from jobtracker.store.postgres.listen import AppendHints
 from jobtracker.store.postgres.plan import storable
+from jobtracker.store.postgres.reading import read_job
 from jobtracker.store.postgres.replaying import ReplaySide
 from jobtracker.store.postgres.sql import (
     APPEND_CHANNEL,
@@ -235,21 +236,7 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """The projection of one job; row errors are read only for a SUCCESS body."""
-        if not storable(job_id):
-            return None
-        row = await self._fetchrow("reading a job", SELECT_JOB, job_id)
-        if row is None:
-            return None
-        state = state_from_row(tuple(row))
-        if state.status is not Status.SUCCESS or state.failed == 0:
-            return JobView(state)
-        rows = await self._fetch(
-            "reading row errors",
-            "SELECT row, email, error FROM job_errors WHERE job_id = $1 ORDER BY row LIMIT $2",
-            job_id,
-            errors_limit,
-        )
-        return JobView(state, tuple(RowError(*r) for r in rows))
+        return await read_job(self._open_pool(), job_id, errors_limit)
 
     async def read_job_events(
         self, job_id: str, after_version: int = 0, limit: int = 1000

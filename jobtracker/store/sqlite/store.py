@@ -321,19 +321,25 @@ class SqliteStore(ReplaySide):
         return await self._bulk_read(lambda log: log.read_log(after_position, limit))
 
     async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
-        """See `SqliteLog.changes_since`; runs on the loop.
+        """See `SqliteLog.changes_since` and `jobs_moved_since`; runs on the loop."""
+        return self.jobs_moved_since(after_position, limit)
 
-        A change feed calls this on every wake-up: the commit mark (`_change_mark`) tells without
-        a query whether anyone committed since the last look, and only then is the log read.
+    def jobs_moved_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
+        """`changes_since` without a coroutine, for callers that ask on every request.
+
+        A change feed asks on every wake-up, a GET before it serves a body it holds: the commit
+        mark (`_change_mark`) tells without a query whether anyone committed since the last look,
+        and only then is the log read. Only an empty answer proves the log was read to its end
+        (`limit` counts events, and one job's many events make one change).
         """
         reader = self._open(self._reader)
         mark = _translated(lambda: self._change_mark(reader))
         if mark is not None and mark == self._seen_mark and after_position >= self._seen_position:
             return []
         changes = _translated(lambda: reader.changes_since(after_position, limit))
-        if len(changes) < limit:  # read to the end: nothing new until the mark moves
+        if not changes:  # read to the end: nothing new until the mark moves
             self._seen_mark = mark
-            self._seen_position = max([after_position, *(c.position for c in changes)])
+            self._seen_position = after_position
         return changes
 
     async def last_position(self) -> int:
@@ -421,6 +427,12 @@ class SqliteStore(ReplaySide):
     async def storage_stats(self) -> StorageStats:
         """See `Store.storage_stats`: it reads every page's header, so off the loop."""
         return await self._bulk_read(lambda log: stats.storage_stats(log.conn))
+
+    def commit_mark(self) -> object:
+        """What moves on any commit by any process (None: cannot tell, count it as moved); on the
+        loop, about a microsecond: callers ask before every request they answer from memory."""
+        reader = self._open(self._reader)
+        return _translated(lambda: self._change_mark(reader))
 
     def _change_mark(self, log: SqliteLog) -> object:
         """What moves on any commit: the wal-index header if mapped, else data_version."""
