@@ -275,6 +275,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json("The job", "Job", FRESHNESS),
                     "304": {"description": "Unchanged since If-None-Match", "headers": FRESHNESS},
+                    "400": _error("A query parameter given more than once"),
                     "422": _error("A bad query parameter, named"),
                     **ERRORS,
                 },
@@ -286,6 +287,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [JOB_PATH_PARAM, _cursor("after_version", 0), LIMIT],
                 "responses": {
                     "200": _json("A page; pass next_after_version back for the next", "History"),
+                    "400": _error("A query parameter given more than once"),
                     "422": _error("A bad query parameter, named"),
                     **ERRORS,
                 },
@@ -313,6 +315,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [JOB_PATH_PARAM, _cursor("after_row", -1), LIMIT],
                 "responses": {
                     "200": _json("A page; pass next_after_row back for the next", "ErrorsPage"),
+                    "400": _error("A query parameter given more than once"),
                     "422": _error("A bad query parameter, named"),
                     **ERRORS,
                 },
@@ -325,6 +328,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": STREAM_DESCRIPTION,
                             "content": {"text/event-stream": {"schema": _ref("StreamEvent")}}},
+                    "400": _error("A query parameter given more than once"),
                     "422": _error("A bad query parameter or Last-Event-ID, named"),
                     **ERRORS,
                 },
