@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence, Set
+from typing import Any
 
 import orjson
 
@@ -183,6 +184,7 @@ class LogFold:
             if (rule is not None and rule[0] == schema and (shape is list or shape is dict)
                     and len(fields) == rule[1]):
                 _, size, outcome, failed, extra_key = rule
+                extra: Any
                 if shape is list:  # SQLite's positional form: row, email[, extra]
                     number, email = fields[0], fields[1]
                     extra = fields[2] if size == 3 else None
@@ -274,12 +276,12 @@ class LogFold:
 def _progress(draft: Draft, fields: object) -> bool:
     """Apply a plainly valid progress report in today's shape; False: leave it to the full path."""
     if fields.__class__ is list:  # SQLite's positional form: current, total[, status]
-        values: list[object] = fields  # type: ignore[assignment]
+        values: list[object] = fields
         if not 2 <= len(values) <= 3:
             return False
         current, total, status = values[0], values[1], values[2] if len(values) == 3 else None
     elif fields.__class__ is dict:
-        keyed: dict[str, object] = fields  # type: ignore[assignment]
+        keyed: dict[str, object] = fields
         if len(keyed) != 3:
             return False
         current, total, status = keyed.get("current"), keyed.get("total"), keyed.get("status", 0)

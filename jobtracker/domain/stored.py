@@ -130,7 +130,7 @@ def type_code(kind: str) -> int | str:
 def type_name(code: int | str) -> str:
     """The event type a stored code stands for (a stored name stands for itself)."""
     if code.__class__ is int:
-        return TYPE_NAMES.get(code, str(code))  # type: ignore[call-overload]
+        return TYPE_NAMES.get(code, str(code))
     return str(code)
 
 
@@ -191,19 +191,20 @@ def pack_event_id(event_id: str) -> bytes | str:
 def unpack_event_id(stored: bytes | str) -> str:
     """The inverse of `pack_event_id`."""
     if stored.__class__ is bytes:
-        h = stored.hex()  # type: ignore[union-attr]
+        h = stored.hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return stored  # type: ignore[return-value]
 
 
-_EPOCH = dt.datetime(1970, 1, 1)  # noqa: DTZ001 -- naive on purpose: stamps are UTC, `Z` added
+# Naive: the log's stamps are all UTC; `Z` is written and read as text around them.
+_EPOCH = dt.datetime(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def unpack_time(at: int | str) -> str:
     """A stored time as the log's text (ISO 8601, UTC, microseconds, `Z`)."""
     if at.__class__ is int:
-        moment = _EPOCH + dt.timedelta(microseconds=at)  # type: ignore[arg-type]
+        moment = _EPOCH + dt.timedelta(microseconds=at)
         return moment.isoformat(timespec="microseconds") + "Z"
     return at  # type: ignore[return-value]
 

@@ -50,14 +50,17 @@ def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Deadline]:
         asked = None
         if cancel:
             row = conn.execute(_CANCEL_ASKED, (pack_event_id(cancel_event_id(job_id)),))
-            found_at = row.fetchone()
-            asked = epoch_of(unpack_time(found_at[0])) if found_at else None
+            asked = _epoch(row.fetchone())
         found.append(Deadline(
             job_id, None if status is None else Status(status), bool(cancel), heartbeat,
-            timeout, timeout_at, beat_at, None if last_at is None else epoch_of(unpack_time(last_at)),
-            asked,
+            timeout, timeout_at, beat_at, _epoch((last_at,)), asked,
         ))
     return found
+
+
+def _epoch(row: tuple[int | str | None] | None) -> float | None:
+    """A stored time (the first column of `row`, if any) as epoch seconds."""
+    return None if row is None or row[0] is None else epoch_of(unpack_time(row[0]))
 
 
 def settle(conn: sqlite3.Connection, next_checks: Mapping[str, float | None]) -> None:

@@ -1,14 +1,14 @@
 """How appends reach the SQLite tables: table by table, whatever the number of requests.
 
 `Rows` gathers what one transaction writes (events in their stored form, `domain/stored.py`; row
-marks as bits, row errors, job rows) and writes it with one statement per table. Every write goes through it: a job's creation, a single
-append, and a whole group under group commit. Written one request at a time, a group of small
-requests costs about six statements each (savepoint, state, events, row marks, projection,
-release), every one a trip through the sqlite3 module with the GIL held. Nearly every group is
-plain: new events for rows with no outcome yet. `write_together` plans such a group in Python
-first, each request on the state the previous one left, and writes it as one `Rows`. Anything
-unusual (a refusal, a re-sent event id, a row reported twice) makes it give up, and the caller
-undoes it and takes the careful path, one savepoint per request.
+marks as bits, row errors, job rows) and writes it with one statement per table. Every write goes
+through it: a job's creation, a single append, and a whole group under group commit. Written one
+request at a time, a group of small requests costs about six statements each (savepoint, state,
+events, row marks, projection, release), every one a trip through the sqlite3 module with the
+GIL held. Nearly every group is plain: new events for rows with no outcome yet. `write_together`
+plans such a group in Python first, each request on the state the previous one left, and writes it
+as one `Rows`. Anything unusual (a refusal, a re-sent event id, a row reported twice) makes it give
+up, and the caller undoes it and takes the careful path, one savepoint per request.
 """
 
 from __future__ import annotations

@@ -266,10 +266,10 @@ class SqliteLog(KeyTable):
         # Bound one by one: a packed id is a blob, which JSON cannot carry.
         ids = [*dict.fromkeys(pack_event_id(item.event_id) for item in items)]
         known: dict[str, tuple[str, Event]] = {}
-        for start in range(0, len(ids), _IDS_PER_LOOKUP):
-            part = ids[start : start + _IDS_PER_LOOKUP]
+        for first in range(0, len(ids), _IDS_PER_LOOKUP):
+            part = ids[first : first + _IDS_PER_LOOKUP]
             rows = self.conn.execute(
-                "SELECT l.event_id, k.job_id, l.type, l.schema, l.data "  # noqa: S608
+                "SELECT l.event_id, k.job_id, l.type, l.schema, l.data "
                 f"{_FROM_LOG} WHERE l.event_id IN ({', '.join('?' * len(part))})",
                 part,
             )
@@ -311,7 +311,7 @@ class SqliteLog(KeyTable):
     ) -> list[RecordedEvent]:
         """One job's history, oldest first."""
         rows = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} {_FROM_LOG} "  # noqa: S608
+            f"SELECT {_EVENT_COLUMNS} {_FROM_LOG} "
             "WHERE k.job_id = ? AND l.version > ? ORDER BY l.version LIMIT ?",
             (job_id, after_version, limit),
         )
@@ -331,7 +331,7 @@ class SqliteLog(KeyTable):
     def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
         rows = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} {_FROM_LOG} "  # noqa: S608
+            f"SELECT {_EVENT_COLUMNS} {_FROM_LOG} "
             "WHERE l.position > ? ORDER BY l.position LIMIT ?",
             (after_position, limit),
         )
