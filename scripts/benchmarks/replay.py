@@ -27,7 +27,7 @@ from scripts.benchmarks.base import BenchConfig, Benchmark, Round
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED_AT = "2026-01-01T00:00:00.000000Z"
 _INSERT = (
-    "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
+    "INSERT INTO log (job_key, version, event_id, type, schema, data, at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
@@ -35,8 +35,9 @@ _INSERT = (
 def job_events(
     job_id: str, owner: str, count: int, *, finished: bool = True
 ) -> Iterator[tuple[Any, ...]]:
-    """`count` stored events of one job: rows (1 in 10 failed), an e-mail per row, and at the end
-    `succeeded`, or a last progress report for a job still running."""
+    """`count` stored events of one job as the old layout held them (keyed JSON, text ids and
+    times): rows (1 in 10 failed), an e-mail per row, and at the end `succeeded`, or a last
+    progress report for a job still running."""
     rows = (count - 3) // 2
     extra = (count - 3) % 2  # an odd remainder becomes one progress report
     fields: list[tuple[str, int, dict[str, Any]]] = [
@@ -83,7 +84,7 @@ def build_log(
     path: Path, jobs: list[tuple[str, int]], owner: str = "key_bench", *, finished: bool = True
 ) -> int:
     """A migrated SQLite file holding the given jobs' events (all finished, or all still
-    running); the projection is left empty."""
+    running), in the log's stored form; the projection is left empty."""
     from jobtracker.store.sqlite.log import SqliteLog
 
     log = SqliteLog(str(path))
@@ -93,15 +94,25 @@ def build_log(
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("BEGIN")
+    conn.executemany("INSERT INTO log_jobs (job_id) VALUES (?)", [(job_id,) for job_id, _ in jobs])
+    keys = dict(conn.execute("SELECT job_id, job_key FROM log_jobs"))
     streams = [job_events(job_id, owner, count, finished=finished) for job_id, count in jobs]
     rows = interleave(streams, block=50)
     total = 0
     while chunk := [row for _, row in zip(range(50_000), rows, strict=False)]:
-        conn.executemany(_INSERT, chunk)
+        conn.executemany(_INSERT, [_lean(row, keys) for row in chunk])
         total += len(chunk)
     conn.execute("COMMIT")
     conn.close()
     return total
+
+
+def _lean(row: tuple[Any, ...], keys: dict[str, int]) -> tuple[Any, ...]:
+    from jobtracker.domain.stored import pack_event_id, pack_time, positional_data, type_code
+
+    job_id, version, event_id, kind, schema, data, recorded_at = row
+    return (keys[job_id], version, pack_event_id(event_id), type_code(kind), schema,
+            positional_data(kind, schema, data), pack_time(recorded_at))
 
 
 def replay_log_jobs(events: int) -> list[tuple[str, int]]:
@@ -131,10 +142,7 @@ with contextlib.redirect_stdout(out):
     assert main(["replay", "--store", "{path}"]) == 0
 count = int(re.search(r"replayed ([0-9,]+) events", out.getvalue()).group(1).replace(",", ""))
 """
-#: The reference's fold: each stored row's JSON decoded with orjson and counted into a plain dict
-#: per job (status, version, row and e-mail counters, row errors), with none of the projection's
-#: checks, no event objects and no writes. Shared with the PostgreSQL variant.
-PLAIN_FOLD = """
+_PLAIN_FOLD = """
 import orjson
 
 def fold_plain(jobs, rows):
@@ -143,35 +151,45 @@ def fold_plain(jobs, rows):
         fields = loads(data)
         job = jobs.get(job_id)
         if job is None:
-            jobs[job_id] = job = {"status": "PENDING", "version": 0, "successful": 0,
-                                  "failed": 0, "internal": 0, "emails_sent": 0, "errors": []}
+            jobs[job_id] = job = {{"status": "PENDING", "version": 0, "successful": 0,
+                                  "failed": 0, "internal": 0, "emails_sent": 0, "errors": []}}
         job["version"] = version
-        if kind == "row_succeeded":
+        if kind == {row_succeeded}:
             job["successful"] += 1
-            job["internal"] += fields["internal"]
+            job["internal"] += fields[{internal}]
             job["status"] = "PROGRESS"
-        elif kind == "email_sent":
+        elif kind == {email_sent}:
             job["emails_sent"] += 1
-        elif kind == "row_failed":
+        elif kind == {row_failed}:
             job["failed"] += 1
-            job["errors"].append((fields["row"], fields["email"], fields["error"]))
-        elif kind == "succeeded":
+            job["errors"].append((fields[{row}], fields[{email}], fields[{error}]))
+        elif kind == {succeeded}:
             job["status"] = "SUCCESS"
 """
+#: The reference's fold: each stored row's JSON decoded with orjson and counted into a plain dict
+#: per job (status, version, row and e-mail counters, row errors), with none of the projection's
+#: checks, no event objects and no writes. Shared with the PostgreSQL variant (keyed fields).
+PLAIN_FOLD = _PLAIN_FOLD.format(**{name: repr(name) for name in (
+    "row_succeeded", "email_sent", "row_failed", "succeeded", "internal", "row", "email", "error")})
+#: The same over SQLite's lean log: type codes and positional fields (`domain/stored.py`).
+PLAIN_FOLD_LEAN = _PLAIN_FOLD.format(row_succeeded=4, email_sent=6, row_failed=5, succeeded=8,
+                                     internal=2, row=0, email=1, error=2)
 _SCAN_SETUP = "import sqlite3"
-_SCAN = """
-conn = sqlite3.connect("{path}")
-rows = conn.execute("SELECT job_id, version, position, type, schema_version, data FROM events "
-                    "ORDER BY position")
+_SELECT_LOG = (
+    "SELECT k.job_id, l.version, l.position, l.type, l.schema, l.data "
+    "FROM log l JOIN log_jobs k ON k.job_key = l.job_key ORDER BY l.position"
+)
+_SCAN = f"""
+conn = sqlite3.connect("{{path}}")
+rows = conn.execute("{_SELECT_LOG}")
 count = 0
 while chunk := rows.fetchmany(20000):
     count += len(chunk)
 """
-_FOLD_SETUP = "import sqlite3" + PLAIN_FOLD
-_FOLD = """
-conn = sqlite3.connect("{path}")
-rows = conn.execute("SELECT job_id, version, position, type, schema_version, data FROM events "
-                    "ORDER BY position")
+_FOLD_SETUP = "import sqlite3" + PLAIN_FOLD_LEAN
+_FOLD = f"""
+conn = sqlite3.connect("{{path}}")
+rows = conn.execute("{_SELECT_LOG}")
 count, jobs = 0, {{}}
 while chunk := rows.fetchmany(20000):
     count += len(chunk)
@@ -196,7 +214,7 @@ _BUILT: dict[str, Path] = {}
 def replay_log(config: BenchConfig) -> Path:
     """The replay benchmark's log, built once per run (and kept in the workdir across runs)."""
     events = 20_000 if config.quick else 1_000_000
-    path = Path(config.workdir) / f"bench-replay-{events}.db"
+    path = Path(config.workdir) / f"bench-replay-lean-{events}.db"
     if str(path) not in _BUILT:
         if not path.exists():
             build_log(path, replay_log_jobs(events))
@@ -235,7 +253,7 @@ def get_log(config: BenchConfig) -> tuple[Path, str]:
     key. Running, because a finished job's body comes from memory (`server/bodycache.py`)
     whatever its history: only a job still running is read from the store on every GET."""
     events = 20_000 if config.quick else 1_000_000
-    path = Path(config.workdir) / f"bench-get-running-{events}.db"
+    path = Path(config.workdir) / f"bench-get-running-lean-{events}.db"
     secret_file = path.with_suffix(".key")
     if not secret_file.exists():
         path.unlink(missing_ok=True)
