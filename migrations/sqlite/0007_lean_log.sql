@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS log (
     type     INTEGER NOT NULL,
     -- the fields' schema version (1, the usual one, takes no bytes in a record)
     schema   INTEGER NOT NULL,
-    -- recorded_at in microseconds since the epoch; the text when it would not read back exactly
+    -- recorded_at in microseconds since 2026-01-01 UTC (`stored.AT_EPOCH`: 6 bytes from mid-2021
+    -- to mid-2030); the text when it would not read back exactly
     at       INTEGER NOT NULL,
     -- the fields as a JSON array in the order of `stored.LAYOUTS`
     data     TEXT    NOT NULL
@@ -67,7 +68,8 @@ END;
 
 -- As 0006's trigger on `events`: the inventory from each job's `created` event. Its owner is
 -- field 0 and its labels field 5 of the positional layout; a row copied as a JSON object (one
--- that did not fit the layout) is read by name. The time goes back to the log's text form.
+-- that did not fit the layout) is read by name. The time goes back to the log's text form:
+-- whole seconds (floored, also before 2026) plus 1767225600 (2026-01-01 UTC), then microseconds.
 CREATE TRIGGER log_job_index_on_create AFTER INSERT ON log
 WHEN NEW.version = 1
 BEGIN
@@ -75,8 +77,11 @@ BEGIN
     SELECT k.job_id,
            coalesce(json_extract(NEW.data, '$[0]'), json_extract(NEW.data, '$.owner')),
            CASE typeof(NEW.at) WHEN 'integer' THEN
-               printf('%s.%06dZ', strftime('%Y-%m-%dT%H:%M:%S', NEW.at / 1000000, 'unixepoch'),
-                      NEW.at % 1000000)
+               printf('%s.%06dZ',
+                      strftime('%Y-%m-%dT%H:%M:%S',
+                               (NEW.at - (NEW.at % 1000000 + 1000000) % 1000000) / 1000000
+                               + 1767225600, 'unixepoch'),
+                      (NEW.at % 1000000 + 1000000) % 1000000)
            ELSE NEW.at END,
            coalesce(json_extract(NEW.data, '$[5]'), json_extract(NEW.data, '$.labels'))
     FROM log_jobs k WHERE k.job_key = NEW.job_key;
