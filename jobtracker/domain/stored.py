@@ -5,7 +5,9 @@ Every mapping here is frozen: a stored row is read back by these tables long aft
 written, so a type's code and a layout's field order never change. A new shape of an event type
 gets a new schema version (`upcast.py`) and a new layout beside the old one.
 
-- `type`: a small integer per event type; a type this version does not know stays its text.
+- `type`: the event type's code and the fields' schema version in one small integer,
+  `code + 16 * (schema - 1)` (a column of its own for the version cost a byte per row for the
+  issue's target); a type this version does not know stays text, `name/schema`.
 - `event_id`: 16 bytes when the id is a canonical (lowercase, hyphenated) UUID, else the client's
   text as given. SQLite never finds a blob equal to a text, and canonical text <-> bytes is a
   bijection, so the unique index on the column is exactly as strict as one on the text.
@@ -43,7 +45,7 @@ from jobtracker.domain.events import (
 )
 from jobtracker.domain.upcast import current_version, upcast
 
-#: Each event type's code in the `type` column. Frozen.
+#: Each event type's code (below `_SCHEMA_STEP`). Frozen.
 TYPE_CODES: dict[str, int] = {
     "created": 1,
     "started": 2,
@@ -57,6 +59,7 @@ TYPE_CODES: dict[str, int] = {
     "cancel_requested": 10,
 }
 TYPE_NAMES: dict[int, str] = {code: name for name, code in TYPE_CODES.items()}
+_SCHEMA_STEP = 16
 
 #: The field order of `data` for each (type, schema version). Frozen: add, never edit.
 LAYOUTS: dict[tuple[str, int], tuple[str, ...]] = {
@@ -115,23 +118,33 @@ def encode_data(event: Event) -> str:
     return orjson.dumps(values).decode()
 
 
-#: How the log stores each event class: its type code, its schema version today, its encoder.
-STORED_ROWS: dict[type, tuple[int, int, Callable[[Any], str]]] = {
-    cls: (TYPE_CODES[cls.TYPE], current_version(cls.TYPE), encode_data)
-    for cls in EVENT_CLASSES.values()
+def form_code(kind: str, schema: int) -> int | str:
+    """The `type` column's value for an event type at a schema version."""
+    code = TYPE_CODES.get(kind)
+    if code is None or schema < 1:
+        return f"{kind}/{schema}"
+    return code + _SCHEMA_STEP * (schema - 1)
+
+
+def form_of(stored: int | str) -> tuple[str, int]:
+    """The event type and schema version a `type` column's value stands for."""
+    if stored.__class__ is int:
+        steps, code = divmod(stored, _SCHEMA_STEP)
+        return TYPE_NAMES.get(code, f"unknown type code {code}"), steps + 1
+    kind, _, schema = str(stored).rpartition("/")
+    return kind, int(schema) if schema.isdigit() else 0
+
+
+#: Every layout's `type` value, for the scans that read a row per event.
+FORMS: dict[int | str, tuple[str, int]] = {
+    form_code(kind, schema): (kind, schema) for kind, schema in LAYOUTS
 }
 
-
-def type_code(kind: str) -> int | str:
-    """The stored code of an event type; an unknown type's own name."""
-    return TYPE_CODES.get(kind, kind)
-
-
-def type_name(code: int | str) -> str:
-    """The event type a stored code stands for (a stored name stands for itself)."""
-    if code.__class__ is int:
-        return TYPE_NAMES.get(code, str(code))
-    return str(code)
+#: How the log stores each event class: its `type` value today, its encoder.
+STORED_ROWS: dict[type, tuple[int | str, Callable[[Any], str]]] = {
+    cls: (form_code(cls.TYPE, current_version(cls.TYPE)), encode_data)
+    for cls in EVENT_CLASSES.values()
+}
 
 
 def decode_values(kind: str, schema: int, values: list[Any]) -> Event:

@@ -15,10 +15,8 @@ CREATE TABLE IF NOT EXISTS log (
     version  INTEGER NOT NULL CHECK (version >= 1),
     -- 16 bytes for a canonical UUID, else the client's text
     event_id BLOB    NOT NULL,
-    -- a code of `stored.TYPE_CODES`; an unknown type's text
+    -- the type's code and the fields' schema version, `stored.form_code`: code + 16 * (schema - 1)
     type     INTEGER NOT NULL,
-    -- the fields' schema version (1, the usual one, takes no bytes in a record)
-    schema   INTEGER NOT NULL,
     -- recorded_at in microseconds since 2026-01-01 UTC (`stored.AT_EPOCH`: 6 bytes from mid-2021
     -- to mid-2030); the text when it would not read back exactly
     at       INTEGER NOT NULL,

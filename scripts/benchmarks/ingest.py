@@ -203,8 +203,8 @@ def _executemany_into_sqlite(path: str, rows: int) -> float:
     lean.migrate(conn)
     (job_key,) = conn.execute(
         "INSERT INTO log_jobs (job_id) VALUES ('job') RETURNING job_key").fetchone()
-    insert = ("INSERT INTO log (job_key, version, event_id, type, schema, data, at) "
-              "VALUES (?, ?, ?, ?, 1, ?, ?)")
+    insert = ("INSERT INTO log (job_key, version, event_id, type, data, at) "
+              "VALUES (?, ?, ?, ?, ?, ?)")
     started = time.perf_counter()
     for first in range(0, rows, 1000):
         now = pack_time(utc_now())

@@ -27,8 +27,7 @@ from scripts.benchmarks.base import BenchConfig, Benchmark, Round
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED_AT = "2026-01-01T00:00:00.000000Z"
 _INSERT = (
-    "INSERT INTO log (job_key, version, event_id, type, schema, data, at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO log (job_key, version, event_id, type, data, at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -108,10 +107,10 @@ def build_log(
 
 
 def _lean(row: tuple[Any, ...], keys: dict[str, int]) -> tuple[Any, ...]:
-    from jobtracker.domain.stored import pack_event_id, pack_time, positional_data, type_code
+    from jobtracker.domain.stored import form_code, pack_event_id, pack_time, positional_data
 
     job_id, version, event_id, kind, schema, data, recorded_at = row
-    return (keys[job_id], version, pack_event_id(event_id), type_code(kind), schema,
+    return (keys[job_id], version, pack_event_id(event_id), form_code(kind, schema),
             positional_data(kind, schema, data), pack_time(recorded_at))
 
 
@@ -147,7 +146,7 @@ import orjson
 
 def fold_plain(jobs, rows):
     loads = orjson.loads
-    for job_id, version, position, kind, schema, data in rows:
+    for job_id, version, position, kind, {schema}data in rows:
         fields = loads(data)
         job = jobs.get(job_id)
         if job is None:
@@ -169,14 +168,15 @@ def fold_plain(jobs, rows):
 #: The reference's fold: each stored row's JSON decoded with orjson and counted into a plain dict
 #: per job (status, version, row and e-mail counters, row errors), with none of the projection's
 #: checks, no event objects and no writes. Shared with the PostgreSQL variant (keyed fields).
-PLAIN_FOLD = _PLAIN_FOLD.format(**{name: repr(name) for name in (
+PLAIN_FOLD = _PLAIN_FOLD.format(schema="schema, ", **{name: repr(name) for name in (
     "row_succeeded", "email_sent", "row_failed", "succeeded", "internal", "row", "email", "error")})
-#: The same over SQLite's lean log: type codes and positional fields (`domain/stored.py`).
-PLAIN_FOLD_LEAN = _PLAIN_FOLD.format(row_succeeded=4, email_sent=6, row_failed=5, succeeded=8,
-                                     internal=2, row=0, email=1, error=2)
+#: The same over SQLite's lean log: `type` values (code and schema version) and positional fields
+#: (`domain/stored.py`).
+PLAIN_FOLD_LEAN = _PLAIN_FOLD.format(schema="", row_succeeded=4, email_sent=6, row_failed=21,
+                                     succeeded=8, internal=2, row=0, email=1, error=2)
 _SCAN_SETUP = "import sqlite3"
 _SELECT_LOG = (
-    "SELECT k.job_id, l.version, l.position, l.type, l.schema, l.data "
+    "SELECT k.job_id, l.version, l.position, l.type, l.data "
     "FROM log l JOIN log_jobs k ON k.job_key = l.job_key ORDER BY l.position"
 )
 _SCAN = f"""

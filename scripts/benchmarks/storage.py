@@ -37,7 +37,7 @@ from jobtracker.domain.events import (
     new_event_ids,
     new_job_id,
 )
-from jobtracker.domain.stored import type_name, unpack_event_id, unpack_time
+from jobtracker.domain.stored import form_of, unpack_event_id, unpack_time
 from jobtracker.store import make_store
 from jobtracker.store.base import StorageStats
 from jobtracker.store.migrate import migrations
@@ -166,7 +166,7 @@ def old_layout_copy(lean_file: Path, old: Path) -> int:
     conn.execute("ATTACH ? AS lean", (str(lean_file),))
     conn.execute("BEGIN")
     rows = conn.execute(
-        "SELECT l.position, k.job_id, l.version, l.event_id, l.type, l.schema, l.data, l.at "
+        "SELECT l.position, k.job_id, l.version, l.event_id, l.type, l.data, l.at "
         "FROM lean.log l JOIN lean.log_jobs k ON k.job_key = l.job_key ORDER BY l.position")
     writer = conn.cursor()
     while chunk := rows.fetchmany(50_000):
@@ -185,11 +185,11 @@ def old_layout_copy(lean_file: Path, old: Path) -> int:
 
 
 def _old_row(
-    position: int, job_id: str, version: int, event_id: bytes | str, code: int | str,
-    schema: int, data: str, at: int | str,
+    position: int, job_id: str, version: int, event_id: bytes | str, form: int | str,
+    data: str, at: int | str,
 ) -> tuple[object, ...]:
     """A lean row as the old layout's columns, in its order."""
-    kind = type_name(code)
+    kind, schema = form_of(form)
     event = decode_stored(kind, schema, data)
     return (position, job_id, version, unpack_event_id(event_id), kind, schema,
             encode_fields(event), unpack_time(at))

@@ -147,7 +147,7 @@ _requests = st.lists(
 )
 #: Tables as the store leaves them; `recorded_at` comes from a fixed clock on both sides.
 _TABLES = {
-    "log": "SELECT k.job_id, l.version, l.position, l.event_id, l.type, l.schema, l.at, l.data "
+    "log": "SELECT k.job_id, l.version, l.position, l.event_id, l.type, l.at, l.data "
            "FROM log l JOIN log_jobs k ON k.job_key = l.job_key ORDER BY l.position",
     "jobs": "SELECT * FROM jobs ORDER BY job_id",
     "job_row_bits": "SELECT * FROM job_row_bits ORDER BY job_id, kind, chunk",

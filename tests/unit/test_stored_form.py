@@ -35,17 +35,17 @@ from jobtracker.domain.stored import (
     TYPE_CODES,
     VALUES_OF,
     encode_data,
+    form_code,
+    form_of,
     pack_event_id,
     pack_time,
     positional_data,
-    type_code,
-    type_name,
     unpack_event_id,
     unpack_time,
 )
 from jobtracker.domain.upcast import current_version
 
-#: Text the codec takes: no NUL; no lone surrogate (JSON cannot carry one; neither layout stores it).
+#: Text the codec takes: no NUL, no lone surrogate (JSON cannot carry one; no layout stores it).
 CHARACTERS = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
 TEXT = st.text(CHARACTERS, min_size=1, max_size=30)
 OPTIONAL_TEXT = st.none() | st.text(CHARACTERS, max_size=30)
@@ -74,10 +74,10 @@ EVENTS = st.one_of(
 def test_every_event_reads_back_from_its_stored_form(event: Event) -> None:
     """Written positionally, read back: the same event; and the old layout's JSON of it,
     converted by the migration, is the very same stored text."""
-    code, schema, encode = STORED_ROWS[type(event)]
+    form, encode = STORED_ROWS[type(event)]
     data = encode(event)
     assert orjson.loads(data).__class__ is list
-    assert decode_stored(type_name(code), schema, data) == event
+    assert decode_stored(*form_of(form), data) == event
     assert positional_data(event.TYPE, stored_version(event), encode_fields(event)) == data
 
 
@@ -93,12 +93,14 @@ def test_values_follow_the_current_layouts_and_the_classes() -> None:
 
 
 def test_type_codes_are_frozen() -> None:
-    """A stored code means one type forever; an unknown type stays its name."""
+    """A stored code means one type and schema version forever; an unknown type stays text."""
     assert TYPE_CODES == {"created": 1, "started": 2, "progress": 3, "row_succeeded": 4,
                           "row_failed": 5, "email_sent": 6, "email_failed": 7, "succeeded": 8,
                           "failed": 9, "cancel_requested": 10}
-    assert (type_code("teleported"), type_name("teleported"), type_name(99)) == (
-        "teleported", "teleported", "99")
+    assert [form_code("row_failed", 1), form_code("row_failed", 2)] == [5, 21]
+    for kind, schema in [*LAYOUTS, ("row_failed", 9), ("teleported", 1), ("teleported", 3)]:
+        assert form_of(form_code(kind, schema)) == (kind, schema)
+    assert form_code("teleported", 3) == "teleported/3"
 
 
 def test_trailing_unset_fields_take_no_bytes() -> None:

@@ -41,9 +41,9 @@ _UPDATE_JOB = (
     + ", ".join(f"{c} = ?" for c in (*JOB_COLUMNS[1:], "updated_position"))
     + " WHERE job_id = ?"
 )
-_INSERT_EVENTS = "INSERT INTO log (job_key, version, event_id, type, schema, data, at) VALUES "
+_INSERT_EVENTS = "INSERT INTO log (job_key, version, event_id, type, data, at) VALUES "
 #: One event's values: the job by its key, looked up where the row is written.
-_EVENT_ROW = "((SELECT job_key FROM log_jobs WHERE job_id = ?), ?, ?, ?, ?, ?, ?)"
+_EVENT_ROW = "((SELECT job_key FROM log_jobs WHERE job_id = ?), ?, ?, ?, ?, ?)"
 _INSERT_LOG_JOBS = "INSERT INTO log_jobs (job_id) VALUES "
 _INSERT_ERRORS = "INSERT INTO job_errors (job_id, row, email, error) VALUES "
 
@@ -99,8 +99,8 @@ class Rows:
         add, forms, pack_id, at = self.events.append, STORED_ROWS, pack_event_id, self._at
         for version, item in enumerate(items, start=first_version):
             event = item.event
-            code, schema, encode = forms[type(event)]
-            add((job_id, version, pack_id(item.event_id), code, schema, encode(event), at))
+            form, encode = forms[type(event)]
+            add((job_id, version, pack_id(item.event_id), form, encode(event), at))
         self._newest[job_id] = len(self.events) - 1
 
     def add_job(self, job_id: str, item: NewEvent, state: JobState) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from jobtracker.domain.stored import pack_event_id, pack_time, positional_data, type_code
+from jobtracker.domain.stored import form_code, pack_event_id, pack_time, positional_data
 from jobtracker.store.migrate import migrate_sqlite
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ _READ = (
     "FROM events WHERE position > ? ORDER BY position LIMIT ?"
 )
 _WRITE = (
-    "INSERT INTO log (position, job_key, version, event_id, type, schema, at, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO log (position, job_key, version, event_id, type, at, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -69,5 +69,5 @@ def _job_keys(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, int
 
 def _lean(row: Sequence[Any], keys: dict[str, int], at: Any) -> tuple[Any, ...]:
     position, job_id, version, event_id, kind, schema, data, recorded_at = row
-    return (position, keys[job_id], version, pack_event_id(event_id), type_code(kind), schema,
+    return (position, keys[job_id], version, pack_event_id(event_id), form_code(kind, schema),
             at(recorded_at), positional_data(kind, schema, data))

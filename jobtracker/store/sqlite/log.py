@@ -22,7 +22,7 @@ from jobtracker.domain.errors import JobIdTaken, JobNotFound, JobtrackerError, S
 from jobtracker.domain.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.domain.state import JobState, RowError, RowMark, Status
-from jobtracker.domain.stored import pack_event_id, type_name, unpack_event_id, unpack_time
+from jobtracker.domain.stored import form_of, pack_event_id, unpack_event_id, unpack_time
 from jobtracker.store.base import (
     AppendResult,
     JobChange,
@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
 #: An event as `_recorded_event` reads it, from `log l` joined to `log_jobs k`.
-_EVENT_COLUMNS = "k.job_id, l.version, l.position, l.event_id, l.at, l.type, l.schema, l.data"
+_EVENT_COLUMNS = "k.job_id, l.version, l.position, l.event_id, l.at, l.type, l.data"
 _FROM_LOG = "FROM log l JOIN log_jobs k ON k.job_key = l.job_key"
 #: The ids a careful append looks up at once, at most (bound parameters, under SQLite's limit).
 _IDS_PER_LOOKUP = 500
@@ -65,8 +65,8 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 def _recorded_event(row: Sequence[Any]) -> RecordedEvent:
-    job_id, version, position, event_id, at, code, schema, data = row
-    event = decode_stored(type_name(code), schema, data)
+    job_id, version, position, event_id, at, form, data = row
+    event = decode_stored(*form_of(form), data)
     return RecordedEvent(
         job_id, version, position, unpack_event_id(event_id), unpack_time(at), event
     )
@@ -269,13 +269,13 @@ class SqliteLog(KeyTable):
         for first in range(0, len(ids), _IDS_PER_LOOKUP):
             part = ids[first : first + _IDS_PER_LOOKUP]
             rows = self.conn.execute(
-                "SELECT l.event_id, k.job_id, l.type, l.schema, l.data "
+                "SELECT l.event_id, k.job_id, l.type, l.data "
                 f"{_FROM_LOG} WHERE l.event_id IN ({', '.join('?' * len(part))})",
                 part,
             )
             known.update(
-                (unpack_event_id(eid), (job_id, decode_stored(type_name(code), schema, data)))
-                for eid, job_id, code, schema, data in rows
+                (unpack_event_id(eid), (job_id, decode_stored(*form_of(form), data)))
+                for eid, job_id, form, data in rows
             )
         return known
 

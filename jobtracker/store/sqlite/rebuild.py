@@ -19,7 +19,7 @@ from typing import Any
 from jobtracker.domain.errors import InvalidInput
 from jobtracker.domain.events import MAX_INT
 from jobtracker.domain.state import RowError, RowMark, Status
-from jobtracker.domain.stored import TYPE_NAMES
+from jobtracker.domain.stored import FORMS, form_of
 from jobtracker.store.base import JobView
 from jobtracker.store.rebuild import Comparison, JobDiff, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
@@ -79,14 +79,14 @@ def scan_log(
             "ORDER BY l.version LIMIT ?",
             (job_id, after_version, ceiling, limit),
         )
-    # The fold reads types by name; the positional data it reads as it is.
-    names = TYPE_NAMES
-    return [(job_id, version, position, names.get(code) or str(code), schema, data)
-            for job_id, version, position, code, schema, data in rows]
+    # The fold reads a type by name beside its schema version; the positional data it reads as is.
+    forms = FORMS
+    return [(job_id, version, position, *(forms.get(form) or form_of(form)), data)
+            for job_id, version, position, form, data in rows]
 
 
 _SCAN = (
-    "SELECT k.job_id, l.version, l.position, l.type, l.schema, l.data "
+    "SELECT k.job_id, l.version, l.position, l.type, l.data "
     "FROM log l JOIN log_jobs k ON k.job_key = l.job_key"
 )
 
