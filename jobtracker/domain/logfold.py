@@ -188,6 +188,9 @@ class LogFold:
                 if shape is list:  # SQLite's positional form: row, email[, extra]
                     number, email = fields[0], fields[1]
                     extra = fields[2] if size == 3 else None
+                    if extra_key == "internal":  # a flag, stored as 1 or 0
+                        extra = (extra == 1 if extra.__class__ is int and (extra == 0 or extra == 1)
+                                 else None)
                 else:
                     number, email = fields.get("row"), fields.get("email")
                     extra = fields.get(extra_key)

@@ -14,8 +14,8 @@ gets a new schema version (`upcast.py`) and a new layout beside the old one.
 - `at`: `recorded_at` as integer microseconds since `AT_EPOCH`, when the text reads back exactly;
   otherwise the text.
 - `data`: the fields as a JSON array in the layout's order, trailing unset optional fields
-  dropped. Rows copied from the old layout that do not fit theirs keep their JSON object, which
-  `codec.decode_stored` reads as before.
+  dropped, a flag (`internal`) as 1 or 0. Rows copied from the old layout that do not fit theirs
+  keep their JSON object, which `codec.decode_stored` reads as before.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ LAYOUTS: dict[tuple[str, int], tuple[str, ...]] = {
 }
 
 
+#: Where a layout keeps a true/false field as 1/0 (`true` is four bytes, on half the events).
+FLAG_AT: dict[tuple[str, int], int] = {("row_succeeded", 1): 2}
+
+
 def _optional_from(cls: type[Event]) -> int:
     """The index from which every field of `cls` is optional (default None): what may be dropped."""
     fields = attrs.fields(cls)
@@ -96,7 +100,7 @@ VALUES_OF: dict[type, Callable[[Any], list[Any]]] = {
                         None if e.labels is None else dict(e.labels)],
     Started: lambda e: [],
     ProgressReported: lambda e: [e.current, e.total, e.status],
-    RowSucceeded: lambda e: [e.row, e.email, e.internal],
+    RowSucceeded: lambda e: [e.row, e.email, _flag(e.internal)],
     RowFailed: lambda e: [e.row, e.email, e.error],
     EmailSent: lambda e: [e.row, e.email],
     EmailFailed: lambda e: [e.row, e.email, e.error],
@@ -104,6 +108,16 @@ VALUES_OF: dict[type, Callable[[Any], list[Any]]] = {
     Failed: lambda e: [e.error, e.reason],
     CancelRequested: lambda e: [],
 }
+
+
+def _flag(value: Any) -> Any:
+    """True/False as 1/0; any other value as it is (no event the fold accepts has one)."""
+    return int(value) if value.__class__ is bool else value
+
+
+def _unflag(value: Any) -> Any:
+    """The inverse of `_flag`."""
+    return value == 1 if value.__class__ is int and (value == 0 or value == 1) else value
 
 
 def _trim(values: list[Any], optional_from: int) -> list[Any]:
@@ -159,6 +173,9 @@ def decode_values(kind: str, schema: int, values: list[Any]) -> Event:
             f"a stored {kind!r} event at schema version {schema} has {len(values)} fields"
             + ("; this jobtracker is older than the log: upgrade it" if newer else "")
         )
+    flag = FLAG_AT.get((kind, schema))
+    if flag is not None and flag < len(values):
+        values = [*values[:flag], _unflag(values[flag]), *values[flag + 1:]]
     try:
         if schema == current_version(kind):
             return cls(*values)
@@ -188,6 +205,11 @@ def positional_data(kind: str, schema: int, text: str) -> str:
         if name not in fields and index < optional_from:
             return text
         values.append(fields.get(name))
+    flag = FLAG_AT.get((kind, schema))
+    if flag is not None:
+        if values[flag].__class__ is not bool:
+            return text  # an int here would read back as a bool
+        values[flag] = _flag(values[flag])
     return orjson.dumps(_trim(values, optional_from)).decode()
 
 

@@ -106,7 +106,7 @@ def test_type_codes_are_frozen() -> None:
 def test_trailing_unset_fields_take_no_bytes() -> None:
     """The issue's payload, `row_succeeded`, is its three values; unset optional fields at the
     end are dropped, and a set one keeps the unset ones before it."""
-    assert encode_data(RowSucceeded(12, "ana@uni.edu", True)) == '[12,"ana@uni.edu",true]'
+    assert encode_data(RowSucceeded(12, "ana@uni.edu", True)) == '[12,"ana@uni.edu",1]'
     assert encode_data(Created(owner="k")) == '["k"]'
     assert encode_data(Created(owner="k", timeout=60)) == '["k",null,null,null,60]'
     assert encode_data(ProgressReported(1, 2)) == "[1,2]"
@@ -155,6 +155,8 @@ def test_a_time_that_would_not_read_back_exactly_stays_text(text: str) -> None:
     ("row_failed", 1, '{"row":1,"email":"a@b.c","error":"v1, new key"}', None),
     ("row_succeeded", 1, '{"row":1,"email":"a@b.c"}', None),
     ("row_succeeded", 1, '{"row":1,"email":"a@b.c","internal":true,"x":1}', None),
+    ("row_succeeded", 1, '{"row":1,"email":"a@b.c","internal":1}', None),
+    ("row_succeeded", 1, '{"row":1,"email":"a@b.c","internal":false}', '[1,"a@b.c",0]'),
     ("created", 1, '{"label":null,"owner":"k","total":null}', '["k"]'),
     ("created", 1, '{"labels":{"a":"b"},"owner":"k"}', '["k",null,null,null,null,{"a":"b"}]'),
     ("teleported", 1, "{}", None),
