@@ -179,22 +179,22 @@ _SELECT_LOG = (
     "SELECT k.job_id, l.version, l.position, l.type, l.data "
     "FROM log l JOIN log_jobs k ON k.job_key = l.job_key ORDER BY l.position"
 )
-_SCAN = f"""
-conn = sqlite3.connect("{{path}}")
-rows = conn.execute("{_SELECT_LOG}")
+_SCAN = """
+conn = sqlite3.connect("{path}")
+rows = conn.execute("SELECT_LOG")
 count = 0
 while chunk := rows.fetchmany(20000):
     count += len(chunk)
-"""
+""".replace("SELECT_LOG", _SELECT_LOG)
 _FOLD_SETUP = "import sqlite3" + PLAIN_FOLD_LEAN
-_FOLD = f"""
-conn = sqlite3.connect("{{path}}")
-rows = conn.execute("{_SELECT_LOG}")
+_FOLD = """
+conn = sqlite3.connect("{path}")
+rows = conn.execute("SELECT_LOG")
 count, jobs = 0, {{}}
 while chunk := rows.fetchmany(20000):
     count += len(chunk)
     fold_plain(jobs, chunk)
-"""
+""".replace("SELECT_LOG", _SELECT_LOG)
 
 
 def measure(setup: str, body: str, path: Path | str) -> tuple[int, float, float]:
