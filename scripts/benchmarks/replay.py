@@ -23,12 +23,10 @@ from typing import Any
 import orjson
 
 from scripts.benchmarks.base import BenchConfig, Benchmark, Round
+from scripts.benchmarks.lean_rows import write_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED_AT = "2026-01-01T00:00:00.000000Z"
-_INSERT = (
-    "INSERT INTO log (job_key, version, event_id, type, data, at) VALUES (?, ?, ?, ?, ?, ?)"
-)
 
 
 def job_events(
@@ -93,25 +91,14 @@ def build_log(
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO log_jobs (job_id) VALUES (?)", [(job_id,) for job_id, _ in jobs])
-    keys = dict(conn.execute("SELECT job_id, job_key FROM log_jobs"))
     streams = [job_events(job_id, owner, count, finished=finished) for job_id, count in jobs]
     rows = interleave(streams, block=50)
     total = 0
     while chunk := [row for _, row in zip(range(50_000), rows, strict=False)]:
-        conn.executemany(_INSERT, [_lean(row, keys) for row in chunk])
-        total += len(chunk)
+        total += write_rows(conn, chunk)
     conn.execute("COMMIT")
     conn.close()
     return total
-
-
-def _lean(row: tuple[Any, ...], keys: dict[str, int]) -> tuple[Any, ...]:
-    from jobtracker.domain.stored import form_code, pack_event_id, pack_time, positional_data
-
-    job_id, version, event_id, kind, schema, data, recorded_at = row
-    return (keys[job_id], version, pack_event_id(event_id), form_code(kind, schema),
-            positional_data(kind, schema, data), pack_time(recorded_at))
 
 
 def replay_log_jobs(events: int) -> list[tuple[str, int]]:
