@@ -34,13 +34,15 @@ PATHS = [
 
 
 def release_tree(root: Path, into: Path) -> Path | None:
-    """The previous release's `jobtracker` package and migrations under `into`; None without git."""
+    """The previous release's `jobtracker` package and migrations under `into`; None without git
+    or without the history."""
     try:
         added = subprocess.run(
             ["git", "log", "-1", "--format=%H", "--diff-filter=A", "--", LEAN_MIGRATION],
             cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        revision = f"{added}^" if added else "HEAD"
-        archive = subprocess.run(["git", "archive", revision, "jobtracker", "migrations"],
+        if not added:
+            return None  # a copy without the history that added the lean log
+        archive = subprocess.run(["git", "archive", f"{added}^", "jobtracker", "migrations"],
                                  cwd=root, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
