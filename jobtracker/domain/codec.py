@@ -46,6 +46,7 @@ from jobtracker.domain.events import (
     label_pairs,
     new_event_id,
 )
+from jobtracker.domain.stored import decode_values
 from jobtracker.domain.upcast import current_version, upcast
 
 ENVELOPE_FIELDS = frozenset({"type", "event_id"})
@@ -205,12 +206,15 @@ def stored_version(event: Event) -> int:
 
 
 def decode_stored(kind: str, schema_version: int, text: str) -> Event:
-    """An event as the log stores it, upcast to today's shape.
+    """An event as a log stores it (a JSON object, or SQLite's positional array), upcast to
+    today's shape.
 
     The log only holds events that passed `decode_event` when they were appended, so they are built
     directly instead of through the strict converter.
     """
     fields = orjson.loads(text)
+    if fields.__class__ is list:
+        return decode_values(kind, schema_version, fields)
     if schema_version != current_version(kind):
         fields = upcast(kind, schema_version, fields)
     cls = EVENT_CLASSES.get(kind)

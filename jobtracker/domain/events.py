@@ -412,7 +412,7 @@ FIELDS_OK: dict[type, Callable[[Any], bool]] = {
     ProgressReported: lambda e: 0 <= e.current <= e.total <= MAX_INT
     and (e.status is None or (len(e.status) <= MAX_TEXT and "\x00" not in e.status)),
     RowSucceeded: lambda e: 0 <= e.row <= MAX_INT
-    and 0 < len(e.email) <= MAX_EMAIL and "\x00" not in e.email,
+    and 0 < len(e.email) <= MAX_EMAIL and "\x00" not in e.email and e.internal.__class__ is bool,
     RowFailed: lambda e: 0 <= e.row <= MAX_INT
     and 0 < len(e.email) <= MAX_EMAIL and "\x00" not in e.email
     and 0 < len(e.error) <= MAX_TEXT and "\x00" not in e.error,

@@ -1,20 +1,21 @@
 """Replay's fold: the log's stored rows, in position order, straight into job states.
 
 `projection.apply_event` decides every transition; this module only makes replay cheap. Each
-stored row's JSON is read into a dict, and the events nearly every row of a big log holds (a row's
-outcome, an e-mail's outcome, a progress report), when they are in today's shape and plainly
-valid, are applied inline to a mutable per-job draft, without building an event object. Anything
-else (another type, an older shape, a field in doubt, a second outcome, one past the total, a
-finished job) is decoded in full and handed to `projection.apply_event`, which applies it or
-raises exactly as it does for a live append. A job's frozen `JobState` is built once, when it
-finishes or the log ends. A property test holds this fold to `projection.fold` for arbitrary
-histories.
+stored row's JSON is read (an object, or SQLite's positional array), and the events nearly every
+row of a big log holds (a row's outcome, an e-mail's outcome, a progress report), when they are in
+today's shape and plainly valid, are applied inline to a mutable per-job draft, without building
+an event object. Anything else (another type, an older shape, a field in doubt, a second outcome,
+one past the total, a finished job) is decoded in full and handed to `projection.apply_event`,
+which applies it or raises exactly as it does for a live append. A job's frozen `JobState` is
+built once, when it finishes or the log ends. A property test holds this fold to
+`projection.fold` for arbitrary histories.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence, Set
+from typing import Any
 
 import orjson
 
@@ -179,10 +180,20 @@ class LogFold:
             # An open job is never finished (`_apply` closes it at once), so only the event's
             # own shape, its row's marks and the job's total decide whether it applies inline.
             rule = inline.get(kind)
-            if (rule is not None and fields.__class__ is dict and rule[0] == schema
+            shape = fields.__class__
+            if (rule is not None and rule[0] == schema and (shape is list or shape is dict)
                     and len(fields) == rule[1]):
-                _, _, outcome, failed, extra_key = rule
-                number, email, extra = fields.get("row"), fields.get("email"), fields.get(extra_key)
+                _, size, outcome, failed, extra_key = rule
+                extra: Any
+                if shape is list:  # SQLite's positional form: row, email[, extra]
+                    number, email = fields[0], fields[1]
+                    extra = fields[2] if size == 3 else None
+                    if extra_key == "internal":  # a flag, stored as 1 or 0
+                        extra = (extra == 1 if extra.__class__ is int and (extra == 0 or extra == 1)
+                                 else None)
+                else:
+                    number, email = fields.get("row"), fields.get("email")
+                    extra = fields.get(extra_key)
                 if (number.__class__ is int and 0 <= number < DENSE_ROWS
                         and email.__class__ is str and 0 < len(email) <= MAX_EMAIL
                         and "\x00" not in email
@@ -209,7 +220,7 @@ class LogFold:
                                 draft.emails_sent += 1
                         elif failed:
                             draft.failed += 1
-                            errors.append((job_id, number, email, fields["error"]))
+                            errors.append((job_id, number, email, extra))
                         else:
                             draft.successful += 1
                             if extra:
@@ -217,8 +228,7 @@ class LogFold:
                             else:
                                 draft.external_count += 1
                         continue
-            elif (kind == "progress" and schema == _PROGRESS_V and fields.__class__ is dict
-                  and _progress(draft, fields)):
+            elif kind == "progress" and schema == _PROGRESS_V and _progress(draft, fields):
                 continue
             self._apply(job_id, job, kind, schema, data)
         self.events += count
@@ -266,10 +276,21 @@ class LogFold:
         self.statuses[state.status.value] += 1
 
 
-def _progress(draft: Draft, fields: dict[str, object]) -> bool:
+def _progress(draft: Draft, fields: object) -> bool:
     """Apply a plainly valid progress report in today's shape; False: leave it to the full path."""
-    current, total, status = fields.get("current"), fields.get("total"), fields.get("status", 0)
-    if not (len(fields) == 3 and current.__class__ is int and total.__class__ is int
+    if fields.__class__ is list:  # SQLite's positional form: current, total[, status]
+        values: list[object] = fields
+        if not 2 <= len(values) <= 3:
+            return False
+        current, total, status = values[0], values[1], values[2] if len(values) == 3 else None
+    elif fields.__class__ is dict:
+        keyed: dict[str, object] = fields
+        if len(keyed) != 3:
+            return False
+        current, total, status = keyed.get("current"), keyed.get("total"), keyed.get("status", 0)
+    else:
+        return False
+    if not (current.__class__ is int and total.__class__ is int
             and 0 <= current <= total <= MAX_INT
             and (status is None or (status.__class__ is str and len(status) <= MAX_TEXT
                                     and "\x00" not in status))):

@@ -25,11 +25,12 @@ import orjson
 
 from jobtracker.cli.demo import _free_port, _wait_until_serving
 from jobtracker.domain.events import Created, new_event_ids
+from jobtracker.domain.stored import TYPE_CODES, pack_event_id, pack_time
 from jobtracker.sdk.worker import connect as sdk_connect
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import utc_now
 from jobtracker.store.keys import issue_key
-from jobtracker.store.migrate import migrate_sqlite
+from jobtracker.store.sqlite import lean
 from jobtracker.store.sqlite.log import SqliteLog, connect
 from scripts.benchmarks.base import BenchConfig, Benchmark, Round
 
@@ -196,20 +197,22 @@ def _sdk_into_sqlite(path: str, rows: int) -> float:
 
 
 def _executemany_into_sqlite(path: str, rows: int) -> float:
-    """Seconds to write the same rows by hand: an id, the JSON fields, executemany per 1000."""
+    """Seconds to write the same rows by hand, in the log's stored form: the id's 16 bytes, the
+    positional JSON fields, executemany per 1000."""
     conn = connect(path)
-    migrate_sqlite(conn)
-    insert = ("INSERT INTO events (job_id, version, event_id, type, data, recorded_at) "
+    lean.migrate(conn)
+    (job_key,) = conn.execute(
+        "INSERT INTO log_jobs (job_id) VALUES ('job') RETURNING job_key").fetchone()
+    insert = ("INSERT INTO log (job_key, version, event_id, type, data, at) "
               "VALUES (?, ?, ?, ?, ?, ?)")
     started = time.perf_counter()
     for first in range(0, rows, 1000):
-        now = utc_now()
+        now = pack_time(utc_now())
         # The SDK's own ids (time-ordered UUIDs): the same rows, so the same index work.
         ids = new_event_ids(min(1000, rows - first))
         batch = [
-            ("job", row + 2, ids[row - first], "row_succeeded",
-             orjson.dumps({"email": f"persona{row}@uni.edu", "internal": row % 3 != 0,
-                           "row": row}).decode(), now)
+            (job_key, row + 2, pack_event_id(ids[row - first]), TYPE_CODES["row_succeeded"],
+             orjson.dumps([row, f"persona{row}@uni.edu", row % 3 != 0]).decode(), now)
             for row in range(first, min(first + 1000, rows))
         ]
         conn.execute("BEGIN IMMEDIATE")

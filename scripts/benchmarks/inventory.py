@@ -79,6 +79,7 @@ from jobtracker.store.retention import prune_all
 from .base import BenchConfig, Benchmark, Round
 from .get import jobtracker_server, postgres_store, postgres_unavailable, sqlite_store
 from .httpload import WRK_MISSING, Load, LoadResult, fetch, have_wrk, python, run_load
+from .lean_rows import write_rows
 
 Factory = Callable[[Path], contextlib.AbstractContextManager[str]]
 
@@ -143,24 +144,18 @@ def _fill_pages_sqlite(url: str, big_owner: str, big: int, small_owner: str,
     try:
         conn.execute("PRAGMA synchronous = OFF")
         with conn:
-            before = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+            before = conn.execute("SELECT coalesce(max(position), 0) FROM log").fetchone()[0]
             big_data, small_data = _created_data(big_owner), _created_data(small_owner)
-            conn.executemany(
-                "INSERT INTO events (job_id, version, event_id, type, data, recorded_at) "
-                "VALUES (?, 1, ?, 'created', ?, ?)",
-                ((_big_id(n), f"bench-{_big_id(n)}", big_data, log_time(_big_moment(base, n)))
-                 for n in range(big)),
-            )
-            conn.executemany(
-                "INSERT INTO events (job_id, version, event_id, type, data, recorded_at) "
-                "VALUES (?, 1, ?, 'created', ?, ?)",
-                ((_small_id(k), f"bench-{_small_id(k)}", small_data,
-                  log_time(_small_moment(base, k, big))) for k in range(SMALL)),
-            )
+            write_rows(conn, ((_big_id(n), 1, f"bench-{_big_id(n)}", "created", 1, big_data,
+                               log_time(_big_moment(base, n))) for n in range(big)))
+            write_rows(conn, ((_small_id(k), 1, f"bench-{_small_id(k)}", "created", 1,
+                               small_data, log_time(_small_moment(base, k, big)))
+                              for k in range(SMALL)))
             conn.execute(
                 "INSERT INTO jobs (job_id, owner, status, version, updated_position) "
-                "SELECT job_id, json_extract(data, '$.owner'), 'PENDING', 1, position "
-                "FROM events WHERE position > ? ORDER BY position", (before,),
+                "SELECT k.job_id, json_extract(l.data, '$[0]'), 'PENDING', 1, l.position "
+                "FROM log l JOIN log_jobs k ON k.job_key = l.job_key "
+                "WHERE l.position > ? ORDER BY l.position", (before,),
             )
         conn.execute("ANALYZE")
     finally:
@@ -475,7 +470,7 @@ ALL_ROWS_BITS = (1 << ROWS) - 1
 
 
 def _finished_rows(owner: str, jobs: int, base: dt.datetime) -> Iterator[tuple[str, int, str, str,
-                                                                               str, str]]:
+                                                                               int, str, str]]:
     created = _created_data(owner, ROWS)
     for n in range(jobs):
         job_id = f"old-{n:06d}"
@@ -492,7 +487,7 @@ def _finished_rows(owner: str, jobs: int, base: dt.datetime) -> Iterator[tuple[s
                 kind = "row_succeeded"
                 data = f'{{"email":"user{row}@example.com","internal":true,"row":{row}}}'
             at = log_time(moment + dt.timedelta(milliseconds=version))
-            yield job_id, version, f"bench-{job_id}-{version}", kind, data, at
+            yield job_id, version, f"bench-{job_id}-{version}", kind, 1, data, at
 
 
 def _fill_finished_sqlite(url: str, owner: str, jobs: int, base: dt.datetime) -> None:
@@ -500,15 +495,14 @@ def _fill_finished_sqlite(url: str, owner: str, jobs: int, base: dt.datetime) ->
     try:
         conn.execute("PRAGMA synchronous = OFF")
         with conn:
-            before = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
-            conn.executemany(
-                "INSERT INTO events (job_id, version, event_id, type, data, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", _finished_rows(owner, jobs, base))
+            before = conn.execute("SELECT coalesce(max(position), 0) FROM log").fetchone()[0]
+            write_rows(conn, _finished_rows(owner, jobs, base))
             conn.execute(
                 "INSERT INTO jobs (job_id, owner, status, version, expected_total, successful, "
                 "internal_count, updated_position) "
-                "SELECT job_id, ?, 'SUCCESS', max(version), ?, ?, ?, max(position) "
-                "FROM events WHERE position > ? GROUP BY job_id", (owner, ROWS, ROWS, ROWS, before))
+                "SELECT k.job_id, ?, 'SUCCESS', max(l.version), ?, ?, ?, max(l.position) "
+                "FROM log l JOIN log_jobs k ON k.job_key = l.job_key "
+                "WHERE l.position > ? GROUP BY k.job_id", (owner, ROWS, ROWS, ROWS, before))
             conn.execute(
                 "INSERT INTO job_row_bits (job_id, kind, chunk, bits) "
                 "SELECT job_id, 'outcome', 0, ? FROM jobs WHERE job_id LIKE 'old-%'",
@@ -574,7 +568,7 @@ async def _events_left(url: str) -> int:
     if _is_sqlite(url):
         conn = sqlite3.connect(_sqlite_path(url))
         try:
-            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM log").fetchone()[0])
         finally:
             conn.close()
     pg = await asyncpg.connect(url)

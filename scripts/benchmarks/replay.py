@@ -23,20 +23,18 @@ from typing import Any
 import orjson
 
 from scripts.benchmarks.base import BenchConfig, Benchmark, Round
+from scripts.benchmarks.lean_rows import write_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED_AT = "2026-01-01T00:00:00.000000Z"
-_INSERT = (
-    "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def job_events(
     job_id: str, owner: str, count: int, *, finished: bool = True
 ) -> Iterator[tuple[Any, ...]]:
-    """`count` stored events of one job: rows (1 in 10 failed), an e-mail per row, and at the end
-    `succeeded`, or a last progress report for a job still running."""
+    """`count` stored events of one job as the old layout held them (keyed JSON, text ids and
+    times): rows (1 in 10 failed), an e-mail per row, and at the end `succeeded`, or a last
+    progress report for a job still running."""
     rows = (count - 3) // 2
     extra = (count - 3) % 2  # an odd remainder becomes one progress report
     fields: list[tuple[str, int, dict[str, Any]]] = [
@@ -83,7 +81,7 @@ def build_log(
     path: Path, jobs: list[tuple[str, int]], owner: str = "key_bench", *, finished: bool = True
 ) -> int:
     """A migrated SQLite file holding the given jobs' events (all finished, or all still
-    running); the projection is left empty."""
+    running), in the log's stored form; the projection is left empty."""
     from jobtracker.store.sqlite.log import SqliteLog
 
     log = SqliteLog(str(path))
@@ -97,8 +95,7 @@ def build_log(
     rows = interleave(streams, block=50)
     total = 0
     while chunk := [row for _, row in zip(range(50_000), rows, strict=False)]:
-        conn.executemany(_INSERT, chunk)
-        total += len(chunk)
+        total += write_rows(conn, chunk)
     conn.execute("COMMIT")
     conn.close()
     return total
@@ -131,52 +128,60 @@ with contextlib.redirect_stdout(out):
     assert main(["replay", "--store", "{path}"]) == 0
 count = int(re.search(r"replayed ([0-9,]+) events", out.getvalue()).group(1).replace(",", ""))
 """
-#: The reference's fold: each stored row's JSON decoded with orjson and counted into a plain dict
-#: per job (status, version, row and e-mail counters, row errors), with none of the projection's
-#: checks, no event objects and no writes. Shared with the PostgreSQL variant.
-PLAIN_FOLD = """
+_PLAIN_FOLD = """
 import orjson
 
 def fold_plain(jobs, rows):
     loads = orjson.loads
-    for job_id, version, position, kind, schema, data in rows:
+    for job_id, version, position, kind, {schema}data in rows:
         fields = loads(data)
         job = jobs.get(job_id)
         if job is None:
-            jobs[job_id] = job = {"status": "PENDING", "version": 0, "successful": 0,
-                                  "failed": 0, "internal": 0, "emails_sent": 0, "errors": []}
+            jobs[job_id] = job = {{"status": "PENDING", "version": 0, "successful": 0,
+                                  "failed": 0, "internal": 0, "emails_sent": 0, "errors": []}}
         job["version"] = version
-        if kind == "row_succeeded":
+        if kind == {row_succeeded}:
             job["successful"] += 1
-            job["internal"] += fields["internal"]
+            job["internal"] += fields[{internal}]
             job["status"] = "PROGRESS"
-        elif kind == "email_sent":
+        elif kind == {email_sent}:
             job["emails_sent"] += 1
-        elif kind == "row_failed":
+        elif kind == {row_failed}:
             job["failed"] += 1
-            job["errors"].append((fields["row"], fields["email"], fields["error"]))
-        elif kind == "succeeded":
+            job["errors"].append((fields[{row}], fields[{email}], fields[{error}]))
+        elif kind == {succeeded}:
             job["status"] = "SUCCESS"
 """
+#: The reference's fold: each stored row's JSON decoded with orjson and counted into a plain dict
+#: per job (status, version, row and e-mail counters, row errors), with none of the projection's
+#: checks, no event objects and no writes. Shared with the PostgreSQL variant (keyed fields).
+PLAIN_FOLD = _PLAIN_FOLD.format(schema="schema, ", **{name: repr(name) for name in (
+    "row_succeeded", "email_sent", "row_failed", "succeeded", "internal", "row", "email", "error")})
+#: The same over SQLite's lean log: `type` values (code and schema version) and positional fields
+#: (`domain/stored.py`).
+PLAIN_FOLD_LEAN = _PLAIN_FOLD.format(schema="", row_succeeded=4, email_sent=6, row_failed=21,
+                                     succeeded=8, internal=2, row=0, email=1, error=2)
 _SCAN_SETUP = "import sqlite3"
+_SELECT_LOG = (
+    "SELECT k.job_id, l.version, l.position, l.type, l.data "
+    "FROM log l JOIN log_jobs k ON k.job_key = l.job_key ORDER BY l.position"
+)
 _SCAN = """
 conn = sqlite3.connect("{path}")
-rows = conn.execute("SELECT job_id, version, position, type, schema_version, data FROM events "
-                    "ORDER BY position")
+rows = conn.execute("SELECT_LOG")
 count = 0
 while chunk := rows.fetchmany(20000):
     count += len(chunk)
-"""
-_FOLD_SETUP = "import sqlite3" + PLAIN_FOLD
+""".replace("SELECT_LOG", _SELECT_LOG)
+_FOLD_SETUP = "import sqlite3" + PLAIN_FOLD_LEAN
 _FOLD = """
 conn = sqlite3.connect("{path}")
-rows = conn.execute("SELECT job_id, version, position, type, schema_version, data FROM events "
-                    "ORDER BY position")
+rows = conn.execute("SELECT_LOG")
 count, jobs = 0, {{}}
 while chunk := rows.fetchmany(20000):
     count += len(chunk)
     fold_plain(jobs, chunk)
-"""
+""".replace("SELECT_LOG", _SELECT_LOG)
 
 
 def measure(setup: str, body: str, path: Path | str) -> tuple[int, float, float]:
@@ -196,7 +201,7 @@ _BUILT: dict[str, Path] = {}
 def replay_log(config: BenchConfig) -> Path:
     """The replay benchmark's log, built once per run (and kept in the workdir across runs)."""
     events = 20_000 if config.quick else 1_000_000
-    path = Path(config.workdir) / f"bench-replay-{events}.db"
+    path = Path(config.workdir) / f"bench-replay-lean-{events}.db"
     if str(path) not in _BUILT:
         if not path.exists():
             build_log(path, replay_log_jobs(events))
@@ -235,7 +240,7 @@ def get_log(config: BenchConfig) -> tuple[Path, str]:
     key. Running, because a finished job's body comes from memory (`server/bodycache.py`)
     whatever its history: only a job still running is read from the store on every GET."""
     events = 20_000 if config.quick else 1_000_000
-    path = Path(config.workdir) / f"bench-get-running-{events}.db"
+    path = Path(config.workdir) / f"bench-get-running-lean-{events}.db"
     secret_file = path.with_suffix(".key")
     if not secret_file.exists():
         path.unlink(missing_ok=True)

@@ -105,6 +105,38 @@ async def test_duplicate_event_id_is_recorded_once(store: Store, make_job: MakeJ
     assert view.state.successful == 1
 
 
+@pytest.mark.parametrize("event_id", [
+    "0190f2a8-7c4e-7b1a-9d3e-5f6a7b8c9d0e",  # the SDK's form (SQLite keeps its 16 bytes)
+    "0190F2A8-7C4E-7B1A-9D3E-5F6A7B8C9D0E",  # a UUID in capitals: kept as given
+    "batch-7:row-1", "{0190f2a8-7c4e-7b1a-9d3e-5f6a7b8c9d0e}", "x" * 128,
+])
+async def test_every_form_of_event_id_is_recorded_once(
+    store: Store, make_job: MakeJob, event_id: str
+) -> None:
+    """A re-send deduplicates whatever the id looks like, and reads back exactly as sent."""
+    job_id = await make_job()
+    event = new(event_id, RowSucceeded(1, "a@uni.edu", internal=True))
+    await store.append(job_id, [event])
+    again = await store.append(job_id, [event])
+    assert (again.appended, again.duplicates, again.version) == (0, 1, 2)
+    (recorded,) = await store.read_job_events(job_id, after_version=1)
+    assert recorded.event_id == event_id
+
+
+async def test_a_uuid_in_capitals_is_another_id_than_in_lowercase(
+    store: Store, make_job: MakeJob
+) -> None:
+    """Ids are compared as the text sent: the capitalised form of a recorded UUID names another
+    event (here a second outcome for the row: refused as such, not as a re-send)."""
+    job_id = await make_job()
+    lower = "0190f2a8-7c4e-7b1a-9d3e-5f6a7b8c9d0e"
+    await store.append(job_id, [new(lower, EmailSent(1, "a@uni.edu"))])
+    with pytest.raises(RowAlreadyReported):
+        await store.append(job_id, [new(lower.upper(), EmailSent(1, "a@uni.edu"))])
+    other = await store.append(job_id, [new(lower.upper(), Started())])
+    assert (other.appended, other.version) == (1, 3)
+
+
 async def test_event_id_reused_with_other_content_is_refused(
     store: Store, make_job: MakeJob
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from jobtracker.domain.events import Created, NewEvent, RowFailed, RowSucceeded, Started, Succeeded
+from jobtracker.domain.stored import form_code
 from jobtracker.store import SqliteStore, replay
 from jobtracker.store.sqlite.log import SqliteLog
 
@@ -132,9 +133,10 @@ def test_event_stored_in_an_older_shape_is_read_upcast(tmp_path: Path) -> None:
     log.migrate()
     log.create_job("legacy", Created(owner="key_owner"))
     log.conn.execute(
-        "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
-        "VALUES ('legacy', 2, 'old-1', 'row_failed', 1, ?, '2020-01-01T00:00:00.000000Z')",
-        (orjson.dumps({"row": 3, "email": "x@uni.edu", "message": "Calificacion invalida"}),),
+        "INSERT INTO log (job_key, version, event_id, type, data, at) "
+        "VALUES ((SELECT job_key FROM log_jobs WHERE job_id = 'legacy'), 2, 'old-1', ?, ?, "
+        "'2020-01-01T00:00:00.000000Z')",
+        (form_code("row_failed", 1), orjson.dumps([3, "x@uni.edu", "Calificacion invalida"])),
     )
     (event,) = [e.event for e in log.read_job_events("legacy", after_version=1)]
     assert event == RowFailed(3, "x@uni.edu", "Calificacion invalida")
@@ -191,8 +193,8 @@ def test_replay_of_a_log_with_a_gap_fails_loudly_and_changes_nothing(tmp_path: P
     make_log(db, jobs=1, rows=3)
     with sqlite3.connect(db) as conn:
         conn.execute(
-            "INSERT INTO events (job_id, version, event_id, type, data, recorded_at) "
-            "VALUES ('job-0', 9, 'stray', 'started', '{}', '2020-01-01T00:00:00.000000Z')"
+            "INSERT INTO log (job_key, version, event_id, type, data, at) "
+            "VALUES ((SELECT job_key FROM log_jobs WHERE job_id = 'job-0'), 9, 'stray', 2, '[]', 0)"
         )
         before = conn.execute("SELECT * FROM jobs").fetchall()
     done = run_cli("--store", f"sqlite:///{db}")

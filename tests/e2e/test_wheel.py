@@ -34,5 +34,5 @@ def test_migrations_work_from_an_installed_wheel(tmp_path: Path) -> None:
                  "import sqlite3; print(sorted(r[0] for r in sqlite3.connect('jobtracker.db')"
                  ".execute(\"select name from sqlite_master where type='table'\")))",
                  cwd=tmp_path)
-    assert "'events'" in tables
+    assert "'log'" in tables
     assert "'schema_migrations'" in tables

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import pytest
 
+from jobtracker.domain.stored import unpack_event_id
 from tests.reliability.test_crash import ROOT, _free_port, _wait_for_port
 
 #: Seconds of append load while other processes open the file.
@@ -40,7 +41,7 @@ def _reader(db: Path) -> list[str]:
     """A plain sqlite3 reader in a process of its own."""
     code = (
         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-        "print(c.execute('SELECT count(*) FROM events').fetchone()[0])"
+        "print(c.execute('SELECT count(*) FROM log').fetchone()[0])"
     )
     return [sys.executable, "-c", code, str(db)]
 
@@ -156,7 +157,7 @@ def test_server_alone_on_its_file_survives_other_processes_opening_it(
         opened
     )
     with sqlite3.connect(db) as conn:
-        stored = {row[0] for row in conn.execute("SELECT event_id FROM events")}
+        stored = {unpack_event_id(row[0]) for row in conn.execute("SELECT event_id FROM log")}
     assert acked, "no append was acknowledged"
     assert acked <= stored
     print(f"\nshared file, {workers} worker(s): {len(acked)} rows acknowledged over HTTP, all "

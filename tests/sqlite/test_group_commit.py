@@ -34,6 +34,7 @@ from jobtracker.domain.events import (
     Started,
     Succeeded,
 )
+from jobtracker.domain.stored import TYPE_CODES
 from jobtracker.store import SqliteStore
 from jobtracker.store.base import AppendResult
 from jobtracker.store.sqlite import log as sqlite_log
@@ -146,7 +147,8 @@ _requests = st.lists(
 )
 #: Tables as the store leaves them; `recorded_at` comes from a fixed clock on both sides.
 _TABLES = {
-    "events": "SELECT * FROM events ORDER BY position",
+    "log": "SELECT k.job_id, l.version, l.position, l.event_id, l.type, l.at, l.data "
+           "FROM log l JOIN log_jobs k ON k.job_key = l.job_key ORDER BY l.position",
     "jobs": "SELECT * FROM jobs ORDER BY job_id",
     "job_row_bits": "SELECT * FROM job_row_bits ORDER BY job_id, kind, chunk",
     "job_errors": "SELECT * FROM job_errors ORDER BY job_id, row",
@@ -165,7 +167,7 @@ def _fresh_log(path: Path) -> SqliteLog:
 def _tables(log: SqliteLog) -> dict[str, list[tuple[object, ...]]]:
     # `created` events get ids of their own making: compare everything but those ids.
     dump = {name: list(log.conn.execute(query)) for name, query in _TABLES.items()}
-    dump["events"] = [row for row in dump["events"] if row[4] != "created"]
+    dump["log"] = [row for row in dump["log"] if row[4] != TYPE_CODES["created"]]
     return dump
 
 
@@ -208,7 +210,8 @@ def test_a_plain_group_over_several_jobs_is_written_together(tmp_path: Path) -> 
     ])
     assert outcomes == [AppendResult(1, 0, 2), AppendResult(2, 0, 3), AppendResult(1, 0, 3)]
     positions = dict(log.conn.execute(
-        "SELECT job_id, max(position) FROM events GROUP BY job_id"))
+        "SELECT k.job_id, max(l.position) FROM log l JOIN log_jobs k ON k.job_key = l.job_key "
+        "GROUP BY k.job_id"))
     kept = dict(log.conn.execute("SELECT job_id, updated_position FROM jobs"))
     assert kept == positions
     log.close()

@@ -108,7 +108,9 @@ async def test_two_processes_taking_turns_on_one_job_keep_exact_counts(tmp_path:
         assert view is not None
         assert (view.state.successful, view.state.version) == (20, 21)
         with sqlite3.connect(path) as conn:
-            events = conn.execute("SELECT count(*) FROM events WHERE job_id = 'a'").fetchone()
+            events = conn.execute(
+                "SELECT count(*) FROM log WHERE job_key = "
+                "(SELECT job_key FROM log_jobs WHERE job_id = 'a')").fetchone()
         assert events == (21,)
     finally:
         await asyncio.gather(*(store.close() for store in stores))

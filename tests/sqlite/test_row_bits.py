@@ -14,8 +14,8 @@ from jobtracker.domain.errors import RowAlreadyReported
 from jobtracker.domain.events import MAX_INT, Created, EmailSent, NewEvent, RowFailed, RowSucceeded
 from jobtracker.domain.state import RowMark
 from jobtracker.store import SqliteStore, replay
-from jobtracker.store.migrate import migrate_sqlite, migrations
-from jobtracker.store.sqlite import row_bits
+from jobtracker.store.migrate import migrations
+from jobtracker.store.sqlite import lean, row_bits
 
 MARKS = st.sets(
     st.builds(
@@ -141,7 +141,7 @@ async def test_verify_names_a_tampered_mark_and_rebuild_restores_it(tmp_path: Pa
 def test_a_fresh_file_has_only_the_bits_table(tmp_path: Path) -> None:
     """New files are created at the latest migration: no per-row mark table at all."""
     conn = sqlite3.connect(tmp_path / "new.db", isolation_level=None)
-    migrate_sqlite(conn)
+    lean.migrate(conn)
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     assert "job_row_bits" in tables
     assert "job_rows" not in tables

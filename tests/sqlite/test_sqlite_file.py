@@ -25,16 +25,21 @@ def log(tmp_path: Path) -> SqliteLog:
 
 
 def test_database_refuses_update_of_events(log: SqliteLog) -> None:
-    """The log is append-only even for someone with a SQL shell: UPDATE fails."""
+    """The log is append-only even for someone with a SQL shell: UPDATE fails, on the events
+    and on the job keys they refer to."""
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        log.conn.execute("UPDATE events SET type = 'failed' WHERE event_id = 'e1'")
+        log.conn.execute("UPDATE log SET type = 9 WHERE event_id = 'e1'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        log.conn.execute("UPDATE log_jobs SET job_id = 'other'")
 
 
 def test_database_refuses_delete_of_events(log: SqliteLog) -> None:
     """DELETE fails too, and the event is still there."""
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        log.conn.execute("DELETE FROM events")
-    assert log.conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+        log.conn.execute("DELETE FROM log")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        log.conn.execute("DELETE FROM log_jobs")
+    assert log.conn.execute("SELECT count(*) FROM log").fetchone() == (2,)
 
 
 def test_file_is_in_wal_mode(log: SqliteLog) -> None:
@@ -68,7 +73,7 @@ def test_failed_migration_leaves_no_trace(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError, match="jobs"):
         migrate_sqlite(conn)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert "events" not in tables
+    assert "log" not in tables
     assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (0,)
 
 
@@ -76,7 +81,7 @@ def test_position_is_never_reused(tmp_path: Path) -> None:
     """AUTOINCREMENT: positions only grow, so a tailing reader never sees a number twice."""
     log = SqliteLog(str(tmp_path / "jobs.db"))
     log.migrate()
-    schema = log.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+    schema = log.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'log'").fetchone()
     assert "AUTOINCREMENT" in schema[0]
 
 

@@ -28,6 +28,7 @@ from jobtracker.domain.events import (
 from jobtracker.domain.logfold import DENSE_ROWS, LogFold
 from jobtracker.domain.projection import fold, start
 from jobtracker.domain.state import JobState, RowMark
+from jobtracker.domain.stored import encode_data
 
 #: Few rows, so that second outcomes and totals run out; some past the bitmap; some not rows.
 ROWS = st.one_of(st.integers(0, 6), st.sampled_from([-1, True, DENSE_ROWS, DENSE_ROWS + 70,
@@ -50,7 +51,7 @@ EVENTS = st.one_of(
 )
 ENDINGS = st.sampled_from([Succeeded(), Failed("gave up"), Failed("lost", reason="worker_lost")])
 #: Stored forms the inline path must leave to the full decoder: older shapes, extra or missing
-#: keys, JSON that is no object, another type written as a row's.
+#: keys or values, JSON that is neither object nor array, another type written as a row's.
 ODD_ROWS = st.sampled_from([
     ("row_failed", 1, '{"row": 1, "email": "a@uni.edu", "message": "old shape"}'),
     ("row_failed", 1, '{"row": 2, "email": "a@uni.edu", "error": "v1, today\'s keys"}'),
@@ -64,6 +65,15 @@ ODD_ROWS = st.sampled_from([
     ("progress", 1, '{"current": 1, "total": 2, "state": null}'),
     ("progress", 2, '{"current": 1, "total": 2, "status": null}'),
     ("teleported", 1, "{}"),
+    ("row_failed", 1, '[1, "a@uni.edu", "old shape, positional"]'),
+    ("row_succeeded", 1, '[1, "a@uni.edu"]'),
+    ("row_succeeded", 1, '[1, "a@uni.edu", 2]'),
+    ("row_succeeded", 1, '[1, "a@uni.edu", true]'),
+    ("row_succeeded", 1, '[1, "a@uni.edu", [1]]'),
+    ("email_sent", 1, '[1, "a@uni.edu", "extra"]'),
+    ("progress", 1, "[1]"),
+    ("progress", 1, '[1, 2, null, "extra"]'),
+    ("progress", 1, '[3, 2]'),
 ])
 #: (kind, schema_version, data): one stored event.
 Stored = tuple[str, int, str]
@@ -71,6 +81,11 @@ Stored = tuple[str, int, str]
 
 def stored(event: Event) -> Stored:
     return event.TYPE, stored_version(event), encode_fields(event)
+
+
+def positional(event: Event) -> Stored:
+    """As SQLite's lean log stores it: the fields as an array (`domain/stored.py`)."""
+    return event.TYPE, stored_version(event), encode_data(event)
 
 
 #: Events a worker may well send: valid on their own, though a row may be reported twice or
@@ -85,12 +100,13 @@ GOOD_EVENTS = st.one_of(
               error=st.just("bounced")),
 )
 #: Mostly good events, so that most histories fold through; bad and odd ones now and then.
-HISTORY_ITEM = st.one_of(*[GOOD_EVENTS.map(stored)] * 8, EVENTS.map(stored), ODD_ROWS)
+HISTORY_ITEM = st.one_of(*[GOOD_EVENTS.map(stored)] * 4, *[GOOD_EVENTS.map(positional)] * 4,
+                         EVENTS.map(stored), EVENTS.map(positional), ODD_ROWS)
 #: Per job: its total, then its stored events (maybe an ending, maybe more after it).
 JOB = st.tuples(
     st.none() | st.integers(0, 6) | st.integers(7, 30),
     st.lists(HISTORY_ITEM, max_size=14),
-    st.none() | ENDINGS.map(stored),
+    st.none() | ENDINGS.map(stored) | ENDINGS.map(positional),
     st.sampled_from([[], [], []]) | st.lists(HISTORY_ITEM, min_size=1, max_size=1),
 )
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from jobtracker.domain.control import Deadline, cancel_event_id
 from jobtracker.domain.events import Created
 from jobtracker.domain.state import Status
+from jobtracker.domain.stored import pack_event_id, unpack_time
 from jobtracker.store.deadlines import epoch_of, new_watch
 
 _INSERT = (
@@ -22,13 +23,13 @@ _INSERT = (
 _DUE = """
 SELECT d.job_id, j.status, j.cancel_requested, d.heartbeat_timeout, d.timeout, d.timeout_at,
        d.heartbeat_at,
-       (SELECT e.recorded_at FROM events e WHERE e.job_id = d.job_id AND e.version = j.version)
+       (SELECT e.at FROM log e WHERE e.position = j.updated_position)
 FROM job_deadlines d LEFT JOIN jobs j ON j.job_id = d.job_id
 WHERE d.next_check <= ?
 ORDER BY d.next_check
 LIMIT ?
 """
-_CANCEL_ASKED = "SELECT recorded_at FROM events WHERE event_id = ?"
+_CANCEL_ASKED = "SELECT at FROM log WHERE event_id = ?"
 
 
 def watch(conn: sqlite3.Connection, job_id: str, created: Created, now: float) -> None:
@@ -48,13 +49,18 @@ def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Deadline]:
     ):
         asked = None
         if cancel:
-            row = conn.execute(_CANCEL_ASKED, (cancel_event_id(job_id),)).fetchone()
-            asked = epoch_of(row[0]) if row else None
+            row = conn.execute(_CANCEL_ASKED, (pack_event_id(cancel_event_id(job_id)),))
+            asked = _epoch(row.fetchone())
         found.append(Deadline(
             job_id, None if status is None else Status(status), bool(cancel), heartbeat,
-            timeout, timeout_at, beat_at, epoch_of(last_at), asked,
+            timeout, timeout_at, beat_at, _epoch((last_at,)), asked,
         ))
     return found
+
+
+def _epoch(row: tuple[int | str | None] | None) -> float | None:
+    """A stored time (the first column of `row`, if any) as epoch seconds."""
+    return None if row is None or row[0] is None else epoch_of(unpack_time(row[0]))
 
 
 def settle(conn: sqlite3.Connection, next_checks: Mapping[str, float | None]) -> None:

@@ -1,14 +1,14 @@
 """How appends reach the SQLite tables: table by table, whatever the number of requests.
 
-`Rows` gathers what one transaction writes (events, row marks as bits, row errors, job rows) and
-writes it with one statement per table. Every write goes through it: a job's creation, a single
-append, and a whole group under group commit. Written one request at a time, a group of small
-requests costs about six statements each (savepoint, state, events, row marks, projection,
-release), every one a trip through the sqlite3 module with the GIL held. Nearly every group is
-plain: new events for rows with no outcome yet. `write_together` plans such a group in Python
-first, each request on the state the previous one left, and writes it as one `Rows`. Anything
-unusual (a refusal, a re-sent event id, a row reported twice) makes it give up, and the caller
-undoes it and takes the careful path, one savepoint per request.
+`Rows` gathers what one transaction writes (events in their stored form, `domain/stored.py`; row
+marks as bits, row errors, job rows) and writes it with one statement per table. Every write goes
+through it: a job's creation, a single append, and a whole group under group commit. Written one
+request at a time, a group of small requests costs about six statements each (savepoint, state,
+events, row marks, projection, release), every one a trip through the sqlite3 module with the
+GIL held. Nearly every group is plain: new events for rows with no outcome yet. `write_together`
+plans such a group in Python first, each request on the state the previous one left, and writes it
+as one `Rows`. Anything unusual (a refusal, a re-sent event id, a row reported twice) makes it give
+up, and the caller undoes it and takes the careful path, one savepoint per request.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 
-from jobtracker.domain.codec import STORED_FORMS
 from jobtracker.domain.errors import JobtrackerError
 from jobtracker.domain.events import NewEvent
 from jobtracker.domain.projection import AppendPlan, plan_append
 from jobtracker.domain.state import JobState
+from jobtracker.domain.stored import STORED_ROWS, pack_event_id, pack_time
 from jobtracker.store.base import AppendResult, result_of
 from jobtracker.store.group import AppendRequest
 from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
@@ -41,10 +41,10 @@ _UPDATE_JOB = (
     + ", ".join(f"{c} = ?" for c in (*JOB_COLUMNS[1:], "updated_position"))
     + " WHERE job_id = ?"
 )
-_INSERT_EVENTS = (
-    "INSERT INTO events (job_id, version, event_id, type, schema_version, data, recorded_at) "
-    "VALUES "
-)
+_INSERT_EVENTS = "INSERT INTO log (job_key, version, event_id, type, data, at) VALUES "
+#: One event's values: the job by its key, looked up where the row is written.
+_EVENT_ROW = "((SELECT job_key FROM log_jobs WHERE job_id = ?), ?, ?, ?, ?, ?)"
+_INSERT_LOG_JOBS = "INSERT INTO log_jobs (job_id) VALUES "
 _INSERT_ERRORS = "INSERT INTO job_errors (job_id, row, email, error) VALUES "
 
 #: Rows per multi-row INSERT at most; 64 x 7 parameters stay under SQLite's oldest limit (999).
@@ -56,23 +56,23 @@ WIDEST_INSERT = 64
 # in statements of 64 rows, then of the powers of two its remainder is made of, so a connection
 # only ever prepares seven shapes of each statement.
 def insert_rows(
-    conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]
+    conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]], one: str = ""
 ) -> int:
-    """Insert `rows` (tuples of one width, in order) with `head` (`INSERT INTO t (...) VALUES `);
-    return the rowid of the last."""
+    """Insert `rows` (tuples of one width, in order) with `head` (`INSERT INTO t (...) VALUES `),
+    each row's values as `one` (by default one `?` per value); return the rowid of the last."""
     done = last = 0
     while left := len(rows) - done:
         size = WIDEST_INSERT if left >= WIDEST_INSERT else 1 << (left.bit_length() - 1)
         part = rows[done : done + size]
-        cursor = conn.execute(_values(head, len(part[0]), size), [*chain.from_iterable(part)])
+        sql = _values(head, one or f"({', '.join('?' * len(part[0]))})", size)
+        cursor = conn.execute(sql, [*chain.from_iterable(part)])
         last = cursor.lastrowid or 0
         done += size
     return last
 
 
 @cache
-def _values(head: str, width: int, rows: int) -> str:
-    one = f"({', '.join('?' * width)})"
+def _values(head: str, one: str, rows: int) -> str:
     return head + ", ".join([one] * rows)
 
 
@@ -85,6 +85,7 @@ class Rows:
 
     def __init__(self, now: str) -> None:
         self.now = now
+        self._at = pack_time(now)
         self.events: list[tuple[Any, ...]] = []
         self.marks: row_bits.Bits = {}
         self.errors: list[tuple[str, int, str, str]] = []
@@ -95,12 +96,11 @@ class Rows:
 
     def add_events(self, job_id: str, first_version: int, items: Sequence[NewEvent]) -> None:
         """Events of one job, numbered from `first_version`."""
-        add, forms, dumps, now = self.events.append, STORED_FORMS, orjson.dumps, self.now
+        add, forms, pack_id, at = self.events.append, STORED_ROWS, pack_event_id, self._at
         for version, item in enumerate(items, start=first_version):
             event = item.event
-            kind, schema_version, fields = forms[type(event)]
-            add((job_id, version, item.event_id, kind, schema_version,
-                 dumps(fields(event)).decode(), now))
+            form, encode = forms[type(event)]
+            add((job_id, version, pack_id(item.event_id), form, encode(event), at))
         self._newest[job_id] = len(self.events) - 1
 
     def add_job(self, job_id: str, item: NewEvent, state: JobState) -> None:
@@ -130,7 +130,9 @@ class Rows:
         """
         if not self.events:
             return  # only re-sends: every state is as it was
-        last_position = insert_rows(conn, _INSERT_EVENTS, self.events)
+        if self._created:
+            insert_rows(conn, _INSERT_LOG_JOBS, [(job_id,) for job_id in self._created])
+        last_position = insert_rows(conn, _INSERT_EVENTS, self.events, _EVENT_ROW)
         if self.marks:
             row_bits.write_new(conn, self.marks)
         if self.errors:

@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 
+from jobtracker.domain.errors import InvalidInput
 from jobtracker.domain.listing import Cursor, JobQuery
 from jobtracker.domain.state import Status
+from jobtracker.domain.stored import micros_of, unpack_time
 from jobtracker.store.base import JobListing, Pruned, Tombstone, utc_now
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
 
@@ -32,7 +34,7 @@ def list_jobs(
     """`owner`'s jobs matching `query`, newest first, strictly below `after`."""
     sql, params = _listing_sql(owner, query, after, limit)
     return [
-        JobListing(state_from_row(row[:-3]), _labels(row[-3]), row[-2], row[-1])
+        JobListing(state_from_row(row[:-3]), _labels(row[-3]), row[-2], unpack_time(row[-1]))
         for row in conn.execute(sql, params)
     ]
 
@@ -74,9 +76,9 @@ def _listing_sql(
     params.append(limit)
     labels_column = "i.labels" if query.labels else "d.labels"
     sql = (
-        f"SELECT {_JOB}, {labels_column}, d.created_at, e.recorded_at "  # noqa: S608
+        f"SELECT {_JOB}, {labels_column}, d.created_at, e.at "  # noqa: S608
         f"FROM {source} JOIN jobs j ON j.job_id = d.job_id "
-        "JOIN events e ON e.position = j.updated_position "
+        "JOIN log e ON e.position = j.updated_position "
         f"WHERE {' AND '.join(where)} ORDER BY d.created_at DESC, d.job_id DESC LIMIT ?"
     )
     return sql, params
@@ -90,20 +92,30 @@ def find_tombstone(conn: sqlite3.Connection, job_id: str) -> Tombstone | None:
     return None if row is None else Tombstone(*row)
 
 
+# ?4 is the cutoff in the log's microseconds; a time kept as text (one that did not convert
+# exactly) is compared as text.
 _CANDIDATES = (
-    "SELECT j.job_id, j.owner, e.recorded_at, j.version "
+    "SELECT j.job_id, j.owner, e.at, j.version "
     "FROM job_index i JOIN jobs j ON j.job_id = i.job_id "
-    "JOIN events e ON e.position = j.updated_position "
-    "WHERE i.created_at < ?1 AND j.status IN (?2, ?3) AND e.recorded_at < ?1 "
+    "JOIN log e ON e.position = j.updated_position "
+    "WHERE i.created_at < ?1 AND j.status IN (?2, ?3) "
+    "AND CASE typeof(e.at) WHEN 'integer' THEN e.at < ?4 ELSE e.at < ?1 END "
     "ORDER BY i.created_at"
 )
+
+
+def _cutoffs(finished_before: str) -> tuple[str, str, str, int]:
+    micros = micros_of(finished_before)
+    if micros is None:
+        raise InvalidInput(f"finished_before: {finished_before!r} is not a log time stamp")
+    return (finished_before, *_TERMINAL, micros)
 
 
 def count_prunable(conn: sqlite3.Connection, finished_before: str) -> Pruned:
     """How many jobs (and their events: a job's version is its event count) a prune would take."""
     jobs, events = conn.execute(
         f"SELECT count(*), coalesce(sum(version), 0) FROM ({_CANDIDATES})",  # noqa: S608
-        (finished_before, *_TERMINAL),
+        _cutoffs(finished_before),
     ).fetchone()
     return Pruned(jobs, events)
 
@@ -115,7 +127,9 @@ _CLEAR = (
     "SELECT i.owner, l.key, l.value, i.created_at, i.job_id "
     "FROM job_index i, json_each(i.labels) l "
     "WHERE i.job_id IN (SELECT value FROM json_each(?1)))",
-    "DELETE FROM events WHERE job_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM log WHERE job_key IN (SELECT job_key FROM log_jobs "
+    "WHERE job_id IN (SELECT value FROM json_each(?1)))",
+    "DELETE FROM log_jobs WHERE job_id IN (SELECT value FROM json_each(?1))",
     "DELETE FROM job_row_bits WHERE job_id IN (SELECT value FROM json_each(?1))",
     "DELETE FROM job_errors WHERE job_id IN (SELECT value FROM json_each(?1))",
     "DELETE FROM job_deadlines WHERE job_id IN (SELECT value FROM json_each(?1))",
@@ -127,15 +141,13 @@ _CLEAR = (
 def prune(conn: sqlite3.Connection, finished_before: str, limit: int) -> Pruned:
     """Inside a write transaction: remove up to `limit` of the oldest jobs finished before
     `finished_before`, each leaving a tombstone first (the log's trigger refuses otherwise)."""
-    chosen = conn.execute(
-        f"{_CANDIDATES} LIMIT ?4", (finished_before, *_TERMINAL, limit)
-    ).fetchall()
+    chosen = conn.execute(f"{_CANDIDATES} LIMIT ?5", (*_cutoffs(finished_before), limit)).fetchall()
     if not chosen:
         return Pruned()
     now = utc_now()
     conn.executemany(
         "INSERT INTO job_tombstones (job_id, owner, finished_at, pruned_at) VALUES (?, ?, ?, ?)",
-        [(job_id, owner, finished, now) for job_id, owner, finished, _ in chosen],
+        [(job_id, owner, unpack_time(finished), now) for job_id, owner, finished, _ in chosen],
     )
     ids = orjson.dumps([job_id for job_id, *_ in chosen]).decode()
     for statement in _CLEAR:

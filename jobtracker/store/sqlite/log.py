@@ -22,6 +22,7 @@ from jobtracker.domain.errors import JobIdTaken, JobNotFound, JobtrackerError, S
 from jobtracker.domain.events import Created, Event, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched, start
 from jobtracker.domain.state import JobState, RowError, RowMark, Status
+from jobtracker.domain.stored import form_of, pack_event_id, unpack_event_id, unpack_time
 from jobtracker.store.base import (
     AppendResult,
     JobChange,
@@ -31,9 +32,9 @@ from jobtracker.store.base import (
     utc_now,
 )
 from jobtracker.store.group import AppendRequest, CreateOutcome, CreateRequest, Outcome
-from jobtracker.store.migrate import migrate_sqlite, missing_migrations
+from jobtracker.store.migrate import missing_migrations
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
-from jobtracker.store.sqlite import deadlines, inventory, row_bits
+from jobtracker.store.sqlite import deadlines, inventory, lean, row_bits
 from jobtracker.store.sqlite import rebuild as sqlite_rebuild
 from jobtracker.store.sqlite.group import KnownStates, NotPlain, Rows, write_together
 from jobtracker.store.sqlite.keys import KeyTable
@@ -41,7 +42,11 @@ from jobtracker.store.sqlite.keys import KeyTable
 T = TypeVar("T")
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
-_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
+#: An event as `_recorded_event` reads it, from `log l` joined to `log_jobs k`.
+_EVENT_COLUMNS = "k.job_id, l.version, l.position, l.event_id, l.at, l.type, l.data"
+_FROM_LOG = "FROM log l JOIN log_jobs k ON k.job_key = l.job_key"
+#: The ids a careful append looks up at once, at most (bound parameters, under SQLite's limit).
+_IDS_PER_LOOKUP = 500
 
 
 #: How long a write waits for another connection (another process) to finish its own.
@@ -60,9 +65,11 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 def _recorded_event(row: Sequence[Any]) -> RecordedEvent:
-    job_id, version, position, event_id, recorded_at, kind, schema_version, data = row
-    event = decode_stored(kind, schema_version, data)
-    return RecordedEvent(job_id, version, position, event_id, recorded_at, event)
+    job_id, version, position, event_id, at, form, data = row
+    event = decode_stored(*form_of(form), data)
+    return RecordedEvent(
+        job_id, version, position, unpack_event_id(event_id), unpack_time(at), event
+    )
 
 
 class SqliteLog(KeyTable):
@@ -80,7 +87,7 @@ class SqliteLog(KeyTable):
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return their names."""
-        return migrate_sqlite(self.conn)
+        return lean.migrate(self.conn)
 
     @contextmanager
     def _immediate(self) -> Iterator[None]:
@@ -256,16 +263,21 @@ class SqliteLog(KeyTable):
         return self._write_plan(job_id, plan_append(state, items, known, recorded))
 
     def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:
-        ids = orjson.dumps([item.event_id for item in items]).decode()
-        rows = self.conn.execute(
-            "SELECT event_id, job_id, type, schema_version, data FROM events "
-            "WHERE event_id IN (SELECT value FROM json_each(?))",
-            (ids,),
-        )
-        return {
-            eid: (job_id, decode_stored(kind, schema, data))
-            for eid, job_id, kind, schema, data in rows
-        }
+        # Bound one by one: a packed id is a blob, which JSON cannot carry.
+        ids = [*dict.fromkeys(pack_event_id(item.event_id) for item in items)]
+        known: dict[str, tuple[str, Event]] = {}
+        for first in range(0, len(ids), _IDS_PER_LOOKUP):
+            part = ids[first : first + _IDS_PER_LOOKUP]
+            rows = self.conn.execute(
+                "SELECT l.event_id, k.job_id, l.type, l.data "
+                f"{_FROM_LOG} WHERE l.event_id IN ({', '.join('?' * len(part))})",
+                part,
+            )
+            known.update(
+                (unpack_event_id(eid), (job_id, decode_stored(*form_of(form), data)))
+                for eid, job_id, form, data in rows
+            )
+        return known
 
     def _recorded(self, job_id: str, rows: set[int]) -> set[RowMark]:
         if not rows:
@@ -299,8 +311,8 @@ class SqliteLog(KeyTable):
     ) -> list[RecordedEvent]:
         """One job's history, oldest first."""
         rows = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
-            "WHERE job_id = ? AND version > ? ORDER BY version LIMIT ?",
+            f"SELECT {_EVENT_COLUMNS} {_FROM_LOG} "
+            "WHERE k.job_id = ? AND l.version > ? ORDER BY l.version LIMIT ?",
             (job_id, after_version, limit),
         )
         return [_recorded_event(row) for row in rows]
@@ -319,8 +331,8 @@ class SqliteLog(KeyTable):
     def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order."""
         rows = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
-            "WHERE position > ? ORDER BY position LIMIT ?",
+            f"SELECT {_EVENT_COLUMNS} {_FROM_LOG} "
+            "WHERE l.position > ? ORDER BY l.position LIMIT ?",
             (after_position, limit),
         )
         return [_recorded_event(row) for row in rows]
@@ -328,9 +340,10 @@ class SqliteLog(KeyTable):
     def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
         """Jobs with events after `after_position`; SQLite commits in position order, so no gaps."""
         rows = self.conn.execute(
-            "SELECT job_id, max(version), max(position) FROM "
-            "(SELECT job_id, version, position FROM events WHERE position > ? "
-            "ORDER BY position LIMIT ?) GROUP BY job_id ORDER BY max(position)",
+            "SELECT k.job_id, max(l.version), max(l.position) FROM "
+            "(SELECT job_key, version, position FROM log WHERE position > ? "
+            "ORDER BY position LIMIT ?) l JOIN log_jobs k ON k.job_key = l.job_key "
+            "GROUP BY l.job_key ORDER BY max(l.position)",
             (after_position, limit),
         )
         return [JobChange(*row) for row in rows]

@@ -19,6 +19,7 @@ from typing import Any
 from jobtracker.domain.errors import InvalidInput
 from jobtracker.domain.events import MAX_INT
 from jobtracker.domain.state import RowError, RowMark, Status
+from jobtracker.domain.stored import FORMS, form_of
 from jobtracker.store.base import JobView
 from jobtracker.store.rebuild import Comparison, JobDiff, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
@@ -53,7 +54,7 @@ def _immediate(conn: sqlite3.Connection, *, keep: bool = True) -> Iterator[None]
 
 def last_position(conn: sqlite3.Connection) -> int:
     """The highest position in the log."""
-    (position,) = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+    (position,) = conn.execute("SELECT COALESCE(MAX(position), 0) FROM log").fetchone()
     return int(position)
 
 
@@ -69,17 +70,25 @@ def scan_log(
     ceiling = MAX_INT if upto is None else upto
     if job_id is None:
         rows = conn.execute(
-            "SELECT job_id, version, position, type, schema_version, data FROM events "
-            "WHERE position > ? AND position <= ? ORDER BY position LIMIT ?",
+            f"{_SCAN} WHERE l.position > ? AND l.position <= ? ORDER BY l.position LIMIT ?",
             (after_position, ceiling, limit),
         )
     else:
         rows = conn.execute(
-            "SELECT job_id, version, position, type, schema_version, data FROM events "
-            "WHERE job_id = ? AND version > ? AND position <= ? ORDER BY version LIMIT ?",
+            f"{_SCAN} WHERE k.job_id = ? AND l.version > ? AND l.position <= ? "
+            "ORDER BY l.version LIMIT ?",
             (job_id, after_version, ceiling, limit),
         )
-    return rows.fetchall()
+    # The fold reads a type by name beside its schema version; the positional data it reads as is.
+    forms = FORMS
+    return [(job_id, version, position, *(forms.get(form) or form_of(form)), data)
+            for job_id, version, position, form, data in rows]
+
+
+_SCAN = (
+    "SELECT k.job_id, l.version, l.position, l.type, l.data "
+    "FROM log l JOIN log_jobs k ON k.job_key = l.job_key"
+)
 
 
 def reset_area(conn: sqlite3.Connection, area: str) -> None:

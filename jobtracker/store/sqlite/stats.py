@@ -11,8 +11,8 @@ import sqlite3
 
 from jobtracker.store.base import Relation, StorageStats
 
-#: The log: the events table, whose indexes `dbstat` names after it.
-LOG_TABLE = "events"
+#: The log: its events and its job keys, with the indexes `dbstat` names after them.
+LOG_TABLES = frozenset({"log", "log_jobs"})
 
 _SIZES = """
 SELECT s.name, COALESCE(m.tbl_name, s.name), COALESCE(m.type, 'table') = 'index', s.pgsize
@@ -30,11 +30,11 @@ def storage_stats(conn: sqlite3.Connection) -> StorageStats:
             Relation(name, table, bool(is_index), size)
             for name, table, is_index, size in conn.execute(_SIZES)
         )
-        (events,) = conn.execute(f"SELECT count(*) FROM {LOG_TABLE}").fetchone()  # noqa: S608
+        (events,) = conn.execute("SELECT count(*) FROM log").fetchone()
         (jobs,) = conn.execute("SELECT count(*) FROM jobs").fetchone()
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
     finally:
         conn.execute("COMMIT")
-    log_bytes = sum(each.bytes for each in relations if each.table == LOG_TABLE)
+    log_bytes = sum(each.bytes for each in relations if each.table in LOG_TABLES)
     return StorageStats(events, jobs, pages * page_size, log_bytes, relations)
