@@ -38,14 +38,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from jobtracker.domain.events import Created, NewEvent, ProgressReported, Started, new_event_id
+from jobtracker.domain.events import NewEvent, ProgressReported, new_event_id
 from jobtracker.server.limits import raise_open_files_limit
-from jobtracker.store.keys import hash_secret, issue_key
 from jobtracker.store.sqlite import SqliteStore
 from jobtracker.store.sqlite.log import SqliteLog
 
 from .base import BenchConfig, Benchmark, Round
 from .httpload import fetch, free_port, python, serving
+from .waiting import seed_started_jobs
 
 BIG_TOTAL = 10**9
 CLIENT_PROCESSES = 2
@@ -325,34 +325,11 @@ def _wait_for_port(port: int, process: multiprocessing.process.BaseProcess) -> N
 # --- the subject: `jobtracker serve` on a SQLite file ---------------------------------------
 
 
-def _seed(db: str, jobs: int) -> tuple[str, list[str]]:
-    """A key and `jobs` started jobs owned by it."""
-
-    async def make_key() -> str:
-        store = SqliteStore(db)
-        await store.open()
-        try:
-            return (await issue_key(store, "bench")).secret
-        finally:
-            await store.close()
-
-    secret = asyncio.run(make_key())
-    log = SqliteLog(db)
-    owner = log.find_key(hash_secret(secret))
-    assert owner is not None
-    ids = [f"stream-{n}" for n in range(jobs)]
-    for job_id in ids:
-        log.create_job(job_id, Created(owner=owner.key_id, total=BIG_TOTAL))
-        log.append(job_id, [NewEvent(new_event_id(), Started())])
-    log.close()
-    return secret, ids
-
-
 @contextlib.contextmanager
 def jobtracker_server(workdir: str, jobs: int) -> Iterator[tuple[int, int, str, list[str], str]]:
     """(pid, port, key, job ids, database) of a `jobtracker serve` with `jobs` started jobs."""
     db = str(Path(tempfile.mkdtemp(dir=workdir)) / "streams.db")
-    secret, ids = _seed(db, jobs)
+    secret, ids = seed_started_jobs(db, jobs, "stream")
     port = free_port()
     cmd = [python(), "-m", "jobtracker", "serve", "--store", f"sqlite:///{db}",
            "--port", str(port), "--webhooks", "off", "--no-metrics"]

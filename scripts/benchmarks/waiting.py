@@ -37,8 +37,8 @@ from .httpload import free_port, python, serving
 BIG_TOTAL = 10**9
 
 
-def _seed(db: str, jobs: int) -> tuple[str, list[str]]:
-    """A key and `jobs` started jobs owned by it."""
+def seed_started_jobs(db: str, jobs: int, prefix: str = "wait") -> tuple[str, list[str]]:
+    """A key and `jobs` started jobs owned by it, named `{prefix}-N`."""
 
     async def make_key() -> str:
         store = SqliteStore(db)
@@ -52,7 +52,7 @@ def _seed(db: str, jobs: int) -> tuple[str, list[str]]:
     log = SqliteLog(db)
     owner = log.find_key(hash_secret(secret))
     assert owner is not None
-    ids = [f"wait-{n}" for n in range(jobs)]
+    ids = [f"{prefix}-{n}" for n in range(jobs)]
     for job_id in ids:
         log.create_job(job_id, Created(owner=owner.key_id, total=BIG_TOTAL))
         log.append(job_id, [NewEvent(new_event_id(), Started())])
@@ -63,7 +63,7 @@ def _seed(db: str, jobs: int) -> tuple[str, list[str]]:
 @contextlib.contextmanager
 def _server(workdir: str, jobs: int) -> Iterator[tuple[int, str, str, list[str], str]]:
     db = str(Path(tempfile.mkdtemp(dir=workdir)) / "wait.db")
-    secret, ids = _seed(db, jobs)
+    secret, ids = seed_started_jobs(db, jobs)
     port = free_port()
     cmd = [python(), "-m", "jobtracker", "serve", "--store", f"sqlite:///{db}", "--port", str(port)]
     with serving(cmd, Path(db).with_suffix(".log")) as server:
