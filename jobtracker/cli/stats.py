@@ -35,7 +35,7 @@ def add_stats_command(
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print the store's storage figures."""
-    found = asyncio.run(_read(args.store))
+    found = asyncio.run(read_stats(args.store))
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(as_json(found)) + b"\n")
     else:
@@ -43,7 +43,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read(url: str) -> StorageStats:
+async def read_stats(url: str) -> StorageStats:
+    """The store's storage figures, opening and closing it."""
     store = make_store(url)
     await store.open()
     try:

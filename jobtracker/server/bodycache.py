@@ -41,6 +41,10 @@ class RunningBody:
     etag: str
 
 
+#: What `_Bodies` holds: an encoded body with what a GET needs beside it.
+B = TypeVar("B", FinishedBody, RunningBody)
+
+
 class _Recent(Generic[V]):
     """A map from job id to a value, least recently used first (subclasses decide what to evict)."""
 
@@ -62,19 +66,20 @@ class _Recent(Generic[V]):
         self._entries.pop(job_id, None)
 
 
-class FinishedBodies(_Recent[FinishedBody]):
-    """A least-recently-used map from job id to its finished body, within a byte budget."""
+class _Bodies(_Recent[B]):
+    """A least-recently-used map from job id to an encoded body, within a byte budget (a body
+    bigger than the whole budget is not held)."""
 
     def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
         super().__init__()
         self._budget = budget
         self._used = 0
 
-    def put(self, job_id: str, entry: FinishedBody) -> None:
-        """Hold a finished job's body (a body bigger than the whole budget is not held)."""
+    def _hold(self, job_id: str, entry: B) -> None:
         size = len(entry.body)
-        if size > self._budget or job_id in self._entries:
+        if size > self._budget:
             return
+        self.forget(job_id)
         self._entries[job_id] = entry
         self._used += size
         while self._used > self._budget:
@@ -82,10 +87,20 @@ class FinishedBodies(_Recent[FinishedBody]):
             self._used -= len(evicted.body)
 
     def forget(self, job_id: str) -> None:
-        """Drop a pruned job's body."""
+        """Drop the job's body."""
         entry = self._entries.pop(job_id, None)
         if entry is not None:
             self._used -= len(entry.body)
+
+
+class FinishedBodies(_Bodies[FinishedBody]):
+    """Finished jobs' bodies: they never change, so one held is never replaced (retention's
+    `forget` is the only way out but eviction)."""
+
+    def put(self, job_id: str, entry: FinishedBody) -> None:
+        """Hold a finished job's body unless one is held already."""
+        if job_id not in self._entries:
+            self._hold(job_id, entry)
 
 
 #: Job owners held: a few MB, far more jobs than are ever being reported at once.
@@ -118,32 +133,16 @@ CATCH_UP_BATCH = 1000
 DEFAULT_KEYS = 10_000
 
 
-class RunningBodies(_Recent[RunningBody]):
+class RunningBodies(_Bodies[RunningBody]):
     """A least-recently-used map from job id to its running body, within a byte budget; what
     `CommitGate` lets a GET use."""
 
     def __init__(self, budget: int = DEFAULT_RUNNING_BUDGET) -> None:
-        super().__init__()
-        self._budget = budget
-        self._used = 0
+        super().__init__(budget)
 
     def put(self, entry: RunningBody) -> None:
         """Hold a job's body in place of the one held (if any)."""
-        size = len(entry.body)
-        if size > self._budget:
-            return
-        self.forget(entry.view.state.job_id)
-        self._entries[entry.view.state.job_id] = entry
-        self._used += size
-        while self._used > self._budget:
-            _, evicted = self._entries.popitem(last=False)
-            self._used -= len(evicted.body)
-
-    def forget(self, job_id: str) -> None:
-        """Drop the job's body: it moved on."""
-        entry = self._entries.pop(job_id, None)
-        if entry is not None:
-            self._used -= len(entry.body)
+        self._hold(entry.view.state.job_id, entry)
 
     def clear(self) -> None:
         """Drop every body."""

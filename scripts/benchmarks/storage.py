@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from jobtracker.cli.stats import read_stats
 from jobtracker.domain.codec import decode_stored, encode_fields
 from jobtracker.domain.events import (
     Created,
@@ -98,16 +99,6 @@ async def fill(url: str, events: int) -> int:
     return payload
 
 
-async def measured(url: str) -> StorageStats:
-    """The store's own figures, as `jobtracker stats` prints them."""
-    store = make_store(url)
-    await store.open()
-    try:
-        return await store.storage_stats()
-    finally:
-        await store.close()
-
-
 def _round(
     stats: StorageStats, size: int, reference: float, target: float, tables: frozenset[str],
     **more: float,
@@ -142,7 +133,7 @@ def run_sqlite(config: BenchConfig) -> Round:
         size = _vacuumed(path)
         old_log_bytes = old_layout_copy(path, old)
         old_size = _vacuumed(old)
-        stats = asyncio.run(measured(f"sqlite:///{path}"))
+        stats = asyncio.run(read_stats(f"sqlite:///{path}"))
         return _round(stats, size, old_size / stats.events, SQLITE_TARGET, LOG_TABLES,
                       old_layout_bytes_per_event=old_size / stats.events,
                       old_log_bytes_per_event=old_log_bytes / stats.events,
@@ -202,7 +193,7 @@ def run_postgres(config: BenchConfig) -> Round:
     async def measure() -> Round:
         async with scratch_database() as url:
             payload = await fill(url, events)
-            stats = await measured(url)
+            stats = await read_stats(url)
             return _round(stats, stats.log_bytes, payload / stats.events, POSTGRES_TARGET,
                           frozenset({"events"}))
 
