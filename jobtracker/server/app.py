@@ -13,7 +13,16 @@ from jobtracker.server import openapi
 from jobtracker.server.bodycache import CommitGate, FinishedBodies, JobOwners
 from jobtracker.server.common import FEED, FINISHED, GATE, OWNERS, SETTINGS, STORE
 from jobtracker.server.control import HEARTBEATS, Heartbeats, Reaper, cancel, heartbeat
-from jobtracker.server.errors import request_middleware
+from jobtracker.server.errors import (
+    FALLBACK_PATH,
+    UNMATCHED,
+    AddRoute,
+    ExtraHeaders,
+    Handler,
+    Wrap,
+    answering,
+    no_route,
+)
 from jobtracker.server.events import append_events, job_errors, job_events
 from jobtracker.server.health import healthz, readyz
 from jobtracker.server.inventory import Retention, forgetter, list_jobs
@@ -28,7 +37,7 @@ from jobtracker.server.protocol import handler_args
 from jobtracker.server.replica import replica_context
 from jobtracker.server.settings import Settings
 from jobtracker.server.stream import stream_job
-from jobtracker.server.ui import add_dashboard
+from jobtracker.server.ui import add_dashboard, ui_headers
 from jobtracker.server.webhooks import api as webhooks_api
 from jobtracker.server.webhooks.running import webhooks_context
 from jobtracker.store import Store, make_store
@@ -87,21 +96,27 @@ async def _release_waiters(app: web.Application) -> None:
         await app[FEED].stop()
 
 
-def _add_webhook_routes(router: web.UrlDispatcher) -> None:
-    router.add_post("/api/v1/webhooks", webhooks_api.create_webhook)
-    router.add_get("/api/v1/webhooks", webhooks_api.list_webhooks, allow_head=False)
-    router.add_get("/api/v1/webhooks/{webhook_id}", webhooks_api.get_webhook, allow_head=False)
-    router.add_delete("/api/v1/webhooks/{webhook_id}", webhooks_api.delete_webhook)
-    router.add_get("/api/v1/webhooks/{webhook_id}/deliveries", webhooks_api.webhook_deliveries,
-                   allow_head=False)
+def _add_webhook_routes(add: AddRoute) -> None:
+    add("POST", "/api/v1/webhooks", webhooks_api.create_webhook)
+    add("GET", "/api/v1/webhooks", webhooks_api.list_webhooks)
+    add("GET", "/api/v1/webhooks/{webhook_id}", webhooks_api.get_webhook)
+    add("DELETE", "/api/v1/webhooks/{webhook_id}", webhooks_api.delete_webhook)
+    add("GET", "/api/v1/webhooks/{webhook_id}/deliveries", webhooks_api.webhook_deliveries)
+
+
+def _route_adder(app: web.Application, wrap: Wrap) -> AddRoute:
+    """Adds each route with its handler wrapped (`errors.answering`); no HEAD unless added."""
+
+    def add(method: str, path: str, handler: Handler, extra: ExtraHeaders = None, /) -> None:
+        app.router.add_route(method, path, wrap(path, handler, extra))
+
+    return add
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
     """The jobtracker web application; the store opens on startup and closes on cleanup."""
     app = web.Application(
-        middlewares=[request_middleware(HttpMetrics() if settings.metrics else None)],
-        client_max_size=settings.max_body_bytes,
-        handler_args=handler_args(),
+        client_max_size=settings.max_body_bytes, handler_args=handler_args()
     )
     app[SETTINGS] = settings
     app[FINISHED] = FinishedBodies()
@@ -114,20 +129,25 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         app.cleanup_ctx.append(replica_context(settings.read_url))
     app.cleanup_ctx.append(webhooks_context)
     app.on_shutdown.append(_release_waiters)
-    app.router.add_post("/api/v1/jobs", create_job)
-    app.router.add_get("/api/v1/jobs", list_jobs, allow_head=False)
-    app.router.add_get("/api/v1/jobs/{job_id}", get_job, allow_head=False)
-    app.router.add_post("/api/v1/jobs/{job_id}/events", append_events)
-    app.router.add_get("/api/v1/jobs/{job_id}/events", job_events, allow_head=False)
-    app.router.add_get("/api/v1/jobs/{job_id}/errors", job_errors, allow_head=False)
-    app.router.add_get("/api/v1/jobs/{job_id}/stream", stream_job, allow_head=False)
-    app.router.add_post("/api/v1/jobs/{job_id}/heartbeat", heartbeat)
-    app.router.add_post("/api/v1/jobs/{job_id}/cancel", cancel)
-    app.router.add_get("/api/v1/openapi.json", openapi_document, allow_head=False)
-    _add_webhook_routes(app.router)
-    add_dashboard(app)
-    app.router.add_get("/healthz", healthz, allow_head=False)
-    app.router.add_get("/readyz", readyz, allow_head=False)
+    wrap = answering(HttpMetrics() if settings.metrics else None)
+    add = _route_adder(app, wrap)
+    add("POST", "/api/v1/jobs", create_job)
+    add("GET", "/api/v1/jobs", list_jobs)
+    add("GET", "/api/v1/jobs/{job_id}", get_job)
+    add("POST", "/api/v1/jobs/{job_id}/events", append_events)
+    add("GET", "/api/v1/jobs/{job_id}/events", job_events)
+    add("GET", "/api/v1/jobs/{job_id}/errors", job_errors)
+    add("GET", "/api/v1/jobs/{job_id}/stream", stream_job)
+    add("POST", "/api/v1/jobs/{job_id}/heartbeat", heartbeat)
+    add("POST", "/api/v1/jobs/{job_id}/cancel", cancel)
+    add("GET", "/api/v1/openapi.json", openapi_document)
+    _add_webhook_routes(add)
+    add_dashboard(app, add)
+    add("GET", "/healthz", healthz)
+    add("GET", "/readyz", readyz)
     if settings.metrics and settings.metrics_port is None:
-        app.router.add_get("/metrics", metrics_handler(lambda: app[STORE]), allow_head=False)
+        add("GET", "/metrics", metrics_handler(lambda: app[STORE]))
+    # Last, and matching every path: what no route above answers (404, or 405 naming the
+    # methods the path has) still leaves as our JSON error, counted as `unmatched`.
+    app.router.add_route("*", FALLBACK_PATH, wrap(UNMATCHED, no_route, ui_headers))
     return app

@@ -46,6 +46,8 @@ def matches(if_none_match: str | None, tag: str) -> bool:
 
 
 def _wait_seconds(request: web.Request) -> int:
+    if not request.query_string:  # what a poll sends: spare parsing a query that is not there
+        return 0
     only_query(request, "wait", MIN_VERSION)
     raw = request.query.get("wait")
     limit = request.app[SETTINGS].max_wait

@@ -1,9 +1,9 @@
 """Prometheus metrics (`prometheus_client`): the families CONTRACT.md names, served at /metrics.
 
-Every request is counted (by `server/errors.request_middleware`) under its route *template* and
-a known method (anything else is `other`; a path no route matches is `unmatched`), so no caller
-can make a label value of its own. The label children are looked up once per (method, route,
-status) and kept: `labels()` costs as much as the increment itself.
+Every request is counted (by the wrapper `server/errors.answering` puts around each route) under
+its route *template* and a known method (anything else is `other`; a path no route matches is
+`unmatched`), so no caller can make a label value of its own. The label children are looked up
+once per (method, route, status) and kept: `labels()` costs as much as the increment itself.
 
 With `serve --workers N` the parent process gives the workers a fresh folder in
 `PROMETHEUS_MULTIPROC_DIR` before it starts them; prometheus_client then keeps each worker's values
@@ -16,6 +16,7 @@ the workers still alive. `jobtracker_jobs` is read from the store at each scrape
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -68,12 +69,12 @@ HTTP_REQUESTS = Counter(
     "jobtracker_http_requests_total", "HTTP requests answered, by method, route template, status.",
     ("method", "route", "status"),
 )
+HTTP_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0, 60.0)
 HTTP_SECONDS = Histogram(
     "jobtracker_http_request_duration_seconds",
     "Seconds from a request reaching the app to its answer (a stream: its whole life).",
-    ("method", "route"),
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-             60),
+    ("method", "route"), buckets=HTTP_SECONDS_BUCKETS,
 )
 EVENTS_APPENDED = Counter(
     "jobtracker_events_appended_total", "Events appended through this server (re-sends excluded)."
@@ -137,9 +138,10 @@ def waiting(kind: str) -> Iterator[None]:
 
 
 class _Children:
-    """The label children one (method, route, status) touches, looked up once."""
+    """The label children one (method, route, status) touches, looked up once, and the answers
+    counted since the last flush into them (`_flush_answers`)."""
 
-    __slots__ = ("extra", "requests", "seconds", "store_error")
+    __slots__ = ("buckets", "extra", "pending", "requests", "seconds", "store_error", "total")
 
     def __init__(self, method: str, route: str, status: int) -> None:
         self.requests = HTTP_REQUESTS.labels(method, route, str(status))
@@ -147,31 +149,73 @@ class _Children:
         refused = route == APPEND_ROUTE and method == "POST" and status >= 400
         self.extra = APPENDS_REJECTED.labels(REJECTIONS.get(status, "other")) if refused else None
         self.store_error = status == 503 and route != READY_ROUTE
+        self.pending = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(HTTP_SECONDS_BUCKETS) + 1)  # the last: above every bound
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the prometheus_client children."""
+        self.requests.inc(self.pending)
+        # The histogram takes one observation at a time; these are its two values (stable in
+        # prometheus_client since 0.4), the bucket counts and the sum, added to in bulk.
+        self.seconds._sum.inc(self.total)
+        for value, count in zip(self.seconds._buckets, self.buckets, strict=True):
+            if count:
+                value.inc(count)
+        self.pending, self.total = 0, 0.0
+        self.buckets = [0] * len(self.buckets)
+
+
+#: Children with answers counted but not yet flushed.
+_UNFLUSHED: list[_Children] = []
+
+
+def _flush_answers() -> None:
+    """Move the answers counted in memory into prometheus_client (before a scrape reads it)."""
+    while _UNFLUSHED:
+        _UNFLUSHED.pop().flush()
+
+
+#: Counts one answer of a route: its method, its status, and the seconds it took.
+RouteCounter = Callable[[str, int, float], None]
 
 
 class HttpMetrics:
-    """Counts each answered request: requests by status, duration, refused appends, 503s."""
+    """Counts each answered request: requests by status, duration, refused appends, 503s.
+
+    Each answer is added to plain counters in memory and moved into prometheus_client when this
+    process serves a scrape: a counter's and a histogram's locked increments cost a GET several
+    percent of its time. With several worker processes each answer is moved at once, as the
+    scrape may be served by another worker, which reads this one's values from their file.
+    """
 
     def __init__(self) -> None:
-        self._children: dict[tuple[str, object, int], _Children] = {}
+        self._eager = bool(os.environ.get(MULTIPROC_ENV))
 
-    def record(self, request: web.Request, status: int, seconds: float) -> None:
-        """Count one request answered with `status` after `seconds`."""
-        method = request.method
-        if method not in KNOWN_METHODS:
-            method = "other"
-        resource = request.match_info.route.resource
-        key = (method, resource, status)
-        children = self._children.get(key)
-        if children is None:
-            route = "unmatched" if resource is None else resource.canonical
-            children = self._children[key] = _Children(method, route, status)
-        children.requests.inc()
-        children.seconds.observe(seconds)
-        if children.extra is not None:
-            children.extra.inc()
-        if children.store_error:
-            STORE_ERRORS.inc()
+    def route(self, route: str) -> RouteCounter:
+        """What counts the answers of the route with template `route`."""
+        children: dict[tuple[str, int], _Children] = {}
+        eager = self._eager
+
+        def record(method: str, status: int, seconds: float) -> None:
+            if method not in KNOWN_METHODS:
+                method = "other"  # a client's own method must not become a label, nor a key
+            found = children.get((method, status))
+            if found is None:
+                found = children[method, status] = _Children(method, route, status)
+            if not found.pending:
+                _UNFLUSHED.append(found)
+            found.pending += 1
+            found.total += seconds
+            found.buckets[bisect.bisect_left(HTTP_SECONDS_BUCKETS, seconds)] += 1
+            if eager:
+                _flush_answers()
+            if found.extra is not None:
+                found.extra.inc()
+            if found.store_error:
+                STORE_ERRORS.inc()
+
+        return record
 
 
 class _JobCounts(Collector):
@@ -240,6 +284,7 @@ def _deliveries() -> bytes:
 
 async def exposition(store: Store) -> bytes:
     """The whole scrape: every family, and the job counts unless the store did not answer."""
+    _flush_answers()
     text = generate_latest(_process_values()) + _deliveries()
     try:
         async with asyncio.timeout(COUNTS_TIMEOUT):

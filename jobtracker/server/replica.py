@@ -74,6 +74,8 @@ def replica_context(read_url: str) -> Callable[[web.Application], AsyncIterator[
 
 def min_version(request: web.Request) -> int:
     """`?min_version=N` (0 when absent); 422 naming it when not a whole number >= 0."""
+    if not request.query_string:
+        return 0
     raw = request.query.get(MIN_VERSION)
     if raw is None:
         return 0

@@ -2,16 +2,20 @@
 
 The page is plain HTML, CSS and JavaScript modules from `server/ui/` (no build step, nothing from
 a CDN) and talks only to the public API with the key the user pasted. Every answer under `/ui`
-carries a strict Content-Security-Policy and its companions; API answers are left alone.
+(its errors too, and those of the fallback route for paths under `/ui/`) carries a strict
+Content-Security-Policy and its companions; API answers are left alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from importlib import resources
 
 import attrs
 from aiohttp import web
+
+from jobtracker.server.errors import AddRoute
 
 #: The folder (inside the package) the page's files are read from.
 UI_FILES = resources.files("jobtracker.server") / "ui"
@@ -62,10 +66,9 @@ def is_ui_path(path: str) -> bool:
     return path == "/ui" or path.startswith("/ui/")
 
 
-async def _secure_ui_answers(request: web.Request, response: web.StreamResponse) -> None:
-    # on_response_prepare sees every answer, the error middleware's 404s and 405s included.
-    if is_ui_path(request.path):
-        response.headers.update(SECURITY_HEADERS)
+def ui_headers(request: web.Request) -> Mapping[str, str]:
+    """The headers an answer to `request` carries: the page's security headers under `/ui`."""
+    return SECURITY_HEADERS if is_ui_path(request.path) else {}
 
 
 async def redirect_to_index(request: web.Request) -> web.StreamResponse:
@@ -87,10 +90,9 @@ async def ui_file(request: web.Request) -> web.Response:
     )
 
 
-def add_dashboard(app: web.Application) -> None:
-    """Register the dashboard's routes and its security headers on `app`."""
+def add_dashboard(app: web.Application, add: AddRoute) -> None:
+    """Register the dashboard's routes (with their security headers) through `add`."""
     app[UI_ASSETS] = load_assets()
-    app.on_response_prepare.append(_secure_ui_answers)
-    app.router.add_get("/ui", redirect_to_index, allow_head=False)
-    app.router.add_get("/ui/", ui_file, allow_head=False)
-    app.router.add_get("/ui/{name}", ui_file, allow_head=False)
+    add("GET", "/ui", redirect_to_index, ui_headers)
+    add("GET", "/ui/", ui_file, ui_headers)
+    add("GET", "/ui/{name}", ui_file, ui_headers)

@@ -204,6 +204,33 @@ async def test_requests_are_counted_under_the_route_template_never_the_id(
     assert not labels & {"job-a", "job-b", owner_key.secret, hash_secret(owner_key.secret)}
 
 
+async def test_durations_land_in_the_buckets_they_fall_in(
+    client: TestClient, owner_key: IssuedKey
+) -> None:
+    """Three quick GETs and one long poll held a second: the quick ones count in every bucket
+    from 0.5 s up, the held one only from 2.5 s up, and the sum holds the second it waited."""
+    await create(client, owner_key, "timed")
+    before = await scrape(client)
+    for _ in range(3):
+        assert (await client.get("/api/v1/jobs/timed", headers=headers(owner_key))).status == 200
+    tag = (await client.get("/api/v1/jobs/timed", headers=headers(owner_key))).headers["ETag"]
+    held = await client.get("/api/v1/jobs/timed?wait=1",
+                            headers=headers(owner_key, **{"If-None-Match": tag}))
+    assert held.status == 304
+    after = await scrape(client)
+
+    def moved(name: str, **labels: str) -> float:
+        timed = {"method": "GET", "route": JOB_ROUTE, **labels}
+        return value(after, name, **timed) - value(before, name, **timed)
+
+    bucket = "jobtracker_http_request_duration_seconds_bucket"
+    assert moved(bucket, le="0.5") == 4  # the three GETs and the one that read the tag
+    assert moved(bucket, le="1.0") == 4
+    assert moved(bucket, le="2.5") == 5
+    assert moved(bucket, le="+Inf") == 5
+    assert 1.0 <= moved("jobtracker_http_request_duration_seconds_sum") < 2.5
+
+
 @pytest.mark.parametrize("store_kind", ["memory"], indirect=True)
 async def test_unmatched_paths_and_odd_methods_share_fixed_labels(client: TestClient) -> None:
     """A hundred random paths and a method no route has (PROPFIND) add no label value."""
