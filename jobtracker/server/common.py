@@ -33,6 +33,8 @@ SETTINGS = web.AppKey("jobtracker_settings", Settings)
 FINISHED = web.AppKey("jobtracker_finished_bodies", FinishedBodies)
 OWNERS = web.AppKey("jobtracker_job_owners", JobOwners)
 GATE = web.AppKey("jobtracker_commit_gate", CommitGate)
+#: The header a caller's API key comes in (the seed's).
+API_KEY_HEADER = "X-API-Key"
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -51,7 +53,7 @@ async def request_key(request: web.Request, ticket: int | None = None) -> ApiKey
     With `ticket` (what the request's `CommitGate.look` gave) it comes from memory while nothing
     was committed: worth it for reads; a write moves the mark anyway.
     """
-    secret = request.headers.get("X-API-Key")
+    secret = request.headers.get(API_KEY_HEADER)
     if ticket is None or secret is None:
         return await authenticate(request.app[STORE], secret)
     gate = request.app[GATE]

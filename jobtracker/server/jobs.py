@@ -12,6 +12,7 @@ from jobtracker.domain.events import Created, new_job_id
 from jobtracker.domain.projection import job_body
 from jobtracker.server.bodycache import FinishedBody, RunningBody
 from jobtracker.server.common import (
+    API_KEY_HEADER,
     FEED,
     FINISHED,
     GATE,
@@ -26,7 +27,7 @@ from jobtracker.server.common import (
     request_key,
 )
 from jobtracker.server.metrics import LONG_POLL, waiting
-from jobtracker.server.replica import MIN_VERSION, job_read
+from jobtracker.server.replica import MIN_VERSION, job_read, min_version
 from jobtracker.store import Store
 from jobtracker.store.base import ApiKey, JobView
 from jobtracker.store.keys import check_owner_key
@@ -46,9 +47,12 @@ def matches(if_none_match: str | None, tag: str) -> bool:
 
 
 def _wait_seconds(request: web.Request) -> int:
+    """`?wait=` (0 when absent), with the rest of the query checked: a bad `min_version` is
+    refused whatever the job, before anything is read."""
     if not request.query_string:  # what a poll sends: spare parsing a query that is not there
         return 0
     only_query(request, "wait", MIN_VERSION)
+    min_version(request)
     raw = request.query.get("wait")
     limit = request.app[SETTINGS].max_wait
     if raw is None:
@@ -103,13 +107,16 @@ async def get_job(request: web.Request) -> web.Response:
     A finished job's body is encoded once and served from memory afterwards: it never changes.
     A running job's is served from memory until the job moves (`bodycache.CommitGate`).
     """
-    gate = request.app[GATE]
+    app = request.app
+    gate = app[GATE]
     ticket = gate.look()  # first: whatever moved before this request arrived must show
-    key = await request_key(request, ticket)
+    secret = request.headers.get(API_KEY_HEADER)
+    key = gate.key(secret) if secret is not None else None
+    if key is None:
+        key = await request_key(request, ticket)
     wait = _wait_seconds(request)
-    read_view = job_read(request)
     job_id = request.match_info["job_id"]
-    held = request.app[FINISHED].get(job_id)
+    held = app[FINISHED].get(job_id)
     if held is not None:
         check_access(held.owner, key)
         return _finished_response(request, held)
@@ -117,7 +124,7 @@ async def get_job(request: web.Request) -> web.Response:
     if current is not None:
         check_access(current.view.state.owner, key)
     else:
-        view = await job_for(request, key, read=read_view)
+        view = await job_for(request, key, read=job_read(request))
         if view.state.status.is_terminal:
             return _finished_response(request, _hold_finished(request, view))
         current = RunningBody(view, codec.dumps(_body(request, view)), etag(view))

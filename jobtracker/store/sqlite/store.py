@@ -431,6 +431,9 @@ class SqliteStore(ReplaySide):
     def commit_mark(self) -> object:
         """What moves on any commit by any process (None: cannot tell, count it as moved); on the
         loop, about a microsecond: callers ask before every request they answer from memory."""
+        watch = self._watch
+        if watch is not None:  # the wal-index header: no SQLite call, nothing to translate
+            return watch.header()
         reader = self._open(self._reader)
         return _translated(lambda: self._change_mark(reader))
 
