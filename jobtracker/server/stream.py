@@ -46,7 +46,7 @@ def _stream_headers() -> dict[str, str]:
         "X-Accel-Buffering": "no",
     }
     request_id = REQUEST_ID.get()
-    if request_id is not None:  # sent before the middleware sees the response: set here
+    if request_id is not None:  # sent before the route's wrapper sees the response: set here
         headers[REQUEST_ID_HEADER] = request_id
     return headers
 
