@@ -237,7 +237,8 @@ async def test_pool_size_in_the_url_bounds_the_connections(pg_url: str) -> None:
     await store.open()
     try:
         await store.create_job("job", Created(owner="key_a"))
-        await asyncio.gather(*(store.get_job("job", 10) for _ in range(20)))
+        # Reads through the pool (GETs have connections of their own, `batch_read`).
+        await asyncio.gather(*(store.read_job_events("job") for _ in range(20)))
         conn = await asyncpg.connect(pg_url)
         try:
             opened = await conn.fetchval(

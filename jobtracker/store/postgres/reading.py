@@ -1,10 +1,11 @@
-"""A job's view read from one pool: the primary's store and a standby's read-only view share it."""
+"""A job's view: its state (read from one pool by a standby's read-only view, or through the
+store's `batch_read.BatchReader`), with the row errors a SUCCESS body shows."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from jobtracker.domain.state import RowError, Status
+from jobtracker.domain.state import JobState, RowError, Status
 from jobtracker.store.base import JobView
 from jobtracker.store.postgres.commit import once_more_if_cut
 from jobtracker.store.postgres.driver import driver_errors
@@ -21,11 +22,26 @@ async def read_job(pool: asyncpg.Pool, job_id: str, errors_limit: int) -> JobVie
         return None
     async with driver_errors("reading a job"):
         row = await once_more_if_cut(pool, lambda: pool.fetchrow(SELECT_JOB, job_id))
-        if row is None:
-            return None
-        state = state_from_row(tuple(row))
-        if state.status is not Status.SUCCESS or state.failed == 0:
-            return JobView(state)
+    state = None if row is None else state_from_row(tuple(row))
+    return await with_errors(pool, state, errors_limit)
+
+
+def lists_errors(state: JobState) -> bool:
+    """Whether `state`'s body lists row errors (a SUCCESS that has any), which are read apart."""
+    return state.status is Status.SUCCESS and state.failed > 0
+
+
+async def with_errors(
+    pool: asyncpg.Pool, state: JobState | None, errors_limit: int
+) -> JobView | None:
+    """`state`'s view, with its first `errors_limit` row errors when its body lists them, read
+    from `pool`."""
+    if state is None:
+        return None
+    if not lists_errors(state):
+        return JobView(state)
+    job_id = state.job_id
+    async with driver_errors("reading a job"):
         rows = await once_more_if_cut(
             pool, lambda: pool.fetch(_SELECT_ERRORS, job_id, errors_limit)
         )

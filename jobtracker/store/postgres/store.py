@@ -33,6 +33,7 @@ from jobtracker.store.base import (
 )
 from jobtracker.store.migrate import missing_migrations
 from jobtracker.store.postgres import deadlines, stats
+from jobtracker.store.postgres.batch_read import READER_NAME, BatchReader
 from jobtracker.store.postgres.commit import BeforeCommit, no_pause, once_more_if_cut
 from jobtracker.store.postgres.deadlines import DeadlineSide
 from jobtracker.store.postgres.driver import (
@@ -54,7 +55,7 @@ from jobtracker.store.postgres.keys import KeyCache
 from jobtracker.store.postgres.lanes import GroupCommitter
 from jobtracker.store.postgres.listen import AppendHints
 from jobtracker.store.postgres.plan import storable
-from jobtracker.store.postgres.reading import read_job
+from jobtracker.store.postgres.reading import lists_errors, with_errors
 from jobtracker.store.postgres.replaying import ReplaySide
 from jobtracker.store.postgres.sql import (
     APPEND_CHANNEL,
@@ -114,6 +115,7 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
         self._committer: GroupCommitter | None = None
         self._hints: AppendHints | None = None
         self._key_cache: KeyCache | None = None
+        self._reader: BatchReader | None = None
         self._observe_groups: Callable[[int], None] | None = None
         #: Webhook subscriptions and deliveries, on the same pool.
         self.webhooks = PostgresWebhooks(self._open_pool)
@@ -136,6 +138,7 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
             pool.terminate()  # a store that failed to open holds no connections
             raise
         self._pool = pool
+        self._reader = BatchReader(self._connect_reader)
         self._hints = AppendHints(self.url, self._poll_interval)
         self._key_cache = KeyCache(self.url, self._poll_interval)
         self._committer = GroupCommitter(
@@ -152,8 +155,11 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
         """Commit what is queued, close the listener and the pool; closing twice is harmless."""
         committer, pool, hints = self._committer, self._pool, self._hints
         key_cache, self._key_cache = self._key_cache, None
+        reader, self._reader = self._reader, None
         self._committer = self._pool = self._hints = None
         async with driver_errors("closing"):
+            if reader is not None:
+                await reader.close()
             if key_cache is not None:
                 await key_cache.close()
             if committer is not None:
@@ -167,6 +173,15 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
         """A connection outside the pool (the group committer's lanes keep one each)."""
         return await asyncpg.connect(
             self.url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
+        )
+
+    async def _connect_reader(self) -> asyncpg.Connection[asyncpg.Record]:
+        """A read lane's connection, named so that `pg_stat_activity` tells it apart."""
+        return await asyncpg.connect(
+            self.url,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            server_settings={"application_name": READER_NAME},
         )
 
     @property
@@ -235,8 +250,16 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
             raise unavailable(exc, "appending") from exc
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
-        """The projection of one job; row errors are read only for a SUCCESS body."""
-        return await read_job(self._open_pool(), job_id, errors_limit)
+        """The projection of one job, read by a query that started after this call (so whatever
+        any process had committed by then shows); row errors are read only for a SUCCESS body."""
+        if self._reader is None:
+            raise StoreUnavailable("The PostgreSQL store is not open")
+        if not storable(job_id):
+            return None
+        state = await self._reader.state(job_id)
+        if state is None or not lists_errors(state):  # no second await on the polling path
+            return None if state is None else JobView(state)
+        return await with_errors(self._open_pool(), state, errors_limit)
 
     async def read_job_events(
         self, job_id: str, after_version: int = 0, limit: int = 1000
