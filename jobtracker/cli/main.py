@@ -184,7 +184,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The command line; `environ` gives `serve` flags their JOBTRACKER_* defaults."""
+    """The command line; `environ` gives the flags of `serve` and `webhooks run` their
+    JOBTRACKER_* defaults."""
     store_help = ("store URL: sqlite:///relative.db, sqlite:////absolute.db, memory:// or "
                   "postgresql://… (default: $JOBTRACKER_STORE, else sqlite:///jobtracker.db in "
                   "the current directory)")
@@ -257,7 +258,7 @@ def _parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser
     migrate.set_defaults(run=cmd_migrate)
 
     _add_keys_commands(commands, common, formatter)
-    add_webhooks_command(commands, common)
+    add_webhooks_command(commands, common, environ)
     add_jobs_commands(commands, formatter)
     add_prune_command(commands, common, formatter)
     add_stats_command(commands, common, formatter)
@@ -345,8 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobtracker` console script."""
     arguments = sys.argv[1:] if argv is None else list(argv)
     try:
-        # Only `serve` reads its JOBTRACKER_* flags: a bad one must not break `keys list`.
-        parser = _parser(os.environ if arguments[:1] == ["serve"] else None)
+        # Only `serve` and `webhooks run` read their JOBTRACKER_* flags: a bad one must not
+        # break `keys list`.
+        reads_env = arguments[:1] == ["serve"] or arguments[:2] == ["webhooks", "run"]
+        parser = _parser(os.environ if reads_env else None)
     except ConfigError as exc:
         print(f"jobtracker: error: {exc.detail}", file=sys.stderr)
         return 2

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
+from jobtracker.server.config import HelpFormatter, apply_env_defaults
 from jobtracker.server.settings import Settings
 
 
@@ -87,12 +89,15 @@ def cmd_webhooks_run(args: argparse.Namespace) -> int:
 def add_webhooks_command(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     common: argparse.ArgumentParser,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
-    """`webhooks run`."""
+    """`webhooks run`; its flags take their defaults from `environ`'s JOBTRACKER_* variables, as
+    serve's do (the same variables configure both)."""
     webhooks = commands.add_parser("webhooks", help="deliver webhooks apart from the API")
     sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
-    run = sub.add_parser("run", parents=[common],
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    run = sub.add_parser("run", parents=[common], formatter_class=HelpFormatter,
                          help="deliver webhooks from the store until interrupted")
     add_webhook_arguments(run, switch=False)
+    if environ is not None:
+        apply_env_defaults(run, environ)
     run.set_defaults(run=cmd_webhooks_run)

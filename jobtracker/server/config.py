@@ -79,6 +79,8 @@ def _value(action: argparse.Action, name: str, raw: str) -> Any:
         return action.const if on else action.default  # a plain on-switch such as --no-x
     try:
         value = raw if action.type is None else action.type(raw)  # type: ignore[operator]
+    except argparse.ArgumentTypeError as exc:  # the type's own words about the value
+        raise ConfigError(f"{name}: {exc}") from None
     except (TypeError, ValueError):
         kind = getattr(action.type, "__name__", "value")
         raise ConfigError(f"{name}={raw!r}: not a valid {kind}") from None

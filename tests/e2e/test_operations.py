@@ -385,6 +385,24 @@ def test_a_malformed_variable_is_refused_naming_it(tmp_path: Path) -> None:
         "valid float"
 
 
+@pytest.mark.parametrize("command", [["serve"], ["webhooks", "run"]])
+def test_webhook_variables_configure_serve_and_webhooks_run_alike(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`webhooks run` reads the same JOBTRACKER_WEBHOOK_* variables as serve: a malformed one is
+    refused by both in one line naming it (a type's own complaint, never a traceback), and its
+    help names each variable."""
+    env = {**os.environ, "JOBTRACKER_WEBHOOK_GIVE_UP": "soon"}
+    ran = subprocess.run(jobtracker(*command, "--store", f"sqlite:///{tmp_path / 'j.db'}"),
+                         capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert ran.returncode == 2
+    assert ran.stderr.strip() == ("jobtracker: error: JOBTRACKER_WEBHOOK_GIVE_UP: 'soon': not a "
+                                  "number of seconds")
+    shown = subprocess.run(jobtracker(*command, "--help"), capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    assert "JOBTRACKER_WEBHOOK_GIVE_UP" in " ".join(shown.split())
+
+
 def test_version_and_serve_help_with_every_default_and_variable() -> None:
     """`jobtracker --version` names the version; `serve --help` shows each flag's default and
     its variable."""
