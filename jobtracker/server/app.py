@@ -10,8 +10,8 @@ from aiohttp import web
 
 from jobtracker.domain import codec
 from jobtracker.server import openapi
-from jobtracker.server.bodycache import CommitGate, FinishedBodies, JobOwners
-from jobtracker.server.common import FEED, FINISHED, GATE, OWNERS, SETTINGS, STORE
+from jobtracker.server.bodycache import CommitGate, FinishedBodies, JobOwners, RunningBodies
+from jobtracker.server.common import ENCODED, FEED, FINISHED, GATE, OWNERS, SETTINGS, STORE
 from jobtracker.server.control import HEARTBEATS, Heartbeats, Reaper, cancel, heartbeat
 from jobtracker.server.errors import (
     FALLBACK_PATH,
@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[FINISHED] = FinishedBodies()
     app[OWNERS] = JobOwners()
     app[GATE] = CommitGate()
+    app[ENCODED] = RunningBodies()
     app[HEARTBEATS] = Heartbeats()
     chosen = store or make_store(settings.store_url, group_commit=settings.group_commit)
     app.cleanup_ctx.append(_store_context(chosen))

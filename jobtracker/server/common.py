@@ -19,7 +19,7 @@ from jobtracker.domain.errors import (
     RequestTimeout,
 )
 from jobtracker.domain.events import is_valid_job_id
-from jobtracker.server.bodycache import CommitGate, FinishedBodies, JobOwners
+from jobtracker.server.bodycache import CommitGate, FinishedBodies, JobOwners, RunningBodies
 from jobtracker.server.protocol import decoded_body
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store
@@ -33,6 +33,8 @@ SETTINGS = web.AppKey("jobtracker_settings", Settings)
 FINISHED = web.AppKey("jobtracker_finished_bodies", FinishedBodies)
 OWNERS = web.AppKey("jobtracker_job_owners", JobOwners)
 GATE = web.AppKey("jobtracker_commit_gate", CommitGate)
+#: Running jobs' bodies as last encoded, reused for a view read again unchanged.
+ENCODED = web.AppKey("jobtracker_encoded_bodies", RunningBodies)
 #: The header a caller's API key comes in (the seed's).
 API_KEY_HEADER = "X-API-Key"
 

@@ -13,6 +13,7 @@ from jobtracker.domain.projection import job_body
 from jobtracker.server.bodycache import FinishedBody, RunningBody
 from jobtracker.server.common import (
     API_KEY_HEADER,
+    ENCODED,
     FEED,
     FINISHED,
     GATE,
@@ -83,8 +84,19 @@ def _body(request: web.Request, view: JobView) -> dict[str, object]:
 def _body_response(request: web.Request, view: JobView) -> web.Response:
     if view.state.status.is_terminal:
         return _finished_response(request, _hold_finished(request, view))
-    return _running_response(request, RunningBody(view, codec.dumps(_body(request, view)),
-                                                   etag(view)))
+    return _running_response(request, _running_body(request, view))
+
+
+def _running_body(request: web.Request, view: JobView) -> RunningBody:
+    """The running job's body for `view`, encoded again only if the view differs from the one
+    last encoded (where every GET reads the store, PostgreSQL, most reads find it unchanged)."""
+    encoded = request.app[ENCODED]
+    held = encoded.get(view.state.job_id)
+    if held is not None and held.view == view:
+        return held
+    current = RunningBody(view, codec.dumps(_body(request, view)), etag(view))
+    encoded.put(current)
+    return current
 
 
 def _running_response(request: web.Request, held: RunningBody) -> web.Response:
@@ -127,7 +139,7 @@ async def get_job(request: web.Request) -> web.Response:
         view = await job_for(request, key, read=job_read(request))
         if view.state.status.is_terminal:
             return _finished_response(request, _hold_finished(request, view))
-        current = RunningBody(view, codec.dumps(_body(request, view)), etag(view))
+        current = _running_body(request, view)
         gate.hold(ticket, current)
     view = current.view
     if not matches(request.headers.get("If-None-Match"), current.etag):
