@@ -32,8 +32,8 @@ DRIVER_ERRORS = (
     TimeoutError,
 )
 
-#: Connections each store's pool may open (the LISTENers and the group committer's lanes have
-#: their own); `?pool_size=N` in the URL changes it.
+#: Connections each store's pool may open (the LISTENers, the group committer's lanes and the
+#: GETs' read lane, `batch_read.READ_LANES`, have their own); `?pool_size=N` in the URL changes it.
 DEFAULT_POOL_SIZE = 10
 #: Seconds to connect, and for any one statement, on the pool's and the commit lanes' connections.
 CONNECT_TIMEOUT = 10
