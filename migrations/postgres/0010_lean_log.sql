@@ -223,3 +223,7 @@ $$;
 
 CREATE TRIGGER events_insert INSTEAD OF INSERT ON events
     FOR EACH ROW EXECUTE FUNCTION events_insert();
+
+-- Through the view, history is as unchangeable as in the tables (a prune deletes from `log`).
+CREATE TRIGGER events_refuse_change INSTEAD OF UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION log_refuse_change();

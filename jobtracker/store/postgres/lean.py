@@ -61,7 +61,7 @@ def _page(where: str, order: str, key_column: str, data: bool = True) -> str:
     columns = _ROW if data else "job_id, p.last_version, p.last_position, p.types, p.upto"
     return (
         f"SELECT {columns} FROM ("  # noqa: S608 -- fixed column names only
-        f"SELECT b.*, {avail} AS avail, sum({avail}) OVER (ORDER BY b.{order}) AS upto "
+        f"SELECT b.*, {avail} AS avail, sum({avail}) OVER (ORDER BY b.{order})::bigint AS upto "
         f"FROM (SELECT * FROM log WHERE {where} AND {order} > $1 ORDER BY {order} LIMIT $2) AS b"
         f") AS p JOIN log_jobs k ON k.job_key = p.{key_column} "
         f"WHERE p.upto - p.avail < $2 ORDER BY p.{order}"
