@@ -208,8 +208,12 @@ async def copy_batch(conn: Any, last: bool = False, batch: int = COPY_BATCH) -> 
 
 async def _job_keys(conn: Any, job_ids: Sequence[str]) -> dict[str, int]:
     distinct = list(dict.fromkeys(job_ids))
+    # Only the new ones, in order of appearance: a conflict would still draw a key, and the keys
+    # would then depend on where batches happened to end.
     await conn.execute(
-        "INSERT INTO log_jobs (job_id) SELECT unnest($1::text[]) ON CONFLICT (job_id) DO NOTHING",
+        "INSERT INTO log_jobs (job_id) SELECT j.id "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS j(id, n) "
+        "WHERE NOT EXISTS (SELECT 1 FROM log_jobs WHERE job_id = j.id) ORDER BY j.n",
         distinct,
     )
     found = await conn.fetch(
