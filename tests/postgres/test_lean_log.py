@@ -133,7 +133,7 @@ async def test_the_sql_type_codes_are_the_domain_s(pg_url: str, open_store: Open
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute("INSERT INTO log_jobs (job_id) VALUES ('j')")
-        for kind, code in TYPE_CODES.items():
+        for code in TYPE_CODES.values():
             await conn.execute(
                 "INSERT INTO log (job_key, last_version, last_position, types, texts, data) "
                 "SELECT job_key, $1, $1, $2, ARRAY['id-' || $1::bigint], '{}' FROM log_jobs",
