@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 import asyncpg
@@ -130,19 +131,40 @@ def stored_rows(
     rows: Iterable[asyncpg.Record], after: int, limit: int, *, by_version: bool,
     upto: int | None = None,
 ) -> list[StoredRow]:
-    """A page's events as the fold reads them, up to position `upto` when given."""
+    """A page's events as the fold reads them, up to position `upto` when given.
+
+    Replay reads every event of the log through here: each batch's tuples are built by `zip` over
+    its columns, not one by one in Python."""
     found: list[StoredRow] = []
-    append = found.append
+    kind_of, schema_of = _KIND_OF.__getitem__, _SCHEMA_OF.__getitem__
     for row in rows:
-        n = len(row["types"])
-        job_id = row["job_id"]
+        types = row["types"]
+        n = len(types)
         first_version, first_position = row["last_version"] - n + 1, row["last_position"] - n + 1
-        forms, data = _forms(row), row["data"].split("\n")
-        for i in _cut(row, after, limit, by_version):
-            if upto is not None and first_position + i > upto:
-                return found
-            append((job_id, first_version + i, first_position + i, *forms[i], data[i]))
+        cut = _cut(row, after, limit, by_version)
+        start, stop = cut.start, cut.stop
+        if upto is not None:
+            stop = min(stop, upto - first_position + 1)
+        if stop <= start:
+            break
+        data = row["data"].split("\n")[start:stop]
+        if row["odd_types"] is None:
+            kinds: Iterable[str] = map(kind_of, types[start:stop])
+            schemas: Iterable[int] = map(schema_of, types[start:stop])
+        else:
+            forms = _forms(row)[start:stop]
+            kinds, schemas = [form[0] for form in forms], [form[1] for form in forms]
+        found.extend(zip(repeat(row["job_id"], stop - start),
+                         range(first_version + start, first_version + stop),
+                         range(first_position + start, first_position + stop),
+                         kinds, schemas, data, strict=True))
     return found
+
+
+#: Each one-byte form's type and schema version (`stored.form_of`; a code no type has reads as an
+#: unknown type, which the fold refuses by name).
+_KIND_OF = tuple(form_of(code)[0] for code in range(256))
+_SCHEMA_OF = tuple(form_of(code)[1] for code in range(256))
 
 
 def heads(rows: Iterable[asyncpg.Record], after: int, limit: int) -> list[tuple[str, int, int]]:
