@@ -13,13 +13,16 @@ release wrote it, rebuilt from the lean file in the same run. PostgreSQL: the to
 (heap, TOAST, indexes) of the lean log's tables (migration 0010) / events; the reference is the
 same events in a database at migration 0009, one `events` row each as that release stored them,
 copied in log order in the same run; the events' own JSON payload (the information they carry) is
-an extra. Not covered: the write-ahead log, and webhook queues (a sidecar file on SQLite).
+an extra, and so is the log's cost when every append carries one event (`one_event_appends`: 8
+writers, 1/50 of the events). Not covered: the write-ahead log, and webhook queues (a sidecar
+file on SQLite).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -213,6 +216,24 @@ async def old_layout_postgres(lean_url: str, old_url: str) -> int:
         await store.close()
 
 
+async def one_event_appends(url: str, events: int, writers: int = 8) -> float:
+    """Log bytes per event when every append carries one event (a worker posting each event as
+    it happens): `writers` concurrent writers, a job each, group commit on."""
+    store = make_store(url)
+    await store.open()
+    try:
+        async def writer(job_id: str, count: int) -> None:
+            await store.create_job(job_id, Created(owner="key_bench", total=count))
+            for event in itertools.islice(job_events(count), count - 1):
+                await store.append(job_id, [NewEvent(new_event_ids(1)[0], event)])
+
+        await asyncio.gather(*(writer(new_job_id(), events // writers) for _ in range(writers)))
+    finally:
+        await store.close()
+    stats = await read_stats(url)
+    return stats.log_bytes / stats.events
+
+
 _OLD_COLUMNS = ("job_id", "version", "event_id", "type", "schema_version", "data", "recorded_at")
 
 
@@ -226,10 +247,13 @@ def run_postgres(config: BenchConfig) -> Round:
             payload = await fill(url, events)
             stats = await read_stats(url)
             old_bytes = await old_layout_postgres(url, old_url)
-            return _round(stats, stats.log_bytes, old_bytes / stats.events, POSTGRES_TARGET,
-                          frozenset(PG_LOG_TABLES),
-                          old_layout_bytes_per_event=old_bytes / stats.events,
-                          payload_bytes_per_event=payload / stats.events)
+        async with scratch_database() as single_url:
+            single = await one_event_appends(single_url, events // 50)
+        return _round(stats, stats.log_bytes, old_bytes / stats.events, POSTGRES_TARGET,
+                      frozenset(PG_LOG_TABLES),
+                      old_layout_bytes_per_event=old_bytes / stats.events,
+                      payload_bytes_per_event=payload / stats.events,
+                      one_event_appends_bytes_per_event=single)
 
     return asyncio.run(measure())
 
