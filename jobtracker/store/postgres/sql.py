@@ -68,8 +68,10 @@ def _write_group_sql() -> str:
     # after one that drew 8, or a reader could see 8, move past 7 and never look back. We make
     # that impossible by drawing positions only while holding a transaction-scoped advisory lock,
     # which PostgreSQL releases after the commit is visible. The lock is taken in the same
-    # statement that inserts (the identity is evaluated per row of the join with `position_lock`,
-    # so only after the lock is held) to keep the serialized stretch to this statement plus
+    # statement that inserts (`base` draws the group's positions from `log_position` as one
+    # range, `nextval` then `setval` past it, from `position_lock`'s row, so only after the lock
+    # is held; each request's events are a `log` row of consecutive positions in that range, see
+    # migration 0010) to keep the serialized stretch to this statement plus
     # COMMIT; everything before it (reads, the fold) runs in parallel. We chose this over reading
     # below pg_snapshot_xmin because that orders by transaction id, not position, and a tailing
     # reader's cursor is one integer.
@@ -89,6 +91,9 @@ def _write_group_sql() -> str:
     # the whole write fails with an integrity error, as a unique key on one row per mark failed
     # it, and the caller redoes the group with the marks read (`commit.commit_group`). One
     # document holds each chunk of the group once, so no row is upserted twice in the statement.
+    #
+    # A re-sent event id fails the write on the unique key of `log_ids` or `log_text_ids`, as it
+    # failed on `events.event_id` before: ids are unique over the whole log, not per job.
     #
     # Events, marks and row errors travel as one JSON document per table ($3 to $5), not as one
     # array per column: asyncpg checks every element of an array parameter against the collection
