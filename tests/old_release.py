@@ -1,9 +1,10 @@
-"""A SQLite file written by the release before the lean log, and what its API answered.
+"""A store written by the release before the lean log, and what its API answered.
 
-`release_tree` unpacks that release (the parent of the commit that added migration 0007) from
-git; `python tests/old_release.py TREE DB OUT` runs it, writes jobs of every kind through its HTTP
-API, and saves the bodies of `PATHS` as it answered them. `answers` asks the same of whatever
-`jobtracker` is imported: the test compares the two byte for byte after migrating the file.
+`release_tree` unpacks that release (the parent of the commit that added the lean log's
+migration: 0007 on SQLite, 0010 on PostgreSQL) from git; `python tests/old_release.py TREE STORE
+OUT` runs it, writes jobs of every kind through its HTTP API, and saves the bodies of `PATHS` as
+it answered them. STORE is a SQLite file's path or a PostgreSQL URL. `answers` asks the same of
+whatever `jobtracker` is imported: the test compares the two byte for byte after migrating.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 LEAN_MIGRATION = "migrations/sqlite/0007_lean_log.sql"
+PG_LEAN_MIGRATION = "migrations/postgres/0010_lean_log.sql"
 UUID = "0190f2a8-7c4e-7b1a-9d3e-5f6a7b8c9d0e"
 #: Job b's events, left running: a canonical UUID id and a client's own.
 B_EVENTS = [{"type": "started", "event_id": "0190f2a8-7c4e-7b1a-9d3e-000000000001"},
@@ -33,12 +35,12 @@ PATHS = [
 ]
 
 
-def release_tree(root: Path, into: Path) -> Path | None:
+def release_tree(root: Path, into: Path, migration: str = LEAN_MIGRATION) -> Path | None:
     """The previous release's `jobtracker` package and migrations under `into`; None without git
     or without the history."""
     try:
         added = subprocess.run(
-            ["git", "log", "-1", "--format=%H", "--diff-filter=A", "--", LEAN_MIGRATION],
+            ["git", "log", "-1", "--format=%H", "--diff-filter=A", "--", migration],
             cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         if not added:
             return None  # a copy without the history that added the lean log
@@ -129,7 +131,7 @@ async def write(url: str) -> str:
 
 
 async def _main(db: str, out: str) -> None:
-    url = f"sqlite:///{db}"
+    url = db if db.startswith("postgresql://") else f"sqlite:///{db}"
     secret = await write(url)
     found = {"secret": secret, "answers": await answers(url, secret)}
     with open(out, "w") as file:  # noqa: ASYNC230 -- a script's last step; nothing else runs

@@ -9,22 +9,29 @@ bytes on SQLite, <= 140 on PostgreSQL).
 
 SQLite: the file's size after `VACUUM` over its events, for the lean log; the reference is the
 same events and projection in a file at migration 0006 (the layout before #28), each row as that
-release wrote it, rebuilt from the lean file in the same run. PostgreSQL (still on its first
-layout): `pg_total_relation_size('events')` / events, beside the events' own JSON payload (the
-information they carry). Not covered: the write-ahead log, and webhook queues (a sidecar file on
-SQLite).
+release wrote it, rebuilt from the lean file in the same run. PostgreSQL: the total relation size
+(heap, TOAST, indexes) of the lean log's tables (migration 0010) / events; the reference is the
+same events in a database at migration 0009, one `events` row each as that release stored them,
+copied in log order in the same run; the events' own JSON payload (the information they carry) is
+an extra, and so is the log's cost when every append carries one event (`one_event_appends`: 8
+writers, 1/50 of the events). Not covered: the write-ahead log, and webhook queues (a sidecar
+file on SQLite).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import itertools
 import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
+
 from jobtracker.cli.stats import read_stats
-from jobtracker.domain.codec import decode_stored, encode_fields
+from jobtracker.domain.codec import decode_stored, encode_fields, stored_version
 from jobtracker.domain.events import (
     Created,
     EmailSent,
@@ -42,12 +49,13 @@ from jobtracker.domain.stored import form_of, unpack_event_id, unpack_time
 from jobtracker.store import make_store
 from jobtracker.store.base import StorageStats
 from jobtracker.store.migrate import migrations
+from jobtracker.store.postgres.stats import LOG_TABLES as PG_LOG_TABLES
 from jobtracker.store.sqlite.lean import LEAN_LOG
 from jobtracker.store.sqlite.stats import LOG_TABLES
 
 from .base import BenchConfig, Benchmark, Round
 from .get import postgres_unavailable
-from .postgres import scratch_database
+from .postgres import at_old_layout, scratch_database
 
 ROWS_PER_JOB = 1000
 BATCH = 500
@@ -186,16 +194,66 @@ def _old_row(
             encode_fields(event), unpack_time(at))
 
 
+async def old_layout_postgres(lean_url: str, old_url: str) -> int:
+    """The lean database's events in another database at migration 0009 (the layout before #28),
+    each as that release stored it (text ids, keyed JSON, one row per event), written in log
+    order; the bytes of its log (`events` with TOAST and indexes)."""
+    store = make_store(lean_url)
+    await store.open()
+    conn = await asyncpg.connect(old_url)
+    try:
+        await at_old_layout(conn)
+        after = 0
+        while page := await store.read_log(after, 20_000):
+            await conn.copy_records_to_table("events", columns=_OLD_COLUMNS, records=[
+                (e.job_id, e.version, e.event_id, e.event.TYPE, stored_version(e.event),
+                 encode_fields(e.event), dt.datetime.fromisoformat(e.recorded_at))
+                for e in page])
+            after = page[-1].position
+        return int(await conn.fetchval("SELECT pg_total_relation_size('events')"))
+    finally:
+        await conn.close()
+        await store.close()
+
+
+async def one_event_appends(url: str, events: int, writers: int = 8) -> float:
+    """Log bytes per event when every append carries one event (a worker posting each event as
+    it happens): `writers` concurrent writers, a job each, group commit on."""
+    store = make_store(url)
+    await store.open()
+    try:
+        async def writer(job_id: str, count: int) -> None:
+            await store.create_job(job_id, Created(owner="key_bench", total=count))
+            for event in itertools.islice(job_events(count), count - 1):
+                await store.append(job_id, [NewEvent(new_event_ids(1)[0], event)])
+
+        await asyncio.gather(*(writer(new_job_id(), events // writers) for _ in range(writers)))
+    finally:
+        await store.close()
+    stats = await read_stats(url)
+    return stats.log_bytes / stats.events
+
+
+_OLD_COLUMNS = ("job_id", "version", "event_id", "type", "schema_version", "data", "recorded_at")
+
+
 def run_postgres(config: BenchConfig) -> Round:
-    """Fill a database of its own; the log with its indexes over its events."""
+    """Fill a database of its own; the log with its indexes over its events; the same events on
+    the old layout in another database."""
     events = QUICK_EVENTS if config.quick else FULL_EVENTS
 
     async def measure() -> Round:
-        async with scratch_database() as url:
+        async with scratch_database() as url, scratch_database() as old_url:
             payload = await fill(url, events)
             stats = await read_stats(url)
-            return _round(stats, stats.log_bytes, payload / stats.events, POSTGRES_TARGET,
-                          frozenset({"events"}))
+            old_bytes = await old_layout_postgres(url, old_url)
+        async with scratch_database() as single_url:
+            single = await one_event_appends(single_url, events // 50)
+        return _round(stats, stats.log_bytes, old_bytes / stats.events, POSTGRES_TARGET,
+                      frozenset(PG_LOG_TABLES),
+                      old_layout_bytes_per_event=old_bytes / stats.events,
+                      payload_bytes_per_event=payload / stats.events,
+                      one_event_appends_bytes_per_event=single)
 
     return asyncio.run(measure())
 
@@ -214,8 +272,10 @@ BENCHMARKS = [
     ),
     Benchmark(
         name="storage-postgresql",
-        subject="pg_total_relation_size('events') per event (1,000,000 events)",
-        reference="the events' JSON payload bytes per event (the information they carry)",
+        subject="pg_total_relation_size of the log's tables (log, log_ids, log_text_ids, "
+        "log_jobs) per event (1,000,000 events, jobs of 1,000 rows)",
+        reference="the same events on the layout before #28 (migration 0009: `events`, one row "
+        "per event), written in log order into another database, same run",
         unit="bytes/event",
         target=f"<= {POSTGRES_TARGET:.0f} bytes per event (issue #28)",
         run=run_postgres,

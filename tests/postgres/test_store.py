@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "statement",
-    ["UPDATE events SET type = 'failed'", "DELETE FROM events", "TRUNCATE events"],
+    [
+        "UPDATE log SET types = '\\x09'", "DELETE FROM log", "TRUNCATE log", "TRUNCATE log_jobs",
+        "UPDATE log_jobs SET job_id = 'other'", "DELETE FROM log_jobs",
+        "UPDATE log_ids SET position = 0", "UPDATE log_text_ids SET position = 0",
+    ],
 )
 async def test_events_table_refuses_to_change_history(
     open_store: OpenStore, pg_url: str, statement: str
@@ -33,13 +37,14 @@ async def test_events_table_refuses_to_change_history(
     """The log is append-only in the database itself, whoever connects to it."""
     store = await open_store()
     await store.create_job("job", Created(owner="key_a"))
+    await store.append("job", [NewEvent("not-a-uuid", Started())])
     conn = await asyncpg.connect(pg_url)
     try:
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await conn.execute(statement)
     finally:
         await conn.close()
-    assert [e.event.TYPE for e in await store.read_log()] == ["created"]
+    assert [e.event.TYPE for e in await store.read_log()] == ["created", "started"]
 
 
 async def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str) -> None:

@@ -198,11 +198,11 @@ async def commit_group(
     """
     # The fast paths plan as if the log held none of the batches' event ids and none of their
     # rows had an outcome: the usual case, and reading both would cost a lookup per event. The
-    # unique key on events.event_id and job_row_bits' check (no bit set twice, see
-    # `sql.WRITE_GROUP`) refuse exactly the writes those reads would have prevented, so a plan
-    # made without them is right whenever its write succeeds. A re-sent batch (a retry after a
-    # lost answer) or a row reported twice fails that write, and the redo below plans with both
-    # reads, counts the duplicates and names the row.
+    # unique keys on the event ids (`log_ids`, `log_text_ids`) and job_row_bits' check (no bit
+    # set twice, see `sql.WRITE_GROUP`) refuse exactly the writes those reads would have
+    # prevented, so a plan made without them is right whenever its write succeeds. A re-sent
+    # batch (a retry after a lost answer) or a row reported twice fails that write, and the redo
+    # below plans with both reads, counts the duplicates and names the row.
     try:
         if remembered is not None and before_commit is no_pause:
             done = await commit_in_one_statement(conn, requests, remembered)

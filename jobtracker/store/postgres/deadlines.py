@@ -2,7 +2,7 @@
 
 One row per watched job, indexed by its next check, so a sweep reads only the rows that are due
 (an index range scan, however many jobs are running). Heartbeats and the sweep's reschedules are
-small batched statements; none of them touches `jobs` or `events`, so none waits for an append.
+small batched statements; none of them touches `jobs` or the log, so none waits for an append.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ SELECT d.job_id, j.status, j.cancel_requested, d.heartbeat_timeout, d.timeout, d
        d.heartbeat_at, extract(epoch FROM e.recorded_at) AS last_event_at
 FROM job_deadlines d
 LEFT JOIN jobs j ON j.job_id = d.job_id
-LEFT JOIN events e ON e.job_id = d.job_id AND e.version = j.version
+LEFT JOIN log_jobs k ON k.job_id = d.job_id
+-- a job's newest event ends the newest of its batches
+LEFT JOIN log e ON e.job_key = k.job_key AND e.last_version = j.version
 WHERE d.next_check <= $1
 ORDER BY d.next_check
 LIMIT $2
@@ -46,7 +48,15 @@ UPDATE job_deadlines d SET heartbeat_at = greatest(coalesce(d.heartbeat_at, 0), 
 FROM unnest($1::text[], $2::float8[]) AS s(job_id, at)
 WHERE d.job_id = s.job_id
 """
-CANCEL_ASKED = "SELECT extract(epoch FROM recorded_at) FROM events WHERE event_id = $1"
+# The batch holding the event of that id (its time is the batch's).
+CANCEL_ASKED = """
+SELECT extract(epoch FROM b.recorded_at)
+FROM (SELECT coalesce((SELECT position FROM log_ids WHERE event_id = log_uuid($1)),
+                      (SELECT position FROM log_text_ids WHERE event_id = $1)) AS position) AS x
+CROSS JOIN LATERAL (
+    SELECT recorded_at FROM log WHERE last_position >= x.position ORDER BY last_position LIMIT 1
+) AS b
+"""
 CHECK_BY = "UPDATE job_deadlines SET next_check = least(next_check, $2) WHERE job_id = $1"
 
 

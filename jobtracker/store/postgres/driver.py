@@ -7,17 +7,16 @@ driver exception crosses into the server.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from jobtracker.domain.codec import decode_stored
 from jobtracker.domain.errors import ConfigError, StoreUnavailable
-from jobtracker.domain.events import RecordedEvent
-from jobtracker.store.migrate import migrations
+from jobtracker.store.migrate import DATA_STEP_MARK, Migration, migrations
+from jobtracker.store.postgres import lean
 from jobtracker.store.postgres.plan import Conn
 from jobtracker.store.postgres.sql import (
     MIGRATION_LOCK,
@@ -107,36 +106,79 @@ def recorded_at(value: dt.datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-def recorded_event(row: asyncpg.Record) -> RecordedEvent:
-    job_id, version, position, event_id, at, kind, schema_version, data = row
-    event = decode_stored(kind, schema_version, data)
-    return RecordedEvent(job_id, version, position, event_id, recorded_at(at), event)
+#: A migration's Python step (`migrate_postgres`'s `steps`): inside a transaction the runner
+#: opened, move one batch of data; how many rows it moved (0: nothing is left). `last` is True in
+#: the final transaction, which must first lock the source against writers.
+DataStep = Callable[[Conn, bool], Awaitable[int]]
 
 
-async def migrate_postgres(conn: Conn) -> list[str]:
+def _data_steps() -> dict[str, DataStep]:
+    return {lean.LEAN_LOG: lean.copy_batch}
+
+
+async def migrate_postgres(conn: Conn, steps: Mapping[str, DataStep] | None = None) -> list[str]:
     """Apply what is missing, each migration in one transaction with its record; their names.
 
     A transaction-level advisory lock makes a second process wait for the first, then find the
-    record and skip: two servers starting on a fresh database never apply anything twice.
+    record and skip: two servers starting on a fresh database never apply anything twice. A
+    migration with a data step moves its data in batches first, each a transaction of its own,
+    so an interrupted one resumes where it stopped (`store.migrate.DATA_STEP_MARK`).
     """
+    steps = _data_steps() if steps is None else steps
     done: list[str] = []
     for migration in migrations("postgres"):
-        async with conn.transaction():
-            await no_time_limits(conn)
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            found = await conn.fetchval(
-                "SELECT 1 FROM schema_migrations WHERE name = $1", migration.name
-            )
-            if found:
+        step = steps.get(migration.name)
+        if step is None and DATA_STEP_MARK in migration.sql:
+            raise ConfigError(f"migration {migration.name} needs its data step")
+        if step is not None:
+            if await _with_data_step(conn, migration, step):
+                done.append(migration.name)
+            continue
+        async with _migrating(conn) as applied:
+            if migration.name in applied:
                 continue
             await conn.execute(migration.sql)
             await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", migration.name)
         done.append(migration.name)
     return done
+
+
+@asynccontextmanager
+async def _migrating(conn: Conn) -> AsyncIterator[set[str]]:
+    """A migration transaction under the migration lock; the names applied so far."""
+    async with conn.transaction():
+        await no_time_limits(conn)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        rows = await conn.fetch("SELECT name FROM schema_migrations")
+        yield {row[0] for row in rows}
+
+
+async def _with_data_step(conn: Conn, migration: Migration, step: DataStep) -> bool:
+    """Apply a migration with a data step; False if it was applied already (by anyone)."""
+    before, _, after = migration.sql.partition(DATA_STEP_MARK)
+    async with _migrating(conn) as applied:
+        if migration.name in applied:
+            return False
+        await conn.execute(before)  # safe to run again: it runs before every resumed attempt
+    while True:
+        async with _migrating(conn) as applied:
+            if migration.name in applied:
+                return False
+            moved = await step(conn, False)
+        if not moved:
+            break
+    async with _migrating(conn) as applied:
+        if migration.name in applied:
+            return False
+        while await step(conn, True):
+            pass
+        await conn.execute(after)
+        await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", migration.name)
+    return True
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

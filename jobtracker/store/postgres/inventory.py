@@ -83,7 +83,7 @@ def listing_query(
     sql = (
         f"SELECT {_JOB}, {labels_column}::text, d.created_at, e.recorded_at "  # noqa: S608
         f"FROM {source} JOIN jobs j ON j.job_id = d.job_id "
-        "JOIN events e ON e.position = j.updated_position "
+        "JOIN log e ON e.last_position = j.updated_position "
         f"WHERE {' AND '.join(where)} "
         f'ORDER BY d.created_at DESC, d.job_id COLLATE "C" DESC LIMIT {arg(limit)}'
     )
@@ -105,7 +105,7 @@ _DUE = """
 SELECT j.job_id, j.owner, j.version, i.created_at, e.recorded_at AS finished_at
 FROM job_index i
 JOIN jobs j ON j.job_id = i.job_id
-JOIN events e ON e.position = j.updated_position
+JOIN log e ON e.last_position = j.updated_position
 WHERE i.created_at < $1 AND e.recorded_at < $1 AND j.status = ANY($2::text[])
 """
 COUNT_DUE = f"SELECT count(*), coalesce(sum(version), 0) FROM ({_DUE}) AS due"  # noqa: S608
@@ -126,15 +126,23 @@ WITH locked AS MATERIALIZED (
 SELECT job_id, version FROM chosen
 """  # noqa: S608
 # Everything of the jobs $1, in one statement (one snapshot: the labels are read from the index
-# rows it deletes). The log's trigger lets the events go because their tombstones are there.
+# rows it deletes). The log's trigger lets the events go because their tombstones are there; the
+# ids go with their batches.
 _CLEAR = """
 WITH labels_gone AS (
     DELETE FROM job_labels AS l
     USING job_index AS i, jsonb_each_text(i.labels) AS label
     WHERE i.job_id = ANY($1::text[]) AND l.owner = i.owner AND l.key = label.key
       AND l.value = label.value AND l.created_at = i.created_at AND l.job_id = i.job_id
-), events_gone AS (
-    DELETE FROM events WHERE job_id = ANY($1::text[])
+), batches_gone AS (
+    DELETE FROM log WHERE job_key IN (SELECT job_key FROM log_jobs WHERE job_id = ANY($1::text[]))
+    RETURNING uuids, texts
+), ids_gone AS (
+    DELETE FROM log_ids WHERE event_id IN (
+        SELECT log_uuid(e.event_id) FROM batches_gone AS b, log_entry_ids(b.uuids, b.texts) AS e)
+), text_ids_gone AS (
+    DELETE FROM log_text_ids WHERE event_id IN (
+        SELECT e.event_id FROM batches_gone AS b, log_entry_ids(b.uuids, b.texts) AS e)
 ), marks_gone AS (
     DELETE FROM job_row_bits WHERE job_id = ANY($1::text[])
 ), errors_gone AS (
@@ -146,6 +154,7 @@ WITH labels_gone AS (
 )
 DELETE FROM jobs WHERE job_id = ANY($1::text[])
 """
+_KEYS_GONE = "DELETE FROM log_jobs WHERE job_id = ANY($1::text[])"
 # One prune at a time; then no row lock is waited for long (the simple protocol: one round trip).
 _QUEUE = (
     f"SET LOCAL lock_timeout = '{PRUNE_QUEUE_WAIT}'; SELECT pg_advisory_xact_lock({PRUNE_LOCK}); "
@@ -160,7 +169,10 @@ async def prune_in(conn: Conn, finished_before: dt.datetime, limit: int) -> Prun
     await conn.execute(_QUEUE)
     chosen = await conn.fetch(_CHOOSE, finished_before, _TERMINAL, limit, MAX_BATCH_EVENTS)
     if chosen:
-        await conn.execute(_CLEAR, [row["job_id"] for row in chosen])
+        job_ids = [row["job_id"] for row in chosen]
+        await conn.execute(_CLEAR, job_ids)
+        # After the log's rows: its trigger finds their tombstones through these keys.
+        await conn.execute(_KEYS_GONE, job_ids)
     return Pruned(len(chosen), sum(int(row["version"]) for row in chosen))
 
 
@@ -175,7 +187,8 @@ async def prune(conn: Conn, finished_before: dt.datetime, limit: int) -> Pruned:
 # database's size steady even where autovacuum is off or slow to notice. Plain VACUUM takes no
 # lock that appends or reads wait on. ANALYZE: the planner's row counts drop with the prune.
 _VACUUM = (
-    "VACUUM (ANALYZE) events, job_row_bits, job_errors, job_deadlines, job_index, job_labels, jobs"
+    "VACUUM (ANALYZE) log, log_ids, log_text_ids, log_jobs, job_row_bits, job_errors, "
+    "job_deadlines, job_index, job_labels, jobs"
 )
 
 

@@ -16,12 +16,13 @@ import attrs
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from jobtracker.domain.codec import STORED_FORMS, decode_stored, encode_fields
+from jobtracker.domain.codec import decode_stored
 from jobtracker.domain.errors import InvalidInput, JobNotFound, JobtrackerError
 from jobtracker.domain.events import Event, NewEvent
 from jobtracker.domain.projection import AppendPlan, plan_append, rows_touched
 from jobtracker.domain.state import JobState, RowMark
-from jobtracker.store.postgres import row_bits
+from jobtracker.domain.stored import encode_data, form_of
+from jobtracker.store.postgres import lean, row_bits
 from jobtracker.store.postgres.sql import (
     APPEND_CHANNEL,
     LOCK_AND_READ,
@@ -38,7 +39,8 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyn
 
 
 class AppendRequest(NamedTuple):
-    """One caller's batch, with each event's fields already encoded for the log."""
+    """One caller's batch, with each event's fields already encoded for the log (the positional
+    form of `domain/stored.py`)."""
 
     job_id: str
     items: Sequence[NewEvent]
@@ -54,7 +56,7 @@ def prepare(job_id: str, items: Sequence[NewEvent]) -> AppendRequest:
         if not storable(item.event_id):
             raise InvalidInput(f"events[{index}].event_id: must be valid UTF-8 text without NUL")
         try:
-            data[item.event_id] = encode_fields(item.event)
+            data[item.event_id] = encode_data(item.event)
         except orjson.JSONEncodeError:
             raise InvalidInput(f"events[{index}]: text must be valid UTF-8") from None
     return AppendRequest(job_id, items, data)
@@ -127,17 +129,12 @@ def _current(found: asyncpg.Record | None, states: dict[str, JobState]) -> bool:
 def _known(found: asyncpg.Record | None) -> dict[str, tuple[str, Event]]:
     if found is None or found["known_ids"] is None:
         return {}
-    columns = (
-        found["known_ids"],
-        found["known_jobs"],
-        found["known_types"],
-        found["known_schemas"],
-        found["known_data"],
-    )
-    return {
-        event_id: (job_id, decode_stored(kind, schema, data))
-        for event_id, job_id, kind, schema, data in zip(*columns, strict=True)
-    }
+    columns = (found["known_ids"], found["known_jobs"], found["known_types"], found["known_data"])
+    known: dict[str, tuple[str, Event]] = {}
+    for event_id, job_id, form, data in zip(*columns, strict=True):
+        kind, schema = form_of(int(form) if form.isdigit() else form)
+        known[event_id] = (job_id, decode_stored(kind, schema, data))
+    return known
 
 
 def _recorded(found: asyncpg.Record | None) -> dict[str, set[RowMark]]:
@@ -181,31 +178,26 @@ def plan_group(
 def _write_args(
     planned: Sequence[tuple[AppendRequest, AppendPlan]],
 ) -> tuple[str, str, str, list[tuple[Any, ...]]]:
-    """The group's events, row marks (as bits) and row errors as one JSON document per table, and
-    its job rows as `job_write` values (see `sql.WRITE_GROUP`)."""
+    """The group's events (a `log` row per request, see `lean.batch`), row marks (as bits) and row
+    errors as one JSON document per table, and its job rows as `job_write` values (see
+    `sql.WRITE_GROUP`)."""
     # Plain loops rather than generators: this runs for every request of every group.
-    events: list[dict[str, Any]] = []
+    batches: list[dict[str, Any]] = []
     marks: row_bits.Bits = {}
     errors: list[dict[str, Any]] = []
     final: dict[str, JobState] = {}
+    upto = 0
     for request, plan in planned:
         job_id = request.job_id
-        data = request.data
-        version = plan.first_version
-        for item in plan.new:
-            kind, schema, _ = STORED_FORMS[type(item.event)]
-            events.append(
-                {"job_id": job_id, "version": version, "event_id": item.event_id, "type": kind,
-                 "schema_version": schema, "data": orjson.Fragment(data[item.event_id])}
-            )
-            version += 1
+        upto += len(plan.new)
+        batches.append(lean.batch(job_id, plan.first_version, plan.new, request.data, upto))
         batch = plan.batch
         row_bits.add(marks, job_id, batch.marks)
         for e in batch.row_errors:
             errors.append({"job_id": job_id, "row": e.row, "email": e.email, "error": e.error})
         final[job_id] = batch.state
     return (
-        orjson.dumps(events).decode(),
+        orjson.dumps(batches).decode(),
         orjson.dumps(row_bits.as_json(marks)).decode(),
         orjson.dumps(errors).decode(),
         [state_to_row(state) for state in final.values()],

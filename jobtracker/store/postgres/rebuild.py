@@ -31,16 +31,14 @@ Driver errors are not translated here: callers sit inside `postgres.driver_error
 from __future__ import annotations
 
 import re
-from typing import Any, cast
+from typing import Any
 
 import attrs
 
-from jobtracker.domain.codec import StoredRow
 from jobtracker.domain.errors import InvalidInput
-from jobtracker.domain.events import MAX_INT
 from jobtracker.domain.state import RowError, RowMark, Status
 from jobtracker.store.base import JobView
-from jobtracker.store.postgres import row_bits
+from jobtracker.store.postgres import lean, row_bits
 from jobtracker.store.postgres.driver import no_time_limits
 from jobtracker.store.postgres.plan import Conn
 from jobtracker.store.postgres.sql import POSITION_LOCK
@@ -57,8 +55,6 @@ _ERROR_ROW = ("job_id", "row", "email", "error")
 _TAIL_CHUNK = 20_000
 #: Marks and errors shown per side for each differing job.
 _SHOWN = 5
-#: asyncpg hands a jsonb column over as its text (no codec is set for it): no cast on the server.
-_LOG_COLUMNS = "job_id, version, position, type, schema_version, data"
 
 
 def _ident(name: str) -> str:
@@ -108,25 +104,11 @@ async def scan_log(
     Positions are drawn only under the position lock, held until COMMIT, so any position this
     statement sees has every lower one committed or rolled back already: a prefix is final.
     """
-    ceiling = MAX_INT if upto is None else upto
     if job_id is None:
-        # The ceiling is applied outside the LIMIT: written beside `position > $1`, the two make a
-        # range whose rows a planner without statistics (a freshly loaded log, no ANALYZE yet)
-        # guesses at 0.5% of the table, and it then sorts everything after $1 for each chunk
-        # (4x slower on a million events) instead of walking the key in order.
-        rows = await conn.fetch(
-            f"SELECT * FROM (SELECT {_LOG_COLUMNS} FROM events WHERE position > $1 "
-            "ORDER BY position LIMIT $3) AS e WHERE position <= $2",
-            after_position, ceiling, limit,
-        )
-    else:
-        rows = await conn.fetch(
-            f"SELECT {_LOG_COLUMNS} FROM events WHERE job_id = $1 AND version > $2 "
-            "AND position <= $3 ORDER BY version LIMIT $4",
-            job_id, after_version, ceiling, limit,
-        )
-    # Records unpack like tuples, which is all the fold does with them.
-    return cast("list[StoredRow]", rows)
+        rows = await conn.fetch(lean.LOG_PAGE, after_position, limit)
+        return lean.stored_rows(rows, after_position, limit, by_version=False, upto=upto)
+    rows = await conn.fetch(lean.JOB_PAGE, after_version, limit, job_id)
+    return lean.stored_rows(rows, after_version, limit, by_version=True, upto=upto)
 
 
 async def reset_area(conn: Conn, area: str) -> None:

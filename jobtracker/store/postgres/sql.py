@@ -31,11 +31,28 @@ INSERT_JOB = (
 # that id and then inserted after it committed; this later statement sees the prune's tombstone.
 INSERT_CREATED = """
 WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
-created AS (
-    INSERT INTO events (job_id, version, event_id, type, schema_version, data)
-    SELECT $3, 1, $4, 'created', $6, $5::jsonb FROM position_lock
+allowed AS MATERIALIZED (
+    SELECT nextval('log_position') AS position FROM position_lock
     WHERE NOT EXISTS (SELECT 1 FROM job_tombstones WHERE job_id = $3)
-    RETURNING position
+), added_key AS (
+    INSERT INTO log_jobs (job_id) SELECT $3 FROM allowed
+    ON CONFLICT (job_id) DO NOTHING RETURNING job_key
+), job_key AS MATERIALIZED (
+    SELECT job_key FROM added_key UNION ALL SELECT job_key FROM log_jobs WHERE job_id = $3
+), created AS (
+    INSERT INTO log (job_key, last_version, last_position, types, uuids, texts, data)
+    SELECT job_key.job_key, 1, allowed.position, $4, $5, $6, $7 FROM allowed, job_key
+    RETURNING last_position AS position, uuids, texts
+), ids AS (
+    INSERT INTO log_ids (event_id, position)
+    SELECT log_uuid(e.event_id), created.position
+    FROM created, log_entry_ids(created.uuids, created.texts) AS e
+    WHERE log_uuid(e.event_id) IS NOT NULL
+), text_ids AS (
+    INSERT INTO log_text_ids (event_id, position)
+    SELECT e.event_id, created.position
+    FROM created, log_entry_ids(created.uuids, created.texts) AS e
+    WHERE log_uuid(e.event_id) IS NULL
 ), saved AS (
     UPDATE jobs SET updated_position = created.position FROM created WHERE jobs.job_id = $3
 )
@@ -51,8 +68,10 @@ def _write_group_sql() -> str:
     # after one that drew 8, or a reader could see 8, move past 7 and never look back. We make
     # that impossible by drawing positions only while holding a transaction-scoped advisory lock,
     # which PostgreSQL releases after the commit is visible. The lock is taken in the same
-    # statement that inserts (the identity is evaluated per row of the join with `position_lock`,
-    # so only after the lock is held) to keep the serialized stretch to this statement plus
+    # statement that inserts (`base` draws the group's positions from `log_position` as one
+    # range, `nextval` then `setval` past it, from `position_lock`'s row, so only after the lock
+    # is held; each request's events are a `log` row of consecutive positions in that range, see
+    # migration 0010) to keep the serialized stretch to this statement plus
     # COMMIT; everything before it (reads, the fold) runs in parallel. We chose this over reading
     # below pg_snapshot_xmin because that orders by transaction id, not position, and a tailing
     # reader's cursor is one integer.
@@ -73,6 +92,9 @@ def _write_group_sql() -> str:
     # it, and the caller redoes the group with the marks read (`commit.commit_group`). One
     # document holds each chunk of the group once, so no row is upserted twice in the statement.
     #
+    # A re-sent event id fails the write on the unique key of `log_ids` or `log_text_ids`, as it
+    # failed on `events.event_id` before: ids are unique over the whole log, not per job.
+    #
     # Events, marks and row errors travel as one JSON document per table ($3 to $5), not as one
     # array per column: asyncpg checks every element of an array parameter against the collection
     # ABCs, which for a batch of 1000 events cost more Python time than the fold. Job rows ($6)
@@ -88,14 +110,31 @@ WITH locked AS MATERIALIZED (
     FROM locked JOIN unnest($7::text[], $8::bigint[]) AS x(job_id, version) USING (job_id, version)
 ), position_lock AS MATERIALIZED (
     SELECT pg_advisory_xact_lock($1) AS held FROM unchanged WHERE ok
-), new_events AS (
-    INSERT INTO events (job_id, version, event_id, type, schema_version, data)
-    SELECT e.job_id, e.version, e.event_id, e.type, e.schema_version, e.data
-    FROM position_lock, ROWS FROM (json_to_recordset($3::json) AS (
-        job_id text, version bigint, event_id text, type text, schema_version int, data jsonb
-    )) WITH ORDINALITY AS e(job_id, version, event_id, type, schema_version, data, n)
-    ORDER BY e.n
-    RETURNING job_id, position
+), batches AS MATERIALIZED (
+    SELECT b.* FROM position_lock, json_to_recordset($3::json) AS b(
+        job_id text, last_version bigint, upto bigint, types text, uuids text, texts text[],
+        data text
+    )
+), base AS MATERIALIZED (
+    SELECT setval('log_position', nextval('log_position') + t.total - 1) - t.total AS p
+    FROM (SELECT max(upto) AS total FROM batches) AS t WHERE t.total IS NOT NULL
+), new_batches AS (
+    INSERT INTO log (job_key, last_version, last_position, types, uuids, texts, data)
+    SELECT k.job_key, b.last_version, base.p + b.upto, decode(b.types, 'hex'),
+        decode(b.uuids, 'hex'), b.texts, b.data
+    FROM batches AS b CROSS JOIN base LEFT JOIN log_jobs AS k ON k.job_id = b.job_id
+    ORDER BY b.upto
+    RETURNING uuids, texts, last_position - length(types) AS before
+), new_ids AS (
+    INSERT INTO log_ids (event_id, position)
+    SELECT log_uuid(e.event_id), l.before + e.n
+    FROM new_batches AS l, log_entry_ids(l.uuids, l.texts) AS e
+    WHERE log_uuid(e.event_id) IS NOT NULL
+), new_text_ids AS (
+    INSERT INTO log_text_ids (event_id, position)
+    SELECT e.event_id, l.before + e.n
+    FROM new_batches AS l, log_entry_ids(l.uuids, l.texts) AS e
+    WHERE log_uuid(e.event_id) IS NULL
 ), new_marks AS (
     INSERT INTO job_row_bits AS b (job_id, kind, chunk, bits)
     SELECT m.* FROM position_lock,
@@ -107,7 +146,7 @@ WITH locked AS MATERIALIZED (
     SELECT r.* FROM position_lock,
         json_to_recordset($5::json) AS r(job_id text, row bigint, email text, error text)
 ), heads AS (
-    SELECT job_id, max(position) AS position FROM new_events GROUP BY job_id
+    SELECT job_id, max(base.p + upto) AS position FROM batches, base GROUP BY job_id
 ), saved AS (
     UPDATE jobs SET ({updated}, updated_position) = ({values}, heads.position)
     FROM unnest($6::job_write[]) AS s, heads
@@ -115,7 +154,7 @@ WITH locked AS MATERIALIZED (
 )
 SELECT (SELECT ok FROM unchanged) AS unchanged, head,
     CASE WHEN head IS NOT NULL THEN pg_notify($2, head::text) END AS notified
-FROM (SELECT max(position) AS head FROM new_events) AS h
+FROM (SELECT max(position) AS head FROM heads) AS h
 """  # noqa: S608
 
 
@@ -142,10 +181,21 @@ SELECT
     (SELECT json_object_agg(job_id, version) FROM seen) AS seen,
     known.*, marks.*
 FROM (
-    SELECT array_agg(event_id) AS known_ids, array_agg(job_id) AS known_jobs,
-           array_agg(type) AS known_types, array_agg(data::text) AS known_data,
-           array_agg(schema_version) AS known_schemas
-    FROM events WHERE event_id = ANY($2::text[])
+    SELECT array_agg(f.event_id) AS known_ids, array_agg(k.job_id) AS known_jobs,
+           array_agg(CASE WHEN b.odd_types IS NULL THEN get_byte(b.types, b.i - 1)::text
+                          ELSE split_part(b.odd_types, E'\\n', b.i) END) AS known_types,
+           array_agg(split_part(b.data, E'\\n', b.i)) AS known_data
+    FROM (
+        SELECT id AS event_id, coalesce(
+            (SELECT position FROM log_ids WHERE event_id = log_uuid(id)),
+            (SELECT position FROM log_text_ids WHERE event_id = id)) AS position
+        FROM unnest($2::text[]) AS id
+    ) AS f
+    CROSS JOIN LATERAL (
+        SELECT *, (f.position - last_position + length(types))::int AS i FROM log
+        WHERE last_position >= f.position ORDER BY last_position LIMIT 1
+    ) AS b
+    JOIN log_jobs AS k ON k.job_key = b.job_key
 ) AS known, (
     SELECT array_agg(q.job_id) AS mark_jobs, array_agg(q.row) AS mark_rows,
            array_agg(b.kind) AS mark_kinds

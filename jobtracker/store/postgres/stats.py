@@ -22,11 +22,14 @@ WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p'
 ORDER BY size DESC, name
 """
 
-_COUNTS = """
-SELECT (SELECT count(*) FROM events) AS events,
+#: The log's tables (migration 0010): their sizes with TOAST and indexes are its bytes.
+LOG_TABLES = ("log", "log_ids", "log_text_ids", "log_jobs")
+
+_COUNTS = f"""
+SELECT (SELECT coalesce(sum(length(types)), 0) FROM log) AS events,
        (SELECT count(*) FROM jobs) AS jobs,
-       pg_total_relation_size('events') AS log_bytes
-"""
+       {" + ".join(f"pg_total_relation_size('{table}')" for table in LOG_TABLES)} AS log_bytes
+"""  # noqa: S608
 
 
 async def storage_stats(conn: Conn) -> StorageStats:

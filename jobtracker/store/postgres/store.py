@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from jobtracker.domain.codec import encode_fields, stored_version
 from jobtracker.domain.errors import InvalidInput, JobIdTaken, StoreUnavailable
 from jobtracker.domain.events import Created, NewEvent, RecordedEvent, new_event_id
 from jobtracker.domain.projection import start
 from jobtracker.domain.state import JobState, RowError
+from jobtracker.domain.stored import encode_data, pack_event_id
 from jobtracker.store.base import (
     ApiKey,
     AppendResult,
@@ -32,7 +32,7 @@ from jobtracker.store.base import (
     utc_now,
 )
 from jobtracker.store.migrate import missing_migrations
-from jobtracker.store.postgres import deadlines, stats
+from jobtracker.store.postgres import deadlines, lean, stats
 from jobtracker.store.postgres.batch_read import READER_NAME, BatchReader
 from jobtracker.store.postgres.commit import BeforeCommit, no_pause, once_more_if_cut
 from jobtracker.store.postgres.deadlines import DeadlineSide
@@ -45,7 +45,6 @@ from jobtracker.store.postgres.driver import (
     keep_session,
     migrate_postgres,
     pool_size_from,
-    recorded_event,
     redacted,
     unavailable,
     with_timeouts,
@@ -67,7 +66,6 @@ from jobtracker.store.postgres.sql import (
 from jobtracker.store.postgres.webhooks import PostgresWebhooks
 from jobtracker.store.rows import state_from_row, state_to_row
 
-_EVENT_COLUMNS = "job_id, version, position, event_id, recorded_at, type, schema_version, data"
 T = TypeVar("T")
 _KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
 # A key with its binding (migration 0004), in one read: the binding must not cost a second lookup.
@@ -80,7 +78,7 @@ _SELECT_KEY = (
 
 def _encoded(created: Created) -> str:
     try:
-        return encode_fields(created)
+        return encode_data(created)
     except orjson.JSONEncodeError:
         raise InvalidInput("created: text must be valid UTF-8") from None
 
@@ -222,14 +220,16 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
                 if existing.owner != created.owner:
                     raise JobIdTaken(f"job_id: {job_id!r} is already used by another API key")
                 return existing, False
+            event_id = pack_event_id(new_event_id())
             written = await conn.fetchval(
                 INSERT_CREATED,
                 POSITION_LOCK,
                 APPEND_CHANNEL,
                 job_id,
-                new_event_id(),
+                bytes([lean.CODES[Created]]),
+                event_id if isinstance(event_id, bytes) else None,
+                None if isinstance(event_id, bytes) else [event_id],
                 data,
-                stored_version(created),
             )
             if written is None:  # a prune took a job of this id while we waited for it
                 raise JobIdTaken(expired_id(job_id))
@@ -268,14 +268,9 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
         if not storable(job_id):
             return []
         rows = await self._fetch(
-            "reading a job's events",
-            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
-            "WHERE job_id = $1 AND version > $2 ORDER BY version LIMIT $3",
-            job_id,
-            after_version,
-            limit,
+            "reading a job's events", lean.JOB_PAGE, after_version, limit, job_id
         )
-        return [recorded_event(row) for row in rows]
+        return lean.recorded_events(rows, after_version, limit, by_version=True)
 
     async def read_job_errors(
         self, job_id: str, after_row: int = -1, limit: int = 1000
@@ -295,34 +290,22 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
 
     async def read_log(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The log in position order; safe to tail (positions become visible in order)."""
-        rows = await self._fetch(
-            "reading the log",
-            f"SELECT {_EVENT_COLUMNS} FROM events "  # noqa: S608
-            "WHERE position > $1 ORDER BY position LIMIT $2",
-            after_position,
-            limit,
-        )
-        return [recorded_event(row) for row in rows]
+        rows = await self._fetch("reading the log", lean.LOG_PAGE, after_position, limit)
+        return lean.recorded_events(rows, after_position, limit, by_version=False)
 
     async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
         """Jobs with events after `after_position`, oldest change first, one entry per job.
 
         Never skips an event: positions become visible in order (see `sql.WRITE_GROUP`).
         """
-        rows = await self._fetch(
-            "reading changes",
-            "SELECT job_id, max(version), max(position) FROM "
-            "(SELECT job_id, version, position FROM events WHERE position > $1 "
-            "ORDER BY position LIMIT $2) AS recent GROUP BY job_id ORDER BY max(position)",
-            after_position,
-            limit,
-        )
-        return [JobChange(*row) for row in rows]
+        rows = await self._fetch("reading changes", lean.LOG_HEADS, after_position, limit)
+        return [JobChange(*head) for head in lean.heads(rows, after_position, limit)]
 
     async def last_position(self) -> int:
         """The newest position in the log, 0 when it is empty."""
         row = await self._fetchrow(
-            "reading the log head", "SELECT coalesce(max(position), 0) AS head FROM events"
+            "reading the log head",
+            "SELECT coalesce(max(last_position), 0) AS head FROM log",
         )
         return int(row["head"]) if row is not None else 0
 
