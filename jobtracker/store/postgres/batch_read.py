@@ -27,7 +27,12 @@ import asyncpg
 from jobtracker.domain.errors import StoreUnavailable
 from jobtracker.domain.state import JobState
 from jobtracker.store.postgres.commit import was_cut
-from jobtracker.store.postgres.driver import DRIVER_ERRORS, unavailable
+from jobtracker.store.postgres.driver import (
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    DRIVER_ERRORS,
+    unavailable,
+)
 from jobtracker.store.postgres.sql import READ_JOBS
 from jobtracker.store.rows import state_from_row
 
@@ -48,6 +53,14 @@ Connect: TypeAlias = Callable[[], Awaitable["asyncpg.Connection[asyncpg.Record]"
 Outcome: TypeAlias = JobState | BaseException | None
 #: The next batch: each job id with the futures of the reads waiting for it.
 Batch: TypeAlias = dict[str, list["asyncio.Future[Outcome]"]]
+
+
+async def connect_reader(url: str) -> asyncpg.Connection[asyncpg.Record]:
+    """A read lane's connection to `url`, named so that `pg_stat_activity` tells it apart."""
+    return await asyncpg.connect(
+        url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
+        server_settings={"application_name": READER_NAME},
+    )
 
 
 class BatchReader:

@@ -1,5 +1,5 @@
-"""A job's view: its state (read from one pool by a standby's read-only view, or through the
-store's `batch_read.BatchReader`), with the row errors a SUCCESS body shows."""
+"""A job's view, for the primary's store and a standby's read-only view alike: its state through
+a `batch_read.BatchReader`, with the row errors a SUCCESS body shows read from a pool."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ import asyncpg
 
 from jobtracker.domain.state import JobState, RowError, Status
 from jobtracker.store.base import JobView
+from jobtracker.store.postgres.batch_read import BatchReader
 from jobtracker.store.postgres.commit import once_more_if_cut
 from jobtracker.store.postgres.driver import driver_errors
 from jobtracker.store.postgres.plan import storable
-from jobtracker.store.postgres.sql import SELECT_JOB
-from jobtracker.store.rows import state_from_row
 
 _SELECT_ERRORS = "SELECT row, email, error FROM job_errors WHERE job_id = $1 ORDER BY row LIMIT $2"
 
 
-async def read_job(pool: asyncpg.Pool, job_id: str, errors_limit: int) -> JobView | None:
-    """The projection of one job; row errors are read only for a SUCCESS body."""
+async def read_job(
+    reader: BatchReader, pool: asyncpg.Pool, job_id: str, errors_limit: int
+) -> JobView | None:
+    """The projection of one job, read by a query that started after this call; row errors are
+    read only for a SUCCESS body (no second await on the polling path)."""
     if not storable(job_id):
         return None
-    async with driver_errors("reading a job"):
-        row = await once_more_if_cut(pool, lambda: pool.fetchrow(SELECT_JOB, job_id))
-    state = None if row is None else state_from_row(tuple(row))
+    state = await reader.state(job_id)
+    if state is None or not lists_errors(state):
+        return None if state is None else JobView(state)
     return await with_errors(pool, state, errors_limit)
 
 

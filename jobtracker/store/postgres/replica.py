@@ -1,18 +1,22 @@
 """A read-only view of a PostgreSQL standby: the store's job read, answered by the standby.
 
 A standby fed by streaming replication holds the primary's tables as they were a moment ago (the
-replication lag). It takes no writes, no migrations and no LISTEN, so this view only opens a pool
-and reads; whether what it read is fresh enough is its caller's question (`server/replica.py`).
+replication lag). It takes no writes, no migrations and no LISTEN, so this view only reads: job
+rows through a `BatchReader` of its own, as the primary's store does (one query for every GET
+waiting), and row errors from a pool. Whether what it read is fresh enough is its caller's
+question (`server/replica.py`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import asyncpg
 
 from jobtracker.domain.errors import StoreUnavailable
 from jobtracker.store.base import JobView
+from jobtracker.store.postgres.batch_read import BatchReader, connect_reader
 from jobtracker.store.postgres.driver import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -36,6 +40,7 @@ class PostgresReplica:
         self.url = with_timeouts(without_size)
         self._pool_size = pool_size or from_url or DEFAULT_POOL_SIZE
         self._pool: asyncpg.Pool | None = None
+        self._reader: BatchReader | None = None
         #: Whether the last read failed (so a failure is logged once, not once per GET).
         self.failing = False
 
@@ -51,12 +56,18 @@ class PostgresReplica:
                 command_timeout=COMMAND_TIMEOUT,
                 reset=keep_session,
             )
+        # Its lane connects on the first GET, as the pool does: a standby down at start-up
+        # stops nothing.
+        self._reader = BatchReader(functools.partial(connect_reader, self.url))
 
     async def close(self) -> None:
-        """Close the pool; closing twice is harmless."""
+        """Close the reader and the pool; closing twice is harmless."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            async with driver_errors("closing the replica"):
+        reader, self._reader = self._reader, None
+        async with driver_errors("closing the replica"):
+            if reader is not None:
+                await reader.close()
+            if pool is not None:
                 await pool.close()
 
     def note_failure(self, detail: str) -> None:
@@ -73,6 +84,6 @@ class PostgresReplica:
 
     async def get_job(self, job_id: str, errors_limit: int) -> JobView | None:
         """The job's view as the standby has replayed it so far (None: not there yet, or never)."""
-        if self._pool is None:
+        if self._pool is None or self._reader is None:
             raise StoreUnavailable("The PostgreSQL replica is not open")
-        return await read_job(self._pool, job_id, errors_limit)
+        return await read_job(self._reader, self._pool, job_id, errors_limit)

@@ -9,6 +9,7 @@ the store and polls when no hint comes, so a lost notification costs latency, ne
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -33,7 +34,7 @@ from jobtracker.store.base import (
 )
 from jobtracker.store.migrate import missing_migrations
 from jobtracker.store.postgres import deadlines, lean, stats
-from jobtracker.store.postgres.batch_read import READER_NAME, BatchReader
+from jobtracker.store.postgres.batch_read import BatchReader, connect_reader
 from jobtracker.store.postgres.commit import BeforeCommit, no_pause, once_more_if_cut
 from jobtracker.store.postgres.deadlines import DeadlineSide
 from jobtracker.store.postgres.driver import (
@@ -54,7 +55,7 @@ from jobtracker.store.postgres.keys import KeyCache
 from jobtracker.store.postgres.lanes import GroupCommitter
 from jobtracker.store.postgres.listen import AppendHints
 from jobtracker.store.postgres.plan import storable
-from jobtracker.store.postgres.reading import lists_errors, with_errors
+from jobtracker.store.postgres.reading import read_job
 from jobtracker.store.postgres.replaying import ReplaySide
 from jobtracker.store.postgres.sql import (
     APPEND_CHANNEL,
@@ -136,7 +137,7 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
             pool.terminate()  # a store that failed to open holds no connections
             raise
         self._pool = pool
-        self._reader = BatchReader(self._connect_reader)
+        self._reader = BatchReader(functools.partial(connect_reader, self.url))
         self._hints = AppendHints(self.url, self._poll_interval)
         self._key_cache = KeyCache(self.url, self._poll_interval)
         self._committer = GroupCommitter(
@@ -171,15 +172,6 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
         """A connection outside the pool (the group committer's lanes keep one each)."""
         return await asyncpg.connect(
             self.url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT
-        )
-
-    async def _connect_reader(self) -> asyncpg.Connection[asyncpg.Record]:
-        """A read lane's connection, named so that `pg_stat_activity` tells it apart."""
-        return await asyncpg.connect(
-            self.url,
-            timeout=CONNECT_TIMEOUT,
-            command_timeout=COMMAND_TIMEOUT,
-            server_settings={"application_name": READER_NAME},
         )
 
     @property
@@ -254,12 +246,7 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
         any process had committed by then shows); row errors are read only for a SUCCESS body."""
         if self._reader is None:
             raise StoreUnavailable("The PostgreSQL store is not open")
-        if not storable(job_id):
-            return None
-        state = await self._reader.state(job_id)
-        if state is None or not lists_errors(state):  # no second await on the polling path
-            return None if state is None else JobView(state)
-        return await with_errors(self._open_pool(), state, errors_limit)
+        return await read_job(self._reader, self._open_pool(), job_id, errors_limit)
 
     async def read_job_events(
         self, job_id: str, after_version: int = 0, limit: int = 1000
