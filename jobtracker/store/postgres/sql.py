@@ -126,15 +126,21 @@ WITH locked AS MATERIALIZED (
     ORDER BY b.upto
     RETURNING uuids, texts, last_position - length(types) AS before
 ), new_ids AS (
+    -- A batch whose ids are all canonical UUIDs (the SDK's) holds them packed: straight in, no
+    -- text round trip; a batch kept as text routes each id by its form (`log_uuid`).
     INSERT INTO log_ids (event_id, position)
-    SELECT log_uuid(e.event_id), l.before + e.n
-    FROM new_batches AS l, log_entry_ids(l.uuids, l.texts) AS e
-    WHERE log_uuid(e.event_id) IS NOT NULL
+    SELECT encode(substring(l.uuids FROM 16 * g + 1 FOR 16), 'hex')::uuid, l.before + g + 1
+    FROM new_batches AS l, generate_series(0, length(l.uuids) / 16 - 1) AS g
+    WHERE l.uuids IS NOT NULL
+    UNION ALL
+    SELECT log_uuid(t.id), l.before + t.n
+    FROM new_batches AS l, unnest(l.texts) WITH ORDINALITY AS t(id, n)
+    WHERE log_uuid(t.id) IS NOT NULL
 ), new_text_ids AS (
     INSERT INTO log_text_ids (event_id, position)
-    SELECT e.event_id, l.before + e.n
-    FROM new_batches AS l, log_entry_ids(l.uuids, l.texts) AS e
-    WHERE log_uuid(e.event_id) IS NULL
+    SELECT t.id, l.before + t.n
+    FROM new_batches AS l, unnest(l.texts) WITH ORDINALITY AS t(id, n)
+    WHERE log_uuid(t.id) IS NULL
 ), new_marks AS (
     INSERT INTO job_row_bits AS b (job_id, kind, chunk, bits)
     SELECT m.* FROM position_lock,
