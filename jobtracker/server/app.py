@@ -132,9 +132,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.on_shutdown.append(_release_waiters)
     wrap = answering(HttpMetrics() if settings.metrics else None)
     add = _route_adder(app, wrap)
+    # First: the route most requests take. Every route under /api/v1/jobs is a candidate the
+    # router tries in the order added, and the polling GET should not try the others first.
+    add("GET", "/api/v1/jobs/{job_id}", get_job)
     add("POST", "/api/v1/jobs", create_job)
     add("GET", "/api/v1/jobs", list_jobs)
-    add("GET", "/api/v1/jobs/{job_id}", get_job)
     add("POST", "/api/v1/jobs/{job_id}/events", append_events)
     add("GET", "/api/v1/jobs/{job_id}/events", job_events)
     add("GET", "/api/v1/jobs/{job_id}/errors", job_errors)
