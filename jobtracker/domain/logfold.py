@@ -9,13 +9,19 @@ one past the total, a finished job) is decoded in full and handed to `projection
 which applies it or raises exactly as it does for a live append. A job's frozen `JobState` is
 built once, when it finishes or the log ends. A property test holds this fold to
 `projection.fold` for arbitrary histories.
+
+PostgreSQL's log holds a row per batch (one job's events of one commit); its scans hand the fold
+`BatchedRows`, which it folds batch by batch (`fold_batches`): the job looked up and its version
+checked once per run of row and e-mail outcomes, their counters kept in locals, no tuple built
+per event. The same property test holds that path to `projection.fold`, batches cut anywhere.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence, Set
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -24,6 +30,7 @@ from jobtracker.domain.errors import JobtrackerError, UnreadableLog
 from jobtracker.domain.events import MAX_EMAIL, MAX_INT, MAX_TEXT, Created, Event
 from jobtracker.domain.projection import Draft, apply_event, start
 from jobtracker.domain.state import JobState, Progress, RowError, RowMark, Status
+from jobtracker.domain.stored import form_of
 from jobtracker.domain.upcast import current_version
 
 #: Rows below this are kept as bits (2**26 rows = 8 MiB per kind at most); rarer, larger row
@@ -31,6 +38,11 @@ from jobtracker.domain.upcast import current_version
 DENSE_ROWS = 1 << 26
 #: A row error to store: (job_id, row, email, error).
 ErrorRow = tuple[str, int, str, str]
+#: A run of one job's events at consecutive versions and positions (a PostgreSQL `log` row, or
+#: part of one): (job_id, first_version, first_position, forms, data). `forms`: each event's
+#: one-byte form (`stored.form_code`), or where a form has no byte, its (type, schema version);
+#: `data`: each event's stored JSON.
+Batch = tuple[str, int, int, bytes | Sequence[tuple[str, int]], Sequence[str]]
 #: One 64-row word of a job's marks: (kind, chunk, bits), `chunk` being `row >> 6`, bit
 #: `row & 63` set for each marked row; unsigned.
 MarkWord = tuple[str, int, int]
@@ -164,6 +176,9 @@ class LogFold:
         One loop with the common transitions written out: it runs once per event of the log, and
         a function call per event would cost more than most of the checks it would hold.
         """
+        if isinstance(rows, BatchedRows):
+            self.fold_batches(rows.batches)
+            return
         jobs, loads, errors, inline, count = self._open, orjson.loads, self._errors, _INLINE, 0
         for row in rows:
             count += 1
@@ -233,6 +248,112 @@ class LogFold:
             self._apply(job_id, job, kind, schema, data)
         self.events += count
 
+    def fold_batches(self, batches: Iterable[Batch]) -> None:
+        """Fold batches, in position order: the same as `fold` over their events, one by one.
+
+        A batch is one job's, so the job is looked up, and its version checked, once per run of
+        events `_run` applies inline; every other event (a job's first, another type, an odd
+        shape or value, one the job refuses) goes through `fold`, alone.
+        """
+        jobs, fold = self._open, self.fold
+        for job_id, version, position, forms, data in batches:
+            n, i = len(data), 0
+            while i < n:
+                job = jobs.get(job_id)
+                if (job is not None and isinstance(forms, bytes)
+                        and version + i == job.draft.version + 1):
+                    i = self._run(job_id, job, position, forms, data, i)
+                    if i == n:
+                        break
+                kind, schema = _form_at(forms, i)
+                fold(((job_id, version + i, position + i, kind, schema, data[i]),))
+                i += 1
+
+    def _run(
+        self, job_id: str, job: OpenJob, position: int, codes: bytes, data: Sequence[str], i: int
+    ) -> int:
+        """Apply a batch's events from `i` on inline while they are row and e-mail outcomes in
+        today's positional shape, plainly valid; the index of the first one left to `fold`.
+
+        `fold`'s inline path, with the job's counters in locals (written back once): the same
+        checks, in the same order of effect."""
+        draft, marks, errors, loads, rules = (job.draft, job.marks, self._errors, orjson.loads,
+                                              _RULES)
+        outcome_bits, email_bits = marks._outcome, marks._email
+        total = draft.base.expected_total
+        counted = draft.successful + draft.failed
+        failed, internal, external = 0, 0, 0
+        sent, bounced = draft.emails_sent, draft.emails_failed
+        start, n = i, len(data)
+        extra: Any
+        while i < n:
+            rule = rules[codes[i]]
+            if not rule:
+                break
+            fields = loads(data[i])
+            if fields.__class__ is not list:
+                break
+            if rule == _EMAIL_SENT:  # row, email
+                if len(fields) != 2:
+                    break
+                number, email = fields
+                bits = email_bits
+            elif rule == _ROW_SUCCEEDED:  # row, email, internal (a flag stored as 1 or 0)
+                if len(fields) != 3:
+                    break
+                number, email, extra = fields
+                if not (extra.__class__ is int and (extra == 0 or extra == 1)):
+                    break
+                bits = outcome_bits
+            else:  # a failure: row, email, error
+                if len(fields) != 3:
+                    break
+                number, email, extra = fields
+                if not (extra.__class__ is str and 0 < len(extra) <= MAX_TEXT
+                        and "\x00" not in extra):
+                    break
+                bits = outcome_bits if rule == _ROW_FAILED else email_bits
+            if not (number.__class__ is int and 0 <= number < DENSE_ROWS
+                    and email.__class__ is str and 0 < len(email) <= MAX_EMAIL
+                    and "\x00" not in email):
+                break
+            byte, bit = number >> 3, 1 << (number & 7)
+            try:
+                value = bits[byte]
+            except IndexError:
+                bits.extend(bytes(max(byte + 1 - len(bits), len(bits))))  # as `_set_bit`
+                value = 0
+            if value & bit:
+                break
+            if bits is outcome_bits:
+                if total is not None and counted >= total:
+                    break
+                counted += 1
+                if rule == _ROW_FAILED:
+                    failed += 1
+                    errors.append((job_id, number, email, extra))
+                elif extra:
+                    internal += 1
+                else:
+                    external += 1
+            elif rule == _EMAIL_SENT:
+                sent += 1
+            else:
+                bounced += 1
+            bits[byte] = value | bit
+            i += 1
+        if i > start:
+            draft.version += i - start
+            draft.status = _PROGRESS
+            draft.successful += internal + external
+            draft.failed += failed
+            draft.internal_count += internal
+            draft.external_count += external
+            draft.emails_sent, draft.emails_failed = sent, bounced
+            job.position = position + i - 1
+            self.events += i - start
+        return i
+
     def _apply(self, job_id: str, job: OpenJob, kind: str, schema: int, data: str) -> None:
         """The full path: decode the event and let the projection's own rules apply it."""
         event = decode_stored(kind, schema, data)
@@ -274,6 +395,86 @@ class LogFold:
         state = job.draft.freeze()
         self._finished.append((state, job.position, job.marks))
         self.statuses[state.status.value] += 1
+
+
+#: Each one-byte form's (type, schema version); a byte no type has reads as an unknown type,
+#: which `decode_stored` refuses by name.
+_FORM: tuple[tuple[str, int], ...] = tuple(form_of(code) for code in range(256))
+#: The events `_run` applies inline, as small numbers (0: none; only at today's schema version).
+_ROW_SUCCEEDED, _ROW_FAILED, _EMAIL_SENT, _EMAIL_FAILED = 1, 2, 3, 4
+_RUN_KINDS = {"row_succeeded": _ROW_SUCCEEDED, "row_failed": _ROW_FAILED,
+              "email_sent": _EMAIL_SENT, "email_failed": _EMAIL_FAILED}
+#: Each one-byte form's number in `_RUN_KINDS`, or 0: always `fold`.
+_RULES: tuple[int, ...] = tuple(
+    _RUN_KINDS[kind] if kind in _RUN_KINDS and schema == current_version(kind) else 0
+    for kind, schema in _FORM
+)
+
+
+def _form_at(forms: bytes | Sequence[tuple[str, int]], i: int) -> tuple[str, int]:
+    return _FORM[forms[i]] if isinstance(forms, bytes) else forms[i]
+
+
+class BatchedRows(Sequence[StoredRow]):
+    """Stored rows held as batches (`Batch`): what a scan of PostgreSQL's lean log returns.
+
+    Reads as the sequence of its events' `StoredRow`s; `LogFold.fold` folds it batch by batch
+    without building them."""
+
+    __slots__ = ("_ends", "batches")
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
+        ends, count = [], 0
+        for batch in batches:
+            count += len(batch[4])
+            ends.append(count)
+        self._ends = ends
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> StoredRow: ...
+    @overload
+    def __getitem__(self, index: slice) -> BatchedRows: ...
+    def __getitem__(self, index: int | slice) -> StoredRow | BatchedRows:
+        if isinstance(index, slice):
+            low, high, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("batched rows are sliced with a step of 1 only")
+            return BatchedRows(self._cut(low, high))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("batched rows: index out of range")
+        which = bisect_right(self._ends, index)
+        job_id, version, position, forms, data = self.batches[which]
+        i = index - (self._ends[which] - len(data))
+        kind, schema = _form_at(forms, i)
+        return job_id, version + i, position + i, kind, schema, data[i]
+
+    def __iter__(self) -> Iterator[StoredRow]:
+        for job_id, version, position, forms, data in self.batches:
+            for i, text in enumerate(data):
+                kind, schema = _form_at(forms, i)
+                yield job_id, version + i, position + i, kind, schema, text
+
+    def _cut(self, low: int, high: int) -> list[Batch]:
+        """The batches' events from `low` to `high`, as batches."""
+        cut: list[Batch] = []
+        which = bisect_right(self._ends, low)
+        while low < high and which < len(self.batches):
+            job_id, version, position, forms, data = self.batches[which]
+            first = self._ends[which] - len(data)
+            start, stop = low - first, min(high, self._ends[which]) - first
+            if start == 0 and stop == len(data):
+                cut.append(self.batches[which])
+            else:
+                cut.append((job_id, version + start, position + start, forms[start:stop],
+                            data[start:stop]))
+            low, which = first + stop, which + 1
+        return cut
 
 
 def _progress(draft: Draft, fields: object) -> bool:

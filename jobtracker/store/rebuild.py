@@ -83,7 +83,7 @@ class Rebuildable(Protocol):
         job_id: str | None = None,
         after_version: int = 0,
         upto: int | None = None,
-    ) -> list[LogEntry]:
+    ) -> Sequence[LogEntry]:
         """At most `limit` entries in position order, after `after_position` and up to `upto`.
 
         With `job_id`, only that job's, after `after_version`. An entry is never returned while

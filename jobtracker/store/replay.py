@@ -36,6 +36,8 @@ CHUNK = 50_000
 #: Events folded between two turns of the event loop: while a chunk is folded, the scan of the
 #: next one (PostgreSQL: its rows arriving on a socket) and the write of the last one move on.
 SLICE = 5_000
+#: Chunks whose rows may wait for a write still going before the fold waits for it.
+WRITE_BEHIND = 4
 #: Callback told how many more events were folded.
 Progress = Callable[[int], None]
 
@@ -115,34 +117,51 @@ async def _fill(
 ) -> tuple[int, int]:
     """Fold the log into `area` as far as it goes now; return the (position, version) reached.
 
-    Three chunks are in flight: the next one being read, this one being folded, the previous one
-    being written; a store with threads (SQLite) overlaps its I/O with the fold.
+    Three chunks are in flight: the next one being read, this one being folded, the rows of
+    those before it being written; a store with threads (SQLite) overlaps its I/O with the fold.
+    The fold does not wait for a write: while one is still going, the rows of the chunks folded
+    meanwhile wait for the next (up to `WRITE_BEHIND` chunks' worth). A write is a transaction
+    of several round trips, each needing a turn of the event loop that the fold hands out
+    only between slices (PostgreSQL): fewer, larger writes keep the fold from stalling.
     """
     position = version = 0
 
-    def scan() -> asyncio.Future[list[LogEntry]]:
+    def scan() -> asyncio.Future[Sequence[LogEntry]]:
         return asyncio.ensure_future(
             store.scan_log(position, chunk, job_id=job_id, after_version=version, upto=upto)
         )
 
     reading, writing = scan(), None
+    waiting, behind = ProjectionRows(), 0
     try:
         while entries := await reading:
             _, version, position, *_ = entries[-1]
             reading = scan()
-            rows = await _fold_in_slices(replayer, entries)
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(store.write_area(area, rows))
+            _merge(waiting, await _fold_in_slices(replayer, entries))
+            behind += 1
             progress(len(entries))
+            if writing is not None and (writing.done() or behind >= WRITE_BEHIND):
+                await writing  # done, or the rows waiting are many: its outcome, or its error
+                writing = None
+            if writing is None:
+                writing = asyncio.ensure_future(store.write_area(area, waiting))
+                waiting, behind = ProjectionRows(), 0
         if writing is not None:
             await writing
+        if behind:
+            await store.write_area(area, waiting)
     finally:
         for pending in (reading, writing):
             if pending is not None and not pending.done():
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
     return position, version
+
+
+def _merge(into: ProjectionRows, rows: ProjectionRows) -> None:
+    into.states.extend(rows.states)
+    into.marks.extend(rows.marks)
+    into.errors.extend(rows.errors)
 
 
 async def _fold_in_slices(replayer: Replayer, entries: Sequence[LogEntry]) -> ProjectionRows:

@@ -24,6 +24,7 @@ from jobtracker.domain.events import (
 )
 from jobtracker.domain.state import RowError
 from jobtracker.store import replay
+from jobtracker.store.base import utc_now
 from jobtracker.store.postgres import PostgresStore
 from tests.postgres.conftest import OpenStore
 
@@ -290,3 +291,55 @@ async def test_rebuild_restores_a_deleted_job_and_drops_one_the_log_lacks(
     assert await fetch(pg_url, "SELECT * FROM job_row_bits WHERE kind = 'email'") == []
     with pytest.raises(JobFinished):  # the store knows the restored job, and that it finished
         await store.append("job-0", [new(Started())])
+
+
+async def test_replay_in_chunks_cut_inside_batches_equals_the_live_projection(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """Each append is one `log` row of many events; replay read in chunks that end inside those
+    rows (whole log and one job) rebuilds exactly the projection the appends made, and a fold up
+    to a position inside a row stops there."""
+    store = await open_store()
+    await make_log(store, jobs=3, rows=40)  # rows of 1 and 42 events
+    tables = ("SELECT * FROM jobs ORDER BY job_id", "SELECT * FROM job_row_bits ORDER BY 1, 2, 3",
+              "SELECT * FROM job_errors ORDER BY 1, 2")
+    live = [await fetch(pg_url, query) for query in tables]
+    assert await fetch(pg_url, "SELECT count(*), max(length(types)) FROM log") == [(6, 42)]
+    await execute(pg_url, "DELETE FROM job_errors", "DELETE FROM job_row_bits",
+                  "UPDATE jobs SET successful = 0, version = 1")
+    report = await replay.rebuild(store, chunk=7)
+    assert (report.events, report.jobs) == (3 * 43, 3)
+    assert [await fetch(pg_url, query) for query in tables] == live
+    await execute(pg_url, "UPDATE jobs SET failed = 0 WHERE job_id = 'job-1'")
+    await replay.rebuild(store, job_id="job-1", chunk=5)
+    assert [await fetch(pg_url, query) for query in tables] == live
+    check = await replay.verify(store, chunk=11)
+    assert check.comparison is not None
+    assert check.comparison.differing == 0
+    # job-0 holds positions 1-43, job-1 44-86: at 64, job-1 has taken 20 events of its batch
+    at = await replay.job_at(store, "job-1", 43 + 1 + 20, errors_limit=10)
+    assert (at.state.version, at.state.successful + at.state.failed) == (21, 19)
+
+
+async def test_replay_in_small_chunks_goes_on_past_a_pruned_stretch_of_the_log(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """Pruned jobs leave a stretch of positions with no events, longer than a chunk: replay
+    reads on past it to the jobs after it, and rebuilds them as they are live."""
+    store = await open_store()
+    await make_log(store, jobs=3, rows=40)  # positions 1-129, 43 per job
+    await store.create_job("late", Created(owner="key_owner", total=5))
+    await store.append("late", [new(Started()), new(RowSucceeded(0, "a@uni.edu", internal=True))])
+    pruned = await store.prune(utc_now(), 2)
+    assert pruned.jobs == 2
+    [(first,)] = await fetch(pg_url, "SELECT min(last_position - length(types) + 1) FROM log")
+    assert isinstance(first, int)
+    assert first > 7  # no event in the first chunk's stretch of positions
+    # A fold up to the end of the log: no catch-up under a lock would hide a scan stopped short.
+    at = await replay.rebuild_at(store, await store.last_position(), chunk=7)
+    assert (at.events, at.jobs, at.statuses) == (43 + 3, 2, {"SUCCESS": 1, "PROGRESS": 1})
+    live = await fetch(pg_url, "SELECT * FROM jobs ORDER BY job_id")
+    await execute(pg_url, "UPDATE jobs SET version = 1")
+    report = await replay.rebuild(store, chunk=7)
+    assert (report.events, report.jobs) == (43 + 3, 2)
+    assert await fetch(pg_url, "SELECT * FROM jobs ORDER BY job_id") == live

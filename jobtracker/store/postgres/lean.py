@@ -18,14 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
-from itertools import repeat
 from typing import Any
 
 import asyncpg
 import orjson
 
-from jobtracker.domain.codec import StoredRow, decode_stored
+from jobtracker.domain.codec import decode_stored
 from jobtracker.domain.events import NewEvent, RecordedEvent
+from jobtracker.domain.logfold import Batch, BatchedRows
 from jobtracker.domain.stored import (
     FORMS,
     STORED_ROWS,
@@ -78,6 +78,31 @@ JOB_PAGE = _page("job_key = (SELECT job_key FROM log_jobs WHERE job_id = $3)", "
                  "job_key")
 
 
+def _range(where: str, order: str) -> str:
+    """Replay's page: the batches holding the events whose `order` (position or version) is
+    in ($1, $1 + $2], then the first batch past that (its first events make the page when the
+    range holds none: a gap of $2 positions or more).
+
+    Two range scans of the index on `order`, reading only the rows they return: the window of
+    `_page` reads and sums up to $2 rows (its whole rest of the log, when batches are big) to
+    find where the page ends."""
+    select = (
+        "SELECT k.job_id, b.last_version, b.last_position, b.recorded_at, b.types, b.uuids, "  # noqa: S608
+        "b.texts, b.odd_types, b.data FROM log b JOIN log_jobs k ON k.job_key = b.job_key "
+        f"WHERE {where} AND "
+    )
+    return (
+        f"SELECT * FROM (({select}b.{order} > $1 AND b.{order} <= $1 + $2) UNION ALL "  # noqa: S608
+        f"({select}b.{order} > $1 + $2 ORDER BY b.{order} LIMIT 1)) AS p ORDER BY p.{order}"
+    )
+
+
+#: Replay's pages (`replay_rows`): of the log, after position $1; of job $3, after version $1.
+REPLAY_LOG_PAGE = _range("true", "last_position")
+REPLAY_JOB_PAGE = _range("b.job_key = (SELECT job_key FROM log_jobs WHERE job_id = $3)",
+                         "last_version")
+
+
 def _cut(row: asyncpg.Record, after: int, limit: int, by_version: bool) -> range:
     """The indexes (0-based, within the batch) of a page row's events that belong to the page."""
     n = len(row["types"])
@@ -127,44 +152,35 @@ def recorded_events(
     return found
 
 
-def stored_rows(
+def replay_rows(
     rows: Iterable[asyncpg.Record], after: int, limit: int, *, by_version: bool,
     upto: int | None = None,
-) -> list[StoredRow]:
-    """A page's events as the fold reads them, up to position `upto` when given.
-
-    Replay reads every event of the log through here: each batch's tuples are built by `zip` over
-    its columns, not one by one in Python."""
-    found: list[StoredRow] = []
-    kind_of, schema_of = _KIND_OF.__getitem__, _SCHEMA_OF.__getitem__
+) -> BatchedRows:
+    """A `REPLAY_*_PAGE`'s events after `after` (a position, or a version with `by_version`),
+    at most `limit`, up to position `upto` when given: as batches (`logfold.Batch`), the fold's
+    fast path, with no object built per event."""
+    found: list[Batch] = []
+    bound = after + limit
     for row in rows:
-        types = row["types"]
+        types: bytes = row["types"]
         n = len(types)
         first_version, first_position = row["last_version"] - n + 1, row["last_position"] - n + 1
-        cut = _cut(row, after, limit, by_version)
-        start, stop = cut.start, cut.stop
+        first = first_version if by_version else first_position
+        start, stop = max(0, after + 1 - first), min(n, bound + 1 - first)
+        if stop <= start:
+            if found:
+                break  # the batch past the range, which holds some events of it
+            stop = min(n, start + limit)  # the range holds none: this batch's first events
         if upto is not None:
             stop = min(stop, upto - first_position + 1)
         if stop <= start:
             break
-        data = row["data"].split("\n")[start:stop]
-        if row["odd_types"] is None:
-            kinds: Iterable[str] = map(kind_of, types[start:stop])
-            schemas: Iterable[int] = map(schema_of, types[start:stop])
-        else:
-            forms = _forms(row)[start:stop]
-            kinds, schemas = [form[0] for form in forms], [form[1] for form in forms]
-        found.extend(zip(repeat(row["job_id"], stop - start),
-                         range(first_version + start, first_version + stop),
-                         range(first_position + start, first_position + stop),
-                         kinds, schemas, data, strict=True))
-    return found
-
-
-#: Each one-byte form's type and schema version (`stored.form_of`; a code no type has reads as an
-#: unknown type, which the fold refuses by name).
-_KIND_OF = tuple(form_of(code)[0] for code in range(256))
-_SCHEMA_OF = tuple(form_of(code)[1] for code in range(256))
+        data: list[str] = row["data"].split("\n")
+        forms: bytes | list[tuple[str, int]] = types if row["odd_types"] is None else _forms(row)
+        if start or stop < n:
+            forms, data = forms[start:stop], data[start:stop]
+        found.append((row["job_id"], first_version + start, first_position + start, forms, data))
+    return BatchedRows(found)
 
 
 def heads(rows: Iterable[asyncpg.Record], after: int, limit: int) -> list[tuple[str, int, int]]:

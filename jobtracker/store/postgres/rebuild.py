@@ -31,6 +31,7 @@ Driver errors are not translated here: callers sit inside `postgres.driver_error
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -98,17 +99,17 @@ async def scan_log(
     job_id: str | None = None,
     after_version: int = 0,
     upto: int | None = None,
-) -> list[LogEntry]:
+) -> Sequence[LogEntry]:
     """See `Rebuildable.scan_log`.
 
     Positions are drawn only under the position lock, held until COMMIT, so any position this
     statement sees has every lower one committed or rolled back already: a prefix is final.
     """
     if job_id is None:
-        rows = await conn.fetch(lean.LOG_PAGE, after_position, limit)
-        return lean.stored_rows(rows, after_position, limit, by_version=False, upto=upto)
-    rows = await conn.fetch(lean.JOB_PAGE, after_version, limit, job_id)
-    return lean.stored_rows(rows, after_version, limit, by_version=True, upto=upto)
+        rows = await conn.fetch(lean.REPLAY_LOG_PAGE, after_position, limit)
+        return lean.replay_rows(rows, after_position, limit, by_version=False, upto=upto)
+    rows = await conn.fetch(lean.REPLAY_JOB_PAGE, after_version, limit, job_id)
+    return lean.replay_rows(rows, after_version, limit, by_version=True, upto=upto)
 
 
 async def reset_area(conn: Conn, area: str) -> None:

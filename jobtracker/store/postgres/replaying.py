@@ -6,6 +6,8 @@ translation boundary (`driver.driver_errors`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from jobtracker.store.base import JobView
 from jobtracker.store.postgres import rebuild as pg_rebuild
 from jobtracker.store.postgres.driver import PoolSide
@@ -23,7 +25,7 @@ class ReplaySide(PoolSide):
         job_id: str | None = None,
         after_version: int = 0,
         upto: int | None = None,
-    ) -> list[LogEntry]:
+    ) -> Sequence[LogEntry]:
         """See `Rebuildable.scan_log`."""
         return await self._on_connection(
             "scanning the log",
