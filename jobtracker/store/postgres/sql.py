@@ -192,10 +192,11 @@ FROM (
                           ELSE split_part(b.odd_types, E'\\n', b.i) END) AS known_types,
            array_agg(split_part(b.data, E'\\n', b.i)) AS known_data
     FROM (
-        SELECT id AS event_id, coalesce(
-            (SELECT position FROM log_ids WHERE event_id = log_uuid(id)),
-            (SELECT position FROM log_text_ids WHERE event_id = id)) AS position
-        FROM unnest($2::text[]) AS id
+        -- An id lives in one table by its form: a canonical UUID only in `log_ids`.
+        SELECT id AS event_id, CASE WHEN u.key IS NOT NULL
+            THEN (SELECT position FROM log_ids WHERE event_id = u.key)
+            ELSE (SELECT position FROM log_text_ids WHERE event_id = id) END AS position
+        FROM unnest($2::text[]) AS id, LATERAL (SELECT log_uuid(id) AS key) AS u
     ) AS f
     CROSS JOIN LATERAL (
         SELECT *, (f.position - last_position + length(types))::int AS i FROM log
