@@ -10,33 +10,30 @@ decoded once per batch, whatever the number of GETs waiting for it.
 
 A lane keeps one connection outside the pool, so a read costs no pool acquire and release (the
 pool's bookkeeping measured about as much as the query). A lane whose connection was cut
-reconnects and sends the batch once more (`commit.once_more_if_cut`'s rule); any other driver
-error reaches every GET of the batch, each translated by `driver.unavailable`.
+reconnects and sends the batch once more (`lanes.LaneConnection`, as the commit lanes do); any
+other driver error reaches every GET of the batch, each translated by `driver.unavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeAlias
 
 import asyncpg
 
 from jobtracker.domain.errors import StoreUnavailable
 from jobtracker.domain.state import JobState
-from jobtracker.store.postgres.commit import was_cut
 from jobtracker.store.postgres.driver import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
     DRIVER_ERRORS,
     unavailable,
 )
+from jobtracker.store.postgres.lanes import Connect, LaneConnection
 from jobtracker.store.postgres.sql import READ_JOBS
 from jobtracker.store.rows import state_from_row
 
-log = logging.getLogger(__name__)
 _CLOSED = "The PostgreSQL store was closed while reading"
 
 #: Lanes each store reads through. With one, GETs arriving during a round trip wait for it to end
@@ -48,7 +45,6 @@ READ_LANES = 1
 #: The lanes' `application_name`, which `pg_stat_activity` shows.
 READER_NAME = "jobtracker reads"
 
-Connect: TypeAlias = Callable[[], Awaitable["asyncpg.Connection[asyncpg.Record]"]]
 #: What a waiting read is given: the job's state, None (no such job), or the batch's failure.
 Outcome: TypeAlias = JobState | BaseException | None
 #: The next batch: each job id with the futures of the reads waiting for it.
@@ -119,50 +115,29 @@ class BatchReader:
 
 
 class _Lane:
-    """One read connection, connected on its first batch and again after a cut."""
+    """One read connection (`lanes.LaneConnection`: connected on its first batch, and again,
+    reading once more, after a cut)."""
 
     def __init__(self, connect: Connect) -> None:
-        self._connect = connect
-        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self._conn = LaneConnection(connect)
 
     async def answer(self, batch: Batch) -> None:
         """Read every job of `batch` in one query and hand each waiting read its outcome."""
+        job_ids = list(batch)
         try:
-            states = await self._read(list(batch))
+            rows = await self._conn.run(lambda conn: conn.fetch(READ_JOBS, job_ids))
         except asyncio.CancelledError:
             _settle_all(batch, StoreUnavailable(_CLOSED))
             raise
         except Exception as exc:  # every read of the batch hears it (translated if the driver's)
             _settle_all(batch, exc)
         else:
+            states = {row[0]: state_from_row(tuple(row)) for row in rows}
             _settle(batch, states.get)
 
-    async def _read(self, job_ids: list[str]) -> dict[str, JobState]:
-        conn = await self._connection()
-        try:
-            rows = await conn.fetch(READ_JOBS, job_ids)
-        except DRIVER_ERRORS as exc:
-            if not was_cut(exc, conn):
-                raise
-            log.info("a read connection was cut, reading again on a new one: %s", exc)
-            await self.close()
-            rows = await (await self._connection()).fetch(READ_JOBS, job_ids)
-        return {row[0]: state_from_row(tuple(row)) for row in rows}
-
-    async def _connection(self) -> asyncpg.Connection[asyncpg.Record]:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect()
-        return self._conn
-
     async def close(self) -> None:
-        """Drop the connection (a cut one, or at store close); harmless without one."""
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            # A connection cancelled mid-query may not answer a polite close: terminate is local.
-            with contextlib.suppress(*DRIVER_ERRORS):
-                await asyncio.wait_for(conn.close(), 1)
-            if not conn.is_closed():
-                conn.terminate()
+        """Drop the connection (at store close); harmless without one."""
+        await self._conn.close()
 
 
 def _settle(batch: Batch, outcome_of: Callable[[str], Outcome]) -> None:

@@ -51,8 +51,9 @@ LANES = 2
 Connect: TypeAlias = "Callable[[], Awaitable[asyncpg.Connection[asyncpg.Record]]]"
 
 
-class _LaneConnection:
-    """A lane's own connection, opened when first needed and again after a cut.
+class LaneConnection:
+    """A lane's own connection, opened when first needed and again after a cut (the commit lanes'
+    and the GETs' read lanes, `batch_read`).
 
     A lane commits group after group; borrowing from the pool for each would add the pool's
     bookkeeping to every group and make lanes queue behind readers for a connection.
@@ -185,7 +186,7 @@ class GroupCommitter:
             pass
 
     async def _commit(
-        self, requests: Sequence[AppendRequest], lane: _LaneConnection | None = None
+        self, requests: Sequence[AppendRequest], lane: LaneConnection | None = None
     ) -> list[Outcome]:
         if lane is not None:
             outcomes, head = await lane.run(
@@ -214,13 +215,13 @@ class GroupCommitter:
                 raise
 
     async def _lane(self) -> None:
-        lane = _LaneConnection(self._connect)
+        lane = LaneConnection(self._connect)
         try:
             await self._run_lane(lane)
         finally:
             await lane.close()
 
-    async def _run_lane(self, lane: _LaneConnection) -> None:
+    async def _run_lane(self, lane: LaneConnection) -> None:
         loop = asyncio.get_running_loop()
         while True:
             # One pass of the loop first: appenders woken by the answers just given (or by the
@@ -282,7 +283,7 @@ class GroupCommitter:
         self._pending = rest
         return group
 
-    async def _commit_and_answer(self, group: list[_Waiting], lane: _LaneConnection) -> None:
+    async def _commit_and_answer(self, group: list[_Waiting], lane: LaneConnection) -> None:
         try:
             outcomes = await self._commit([request for request, _ in group], lane)
         except Exception as exc:
