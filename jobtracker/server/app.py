@@ -17,8 +17,8 @@ from jobtracker.server.errors import (
     FALLBACK_PATH,
     UNMATCHED,
     AddRoute,
+    Answers,
     ExtraHeaders,
-    Handler,
     Wrap,
     answering,
     no_route,
@@ -26,7 +26,7 @@ from jobtracker.server.errors import (
 from jobtracker.server.events import append_events, job_errors, job_events
 from jobtracker.server.health import healthz, readyz
 from jobtracker.server.inventory import Retention, forgetter, list_jobs
-from jobtracker.server.jobs import create_job, get_job
+from jobtracker.server.jobs import create_job, job_getter
 from jobtracker.server.metrics import (
     COMMIT_GROUP_SIZE,
     HttpMetrics,
@@ -107,7 +107,7 @@ def _add_webhook_routes(add: AddRoute) -> None:
 def _route_adder(app: web.Application, wrap: Wrap) -> AddRoute:
     """Adds each route with its handler wrapped (`errors.answering`); no HEAD unless added."""
 
-    def add(method: str, path: str, handler: Handler, extra: ExtraHeaders = None, /) -> None:
+    def add(method: str, path: str, handler: Answers, extra: ExtraHeaders = None, /) -> None:
         app.router.add_route(method, path, wrap(path, handler, extra))
 
     return add
@@ -134,7 +134,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     add = _route_adder(app, wrap)
     # First: the route most requests take. Every route under /api/v1/jobs is a candidate the
     # router tries in the order added, and the polling GET should not try the others first.
-    add("GET", "/api/v1/jobs/{job_id}", get_job)
+    add("GET", "/api/v1/jobs/{job_id}", job_getter(app))
     add("POST", "/api/v1/jobs", create_job)
     add("GET", "/api/v1/jobs", list_jobs)
     add("POST", "/api/v1/jobs/{job_id}/events", append_events)

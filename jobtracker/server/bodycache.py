@@ -11,6 +11,7 @@ out first.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -155,8 +156,8 @@ class MarkedStore(Protocol):
     """A store that marks every commit by any process and says which jobs moved, both on the loop
     and without a query while nobody committed (SQLite: its wal-index header)."""
 
-    def commit_mark(self) -> object:
-        """What moves on any commit (None: cannot tell)."""
+    def commit_marker(self) -> Callable[[], object]:
+        """A function returning what moves on any commit (None: cannot tell), until it closes."""
 
     def jobs_moved_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
         """Jobs with events after `after_position` (`Store.changes_since`, synchronously)."""
@@ -175,41 +176,51 @@ class CommitGate:
     def __init__(self, key_limit: int = DEFAULT_KEYS) -> None:
         self.running = RunningBodies()
         self._store: MarkedStore | None = None
+        self._read_mark: Callable[[], object] | None = None
         self._mark: object = None
         #: The log position up to which every moved job's body has been forgotten.
         self._cursor = 0
         #: Moves on every look that found the mark moved: what was read before may be stale.
         self._generation = 0
-        self._keys: dict[str, ApiKey] = {}
+        #: Active keys by secret as of the last look: cleared on every change, never replaced (a
+        #: GET handler holds this very dict and reads it without a call).
+        self.keys: dict[str, ApiKey] = {}
         self._key_limit = key_limit
 
     def start(self, store: object, position: int) -> None:
         """Remember from now on, if `store` is a `MarkedStore` whose log ends at `position`."""
         if isinstance(store, MarkedStore):
             self._store, self._cursor, self._mark = store, position, None
+            self._read_mark = store.commit_marker()
 
     def stop(self) -> None:
         """Remember nothing more (the store is closing)."""
-        self._store = None
-        self._keys.clear()
+        self._store = self._read_mark = None
+        self.keys.clear()
         self.running.clear()
 
     def look(self) -> int:
         """Forget whatever changed since the last look; return a ticket for `hold` and
         `remember_key`, which keep only what was read after the latest look."""
-        store = self._store
-        if store is None:
+        read_mark = self._read_mark
+        if read_mark is None:
             return -1
-        mark = store.commit_mark()
-        if mark is None or mark != self._mark:
-            self._generation += 1
-            self._keys.clear()
-            while changes := store.jobs_moved_since(self._cursor, CATCH_UP_BATCH):
-                for change in changes:
-                    self.running.forget(change.job_id)
-                    self._cursor = max(self._cursor, change.position)
-            self._mark = mark
+        mark = read_mark()
+        if mark is None or mark != self._mark:  # on every GET: the usual case takes no call more
+            self._catch_up(mark)
         return self._generation
+
+    def _catch_up(self, mark: object) -> None:
+        """Someone committed: forget the keys, and the bodies of the jobs the log shows moved."""
+        store = self._store
+        assert store is not None  # set with `_read_mark`
+        self._generation += 1
+        self.keys.clear()
+        while changes := store.jobs_moved_since(self._cursor, CATCH_UP_BATCH):
+            for change in changes:
+                self.running.forget(change.job_id)
+                self._cursor = max(self._cursor, change.position)
+        self._mark = mark
 
     def body(self, job_id: str) -> RunningBody | None:
         """The job's body as of the last look, if held."""
@@ -223,10 +234,10 @@ class CommitGate:
 
     def key(self, secret: str) -> ApiKey | None:
         """The active key behind `secret` as of the last look, if remembered."""
-        return self._keys.get(secret)
+        return self.keys.get(secret)
 
     def remember_key(self, ticket: int, secret: str, key: ApiKey) -> None:
         """Remember an active key read after the look that gave `ticket` (see `hold`)."""
         fresh = ticket == self._generation and self._store is not None
-        if fresh and len(self._keys) < self._key_limit:
-            self._keys[secret] = key
+        if fresh and len(self.keys) < self._key_limit:
+            self.keys[secret] = key

@@ -27,6 +27,7 @@ from jobtracker.server.common import (
     only_query,
     request_key,
 )
+from jobtracker.server.errors import Answers
 from jobtracker.server.metrics import LONG_POLL, waiting
 from jobtracker.server.replica import MIN_VERSION, job_read, min_version
 from jobtracker.store import Store
@@ -49,9 +50,7 @@ def matches(if_none_match: str | None, tag: str) -> bool:
 
 def _wait_seconds(request: web.Request) -> int:
     """`?wait=` (0 when absent), with the rest of the query checked: a bad `min_version` is
-    refused whatever the job, before anything is read."""
-    if not request.query_string:  # what a poll sends: spare parsing a query that is not there
-        return 0
+    refused whatever the job, before anything is read. Only for a GET with a query string."""
     only_query(request, "wait", MIN_VERSION)
     min_version(request)
     raw = request.query.get("wait")
@@ -113,25 +112,50 @@ def _hold_finished(request: web.Request, view: JobView) -> FinishedBody:
     return held
 
 
-async def get_job(request: web.Request) -> web.Response:
-    """`GET /api/v1/jobs/{job_id}`: the seed's body; 304 or a held request with If-None-Match.
+def job_getter(app: web.Application) -> Answers:
+    """`GET /api/v1/jobs/{job_id}` for `app`: the seed's body; 304 or a held request with
+    If-None-Match.
 
     A finished job's body is encoded once and served from memory afterwards: it never changes.
-    A running job's is served from memory until the job moves (`bodycache.CommitGate`).
+    A running job's is served from memory until the job moves (`bodycache.CommitGate`). This is
+    the request clients send most (a polling loop), so what every GET needs from the app is
+    looked up once, here, and the usual case (no query, a remembered key, a body held) answers at
+    once, without a coroutine of its own (`errors.Answers`); any other returns one to await.
     """
-    app = request.app
-    gate = app[GATE]
-    ticket = gate.look()  # first: whatever moved before this request arrived must show
-    secret = request.headers.get(API_KEY_HEADER)
-    key = gate.key(secret) if secret is not None else None
+    gate, finished, keys = app[GATE], app[FINISHED], app[GATE].keys
+
+    def get_job(request: web.Request) -> web.Response | Awaitable[web.Response]:
+        ticket = gate.look()  # first: whatever moved before this request arrived must show
+        secret = request.headers.get(API_KEY_HEADER)
+        key = keys.get(secret) if secret is not None else None
+        # What a poll sends has no query: spare parsing one that is not there.
+        if key is None or request.query_string:
+            return _get_job(request, ticket, key)
+        job_id = request.match_info["job_id"]
+        held = finished.get(job_id)
+        if held is not None:
+            check_access(held.owner, key)
+            return _finished_response(request, held)
+        current = gate.body(job_id)
+        if current is None or request.headers.get("If-None-Match") is not None:
+            return _get_job(request, ticket, key)
+        check_access(current.view.state.owner, key)
+        return _running_response(request, current)
+
+    return get_job
+
+
+async def _get_job(request: web.Request, ticket: int, key: ApiKey | None) -> web.Response:
+    """A GET that may have to wait: for its key's lookup, the job's read or a change."""
     if key is None:
         key = await request_key(request, ticket)
-    wait = _wait_seconds(request)
+    wait = _wait_seconds(request) if request.query_string else 0
     job_id = request.match_info["job_id"]
-    held = app[FINISHED].get(job_id)
+    held = request.app[FINISHED].get(job_id)
     if held is not None:
         check_access(held.owner, key)
         return _finished_response(request, held)
+    gate = request.app[GATE]
     current = gate.body(job_id)
     if current is not None:
         check_access(current.view.state.owner, key)
@@ -156,7 +180,8 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 def _finished_response(request: web.Request, held: FinishedBody) -> web.Response:
-    if matches(request.headers.get("If-None-Match"), held.etag):
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and matches(if_none_match, held.etag):
         return web.Response(status=304, headers={"ETag": held.etag, "Cache-Control": "no-cache"})
     return web.Response(body=held.body, headers={
         "Content-Type": "application/json", "ETag": held.etag, "Cache-Control": "no-cache",

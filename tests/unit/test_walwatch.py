@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobtracker.store.sqlite.log import connect
-from jobtracker.store.sqlite.walwatch import WalWatch, sqlite_mapping
+from jobtracker.store.sqlite.walwatch import HEADER_BYTES, WalWatch, readable_at, sqlite_mapping
 
 steps = st.lists(st.sampled_from(["commit", "read", "checkpoint", "truncate"]), max_size=25)
 
@@ -102,3 +102,47 @@ def test_the_header_is_found_only_at_the_start_of_the_right_file(tmp_path: Path)
     found = sqlite_mapping("/data/my jobs.db-shm", 42, str(maps))
     assert found == 0x7F0000020000
     assert sqlite_mapping("/data/my jobs.db-shm", 43, str(maps)) is None
+
+
+def test_a_closed_watch_counts_every_look_as_a_change(tmp_path: Path) -> None:
+    """After the store stops the watch, a look reads nothing from SQLite's (soon unmapped) memory
+    and answers None, which every caller takes as 'something moved'."""
+    path = tmp_path / "closing.db"
+    conn = connect(str(path))
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("SELECT count(*) FROM t").fetchone()
+    watch = WalWatch.open(str(path))
+    assert watch is not None
+    assert watch.header() is not None
+    watch.close()
+    assert watch.header() is None
+    conn.close()
+
+
+def test_the_header_read_from_the_mapping_is_the_one_sqlite_wrote(tmp_path: Path) -> None:
+    """The direct read and a read through /proc/self/mem see the same bytes, commit after commit."""
+    path = tmp_path / "same.db"
+    conn = connect(str(path))
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("SELECT count(*) FROM t").fetchone()
+    watch = WalWatch.open(str(path))
+    assert watch is not None
+    shm = os.path.realpath(f"{path}-shm")
+    address = sqlite_mapping(shm, os.stat(shm).st_ino)
+    assert address is not None
+    memory = os.open("/proc/self/mem", os.O_RDONLY)
+    try:
+        for _ in range(3):
+            conn.execute("INSERT INTO t (v) VALUES ('x')")
+            conn.commit()
+            through_proc = os.pread(memory, HEADER_BYTES, address)
+            assert watch.header() == through_proc
+    finally:
+        os.close(memory)
+        watch.close()
+        conn.close()
+
+
+def test_an_address_nothing_maps_is_refused_not_read() -> None:
+    """Where the mapping is not there, the watch is not made: reading it would crash the server."""
+    assert not readable_at(0)

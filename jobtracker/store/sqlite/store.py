@@ -428,14 +428,14 @@ class SqliteStore(ReplaySide):
         """See `Store.storage_stats`: it reads every page's header, so off the loop."""
         return await self._bulk_read(lambda log: stats.storage_stats(log.conn))
 
-    def commit_mark(self) -> object:
-        """What moves on any commit by any process (None: cannot tell, count it as moved); on the
-        loop, about a microsecond: callers ask before every request they answer from memory."""
+    def commit_marker(self) -> Callable[[], object]:
+        """A function returning what moves on any commit by any process (None: cannot tell, count
+        it as moved). On the loop before every request answered from memory: with the wal-index
+        mapped it is the header's read itself (no SQLite call, nothing to translate)."""
         watch = self._watch
-        if watch is not None:  # the wal-index header: no SQLite call, nothing to translate
-            return watch.header()
-        reader = self._open(self._reader)
-        return _translated(lambda: self._change_mark(reader))
+        if watch is not None:
+            return watch.header
+        return lambda: _translated(lambda: self._change_mark(self._open(self._reader)))
 
     def _change_mark(self, log: SqliteLog) -> object:
         """What moves on any commit: the wal-index header if mapped, else data_version."""

@@ -14,6 +14,14 @@ released SQLite's lock on the shared memory. The next process to open the databa
 itself alone, truncated and rebuilt `-shm`, and the server died of SIGBUS on its next read of the
 mapping. `/proc/self/mem` is another file: closing it releases nothing of SQLite's.
 
+Each look then reads the header straight from that mapping, as SQLite's own code does on every
+transaction (about 0.3 us against 1.25 us for a `pread`, on every GET). The address is checked
+once through `/proc/self/mem` first (a bad address is an error there, not a crash). What keeps
+the read safe is what keeps SQLite's: region 0 of the wal-index stays mapped while any connection
+of this process has the database open (SQLite maps further regions beside it, never moves it),
+and no process truncates `-shm` while we hold SQLite's shared-memory lock. So the store stops
+the watch before it closes its last connection (`SqliteStore.close`), on the same thread.
+
 Where this cannot work (not Linux, no mapping found, memory not readable) `open` returns None and
 the store asks `PRAGMA data_version` instead. The answer errs one way only: a header caught
 half-written (the copies differ), or unreadable, counts as a change.
@@ -21,10 +29,12 @@ half-written (the copies differ), or unreadable, counts as a change.
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 #: Both copies of the wal-index header.
 HEADER_BYTES = 96
+HALF = HEADER_BYTES // 2
 MAPS = "/proc/self/maps"
 MEMORY = "/proc/self/mem"
 
@@ -51,19 +61,36 @@ def _is_start_of(fields: list[str], shm_path: str, inode: int) -> bool:
     return path == shm_path and node == str(inode) and int(offset, 16) == 0 and "r" in perms
 
 
+def readable_at(address: int, memory_file: str = MEMORY) -> bool:
+    """Whether this process can read the header at `address` (an unmapped address is an error
+    through `/proc/self/mem`, where reading it directly would crash)."""
+    try:
+        memory = os.open(memory_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return len(os.pread(memory, HEADER_BYTES, address)) == HEADER_BYTES
+    except OSError:
+        return False
+    finally:
+        os.close(memory)
+
+
 class WalWatch:
     """The wal-index header of one open WAL database, read where SQLite maps it."""
 
-    def __init__(self, memory: int, address: int) -> None:
-        self._memory = memory
-        self._address = address
+    def __init__(self, address: int) -> None:
+        #: SQLite's mapping of both copies of the header; None once closed.
+        self._mapped: ctypes.Array[ctypes.c_char] | None = (
+            ctypes.c_char * HEADER_BYTES
+        ).from_address(address)
 
     @classmethod
     def open(cls, db_path: str) -> WalWatch | None:
         """Find SQLite's mapping of `<db_path>-shm`; None when there is none to read.
 
         Call it only once a connection of this store has read the database (so SQLite has mapped
-        the wal-index) and stop using it before that connection closes (SQLite unmaps it then).
+        the wal-index) and close it before that connection closes (SQLite unmaps it then).
         """
         shm = os.path.realpath(f"{db_path}-shm")
         try:
@@ -71,33 +98,19 @@ class WalWatch:
         except OSError:
             return None
         address = sqlite_mapping(shm, inode)
-        if address is None:
+        if address is None or not readable_at(address):
             return None
-        try:
-            memory = os.open(MEMORY, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        watch = cls(memory, address)
-        if watch._read() is None:  # this process's memory is not readable here: do without
-            watch.close()
-            return None
-        return watch
-
-    def _read(self) -> bytes | None:
-        try:
-            both = os.pread(self._memory, HEADER_BYTES, self._address)
-        except OSError:
-            return None
-        return both if len(both) == HEADER_BYTES else None
+        return cls(address)
 
     def header(self) -> bytes | None:
-        """The header as it stands, or None while a commit is writing it or it cannot be read."""
-        both = self._read()
-        half = HEADER_BYTES // 2
-        return both if both is not None and both[:half] == both[half:] else None
+        """The header as it stands, or None while a commit is writing it (the two copies differ)
+        or once the watch is closed."""
+        mapped = self._mapped
+        if mapped is None:
+            return None
+        both = mapped.raw
+        return both if both[:HALF] == both[HALF:] else None
 
     def close(self) -> None:
-        """Close our descriptor on this process's memory (none on the database's files)."""
-        if self._memory >= 0:
-            os.close(self._memory)
-            self._memory = -1
+        """Stop reading the mapping (we hold no descriptor on the database's files)."""
+        self._mapped = None
