@@ -111,8 +111,9 @@ def write_group(forms: int) -> str:
     # which PostgreSQL releases after the commit is visible. The lock is taken in the same
     # statement that inserts (`base` draws the group's $9 positions from `log_position` as one
     # range, `nextval` then `setval` past it, from `position_lock`'s row, so only after the lock
-    # is held; each request's events are a `log` row of consecutive positions in that range, see
-    # migration 0010) to keep the serialized stretch to this statement plus
+    # is held; a one-event group skips the `setval`, which writes WAL and makes the next
+    # `nextval` write it too; each request's events are a `log` row of consecutive positions in
+    # that range, see migration 0010) to keep the serialized stretch to this statement plus
     # COMMIT; everything before it (reads, the fold) runs in parallel. We chose this over reading
     # below pg_snapshot_xmin because that orders by transaction id, not position, and a tailing
     # reader's cursor is one integer.
@@ -158,7 +159,9 @@ WITH locked AS MATERIALIZED (
 ), position_lock AS MATERIALIZED (
     SELECT pg_advisory_xact_lock($1) AS held FROM unchanged WHERE ok
 ), base AS MATERIALIZED (
-    SELECT setval('log_position', nextval('log_position') + $9 - 1) - $9 AS p FROM position_lock
+    SELECT CASE WHEN $9 = 1 THEN nextval('log_position') - 1
+        ELSE setval('log_position', nextval('log_position') + $9 - 1) - $9 END AS p
+    FROM position_lock
 ), new_batches AS (
     INSERT INTO log (job_key, last_version, last_position, types, uuids, texts, data)
     SELECT (SELECT k.job_key FROM log_jobs AS k WHERE k.job_id = b.job_id), b.last_version,
