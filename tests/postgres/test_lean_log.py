@@ -19,6 +19,9 @@ from jobtracker.domain.events import (
 )
 from jobtracker.domain.stored import TYPE_CODES
 from jobtracker.store.base import utc_now
+from jobtracker.store.postgres.commit import commit_group, no_pause
+from jobtracker.store.postgres.plan import prepare
+from jobtracker.store.rows import Remembered
 from tests.postgres.conftest import OpenStore
 
 
@@ -100,6 +103,49 @@ async def test_an_event_id_names_one_event_across_jobs_in_either_table(
     assert await _fetch(pg_url, "SELECT event_id FROM log_text_ids ORDER BY position") == [
         ("mine-1",), (lower.upper(),)]
     assert [e.event_id for e in await store.read_job_events("two")][1:] == [lower.upper()]
+
+
+async def test_one_group_files_each_batch_s_ids_by_their_form(
+    open_store: OpenStore, pg_url: str
+) -> None:
+    """Groups of one commit mixing batches of packed UUIDs, of text ids and of both (a lowercase
+    UUID among text ids, a capital one kept as text) put every id, at its event's position, in
+    the table of its form; a re-sent group is answered as duplicates and writes nothing."""
+    store = await open_store()
+    jobs = ("packed", "text", "mixed", "capitals")
+    for job in jobs:
+        await store.create_job(job, Created(owner="key_a"))
+    def row(event_id: str, n: int) -> NewEvent:
+        return NewEvent(event_id, RowSucceeded(n, f"r{n}@uni.edu", internal=False))
+
+    first = {
+        "packed": [row(str(uuid.uuid4()), 0), row(str(uuid.uuid4()), 1)],
+        "text": [row("text-1", 0), row("text-2", 1)],
+    }
+    lower = str(uuid.uuid4())
+    second = {
+        "mixed": [row("mixed-1", 0), row(lower, 1)],
+        "capitals": [row(str(uuid.uuid4()).upper(), 0)],
+        "packed": [row(str(uuid.uuid4()), 2)],
+    }
+    conn = await asyncpg.connect(pg_url)
+    try:
+        for group, again in ((first, False), (second, False), (second, True)):
+            requests = [prepare(job, items) for job, items in group.items()]
+            outcomes, _ = await commit_group(conn, requests, no_pause, Remembered())
+            assert [(o.appended, o.duplicates) for o in outcomes] == [  # type: ignore[union-attr]
+                (0, len(items)) if again else (len(items), 0) for items in group.values()]
+    finally:
+        await conn.close()
+    recorded = [e for e in await store.read_log(0, 100) if e.version > 1]
+    assert sorted((e.job_id, e.event_id) for e in recorded) == sorted(
+        (job, item.event_id) for group in (first, second) for job, items in group.items()
+        for item in items)
+    filed = await _fetch(pg_url, "SELECT event_id::text, position, true FROM log_ids UNION ALL "
+                                 "SELECT event_id, position, false FROM log_text_ids")
+    assert {(e.event_id, e.position, e.event_id in {lower} or e.job_id == "packed")
+            for e in recorded} <= set(filed)
+    assert len(filed) == len(jobs) + len(recorded)
 
 
 async def test_a_prune_takes_the_ids_of_the_jobs_it_removes(

@@ -154,7 +154,7 @@ async def commit_in_one_statement(
     conn: Conn, requests: Sequence[AppendRequest], remembered: Remembered
 ) -> tuple[list[Outcome], int] | None:
     """The usual case in one round trip: plan from the jobs' remembered (or freshly read) states,
-    then write and commit with `WRITE_GROUP` outside any transaction, so it is its own.
+    then write and commit with `sql.write_group` outside any transaction, so it is its own.
 
     None when this cannot answer for the group and wrote nothing: a request was refused (the
     careful path names the right refusal) or a job had moved on since its state was read. A
@@ -199,7 +199,7 @@ async def commit_group(
     # The fast paths plan as if the log held none of the batches' event ids and none of their
     # rows had an outcome: the usual case, and reading both would cost a lookup per event. The
     # unique keys on the event ids (`log_ids`, `log_text_ids`) and job_row_bits' check (no bit
-    # set twice, see `sql.WRITE_GROUP`) refuse exactly the writes those reads would have
+    # set twice, see `sql.write_group`) refuse exactly the writes those reads would have
     # prevented, so a plan made without them is right whenever its write succeeds. A re-sent
     # batch (a retry after a lost answer) or a row reported twice fails that write, and the redo
     # below plans with both reads, counts the duplicates and names the row.

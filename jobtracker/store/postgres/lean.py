@@ -35,6 +35,7 @@ from jobtracker.domain.stored import (
     positional_data,
     unpack_event_id,
 )
+from jobtracker.store.postgres.sql import PACKED_IDS, ROUTED_IDS, TEXT_IDS
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +199,19 @@ def heads(rows: Iterable[asyncpg.Record], after: int, limit: int) -> list[tuple[
 
 def batch(
     job_id: str, first_version: int, items: Sequence[NewEvent], data: dict[str, str], upto: int
-) -> dict[str, Any]:
-    """One request's new events as a row of the append statement's `$3` document."""
+) -> tuple[dict[str, Any], int]:
+    """One request's new events as a row of the append statement's `$3` document, and how the
+    row holds their ids (`sql.PACKED_IDS`, `TEXT_IDS` or `ROUTED_IDS`)."""
     codes = CODES
     packed = [pack_event_id(item.event_id) for item in items]
     uuids = b"".join(packed) if all(p.__class__ is bytes for p in packed) else None  # type: ignore[arg-type]
-    return {
+    if uuids is not None:
+        form = PACKED_IDS
+    elif any(p.__class__ is bytes for p in packed):
+        form = ROUTED_IDS
+    else:
+        form = TEXT_IDS
+    row = {
         "job_id": job_id,
         "last_version": first_version + len(items) - 1,
         "upto": upto,
@@ -212,6 +220,7 @@ def batch(
         "texts": None if uuids is not None else [item.event_id for item in items],
         "data": "\n".join([data[item.event_id] for item in items]),
     }
+    return row, form
 
 
 # The migration's data step ------------------------------------------------------------------

@@ -28,7 +28,7 @@ from jobtracker.store.postgres.sql import (
     LOCK_AND_READ,
     LOCK_JOBS,
     POSITION_LOCK,
-    WRITE_GROUP,
+    write_group,
 )
 from jobtracker.store.rows import state_from_row, state_to_row
 
@@ -175,32 +175,50 @@ def plan_group(
     return plans
 
 
-def _write_args(
-    planned: Sequence[tuple[AppendRequest, AppendPlan]],
-) -> tuple[str, str, str, list[tuple[Any, ...]]]:
+class WriteArgs(NamedTuple):
+    """A group's parameters of `sql.write_group`, $3 to $6, $9 and $10, and its id forms."""
+
+    batches: str
+    marks: str
+    errors: str
+    jobs: list[tuple[Any, ...]]
+    total: int
+    heads: list[int]
+    forms: int
+
+
+def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> WriteArgs:
     """The group's events (a `log` row per request, see `lean.batch`), row marks (as bits) and row
-    errors as one JSON document per table, and its job rows as `job_write` values (see
-    `sql.WRITE_GROUP`)."""
+    errors as one JSON document per table, and its job rows as `job_write` values with each one's
+    newest event counted from the group's first (see `sql.write_group`)."""
     # Plain loops rather than generators: this runs for every request of every group.
     batches: list[dict[str, Any]] = []
     marks: row_bits.Bits = {}
     errors: list[dict[str, Any]] = []
     final: dict[str, JobState] = {}
+    heads: dict[str, int] = {}
+    forms = 0
     upto = 0
     for request, plan in planned:
         job_id = request.job_id
         upto += len(plan.new)
-        batches.append(lean.batch(job_id, plan.first_version, plan.new, request.data, upto))
+        row, form = lean.batch(job_id, plan.first_version, plan.new, request.data, upto)
+        batches.append(row)
+        forms |= form
         batch = plan.batch
         row_bits.add(marks, job_id, batch.marks)
         for e in batch.row_errors:
             errors.append({"job_id": job_id, "row": e.row, "email": e.email, "error": e.error})
         final[job_id] = batch.state
-    return (
+        heads[job_id] = upto
+    return WriteArgs(
         orjson.dumps(batches).decode(),
         orjson.dumps(row_bits.as_json(marks)).decode(),
         orjson.dumps(errors).decode(),
         [state_to_row(state) for state in final.values()],
+        upto,
+        [heads[job_id] for job_id in final],
+        forms,
     )
 
 
@@ -212,11 +230,11 @@ async def write_plans(
     had moved on and nothing was written."""
     job_ids = sorted({request.job_id for request, _ in planned})
     versions = [started[job_id] for job_id in job_ids]
+    a = _write_args(planned)
     written = await conn.fetchrow(
-        WRITE_GROUP, POSITION_LOCK, APPEND_CHANNEL, *_write_args(planned), job_ids, versions
+        write_group(a.forms), POSITION_LOCK, APPEND_CHANNEL, a.batches, a.marks, a.errors, a.jobs,
+        job_ids, versions, a.total, a.heads,
     )
     if written is None or not written["unchanged"]:
         return None
     return int(written["head"])
-
-

@@ -11,7 +11,7 @@ while it waits for another would turn into a deadlock). Readers never wait: they
 until COMMIT, then the new ones.
 
 Locks, and why no append is lost. Appenders lock their jobs' rows, then draw positions under the
-position advisory lock, which they hold until COMMIT (`sql.WRITE_GROUP`); every transaction
+position advisory lock, which they hold until COMMIT (`sql.write_group`); every transaction
 that changes the log or the projection takes it before committing.
 - A full swap locks the three live tables IN EXCLUSIVE MODE (appenders in flight finish, new ones
   wait, readers go on), then takes the position lock: the log is final. It folds what was appended

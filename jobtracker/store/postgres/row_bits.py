@@ -4,7 +4,7 @@ As in the SQLite store, a job's marks (one outcome per row, one e-mail outcome p
 `job_row_bits` (migration 0009), 64 rows to a table row: `chunk` is `row >> 6` and bit `row & 63`
 of `bits` is set once that row has that kind of outcome. A batch of 1,000 rows then writes about
 16 table rows instead of 1,000. Bits are ORed in by the append statement itself, which refuses to
-set a bit already set (`sql.WRITE_GROUP`), so a second outcome still fails the write, as the
+set a bit already set (`sql.write_group`), so a second outcome still fails the write, as the
 unique key of a row per mark made it fail before.
 
 `bits` is a signed 64-bit integer, PostgreSQL's bigint: bit 63 makes it negative.
@@ -52,7 +52,7 @@ def signed(value: int) -> int:
 
 
 def as_json(bits: Bits) -> list[dict[str, Any]]:
-    """The gathered bits as rows of `sql.WRITE_GROUP`'s marks document."""
+    """The gathered bits as rows of `sql.write_group`'s marks document."""
     return [
         {"job_id": job_id, "kind": kind, "chunk": chunk, "bits": signed(value)}
         for (job_id, kind, chunk), value in bits.items()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from jobtracker.store.rows import JOB_COLUMNS
 
 #: Serializes migrations when several processes open a fresh database at once.
 MIGRATION_LOCK = 0x6A6F6274_0002
 
-#: The session-wide advisory lock key that serializes position assignment (see `WRITE_GROUP`).
+#: The session-wide advisory lock key that serializes position assignment (see `write_group`).
 POSITION_LOCK = 0x6A6F6274_0001
 #: Serializes prunes (store/postgres/inventory.py), so tombstones become visible in `seq` order.
 PRUNE_LOCK = 0x6A6F6274_0003
@@ -26,9 +28,12 @@ INSERT_JOB = (
     "WHERE NOT EXISTS (SELECT 1 FROM job_tombstones WHERE job_id = $1) "
     "ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
 )
-# Takes the position lock the way `WRITE_GROUP` does; its comment there says why. It writes no
-# event for an id with a tombstone: `INSERT_JOB` may have waited for a prune deleting a job of
-# that id and then inserted after it committed; this later statement sees the prune's tombstone.
+# Takes the position lock the way `write_group`'s statement does; its comment there says why. It
+# writes no event for an id with a tombstone: `INSERT_JOB` may have waited for a prune deleting a
+# job of that id and then inserted after it committed; this later statement sees the prune's
+# tombstone.
+# Its one event's id comes packed ($5) exactly when it is a canonical UUID
+# (`stored.pack_event_id`), so the form alone says which id table it goes to.
 INSERT_CREATED = """
 WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
 allowed AS MATERIALIZED (
@@ -45,14 +50,10 @@ allowed AS MATERIALIZED (
     RETURNING last_position AS position, uuids, texts
 ), ids AS (
     INSERT INTO log_ids (event_id, position)
-    SELECT log_uuid(e.event_id), created.position
-    FROM created, log_entry_ids(created.uuids, created.texts) AS e
-    WHERE log_uuid(e.event_id) IS NOT NULL
+    SELECT encode(uuids, 'hex')::uuid, position FROM created WHERE uuids IS NOT NULL
 ), text_ids AS (
     INSERT INTO log_text_ids (event_id, position)
-    SELECT e.event_id, created.position
-    FROM created, log_entry_ids(created.uuids, created.texts) AS e
-    WHERE log_uuid(e.event_id) IS NULL
+    SELECT texts[1], position FROM created WHERE texts IS NOT NULL
 ), saved AS (
     UPDATE jobs SET updated_position = created.position FROM created WHERE jobs.job_id = $3
 )
@@ -60,7 +61,47 @@ SELECT position, pg_notify($2, position::text) FROM created
 """
 
 
-def _write_group_sql() -> str:
+#: How a group's batches hold their event ids (`lean.batch`), which says which id tables the
+#: write statement fills and how: bits of `write_group`'s `forms`.
+PACKED_IDS = 1  #: a batch of canonical UUIDs, packed: every id goes to `log_ids`
+TEXT_IDS = 2  #: a batch kept as text without a canonical UUID: every id to `log_text_ids`
+ROUTED_IDS = 4  #: a batch kept as text with a canonical UUID among its ids: each routed by form
+
+# Each id table's insert, by how the batches hold their ids. The packed and plain text forms go
+# in as they are; only a batch mixing canonical UUIDs with other ids has each id routed by its
+# form (`log_uuid`, a regex per id).
+_PACKED_INSERT = """
+    INSERT INTO log_ids (event_id, position)
+    SELECT encode(substring(l.uuids FROM 16 * g + 1 FOR 16), 'hex')::uuid, l.before + g + 1
+    FROM new_batches AS l, generate_series(0, length(l.uuids) / 16 - 1) AS g"""
+_TEXT_INSERT = """
+    INSERT INTO log_text_ids (event_id, position)
+    SELECT t.id, l.before + t.n
+    FROM new_batches AS l, unnest(l.texts) WITH ORDINALITY AS t(id, n)"""
+_ROUTED_INSERTS = _PACKED_INSERT + """
+    UNION ALL
+    SELECT log_uuid(t.id), l.before + t.n
+    FROM new_batches AS l, unnest(l.texts) WITH ORDINALITY AS t(id, n)
+    WHERE log_uuid(t.id) IS NOT NULL
+), new_text_ids AS (""" + _TEXT_INSERT + """
+    WHERE log_uuid(t.id) IS NULL"""  # noqa: S608 -- fixed SQL only
+
+
+def _id_inserts(forms: int) -> str:
+    if forms & ROUTED_IDS:
+        return f"new_ids AS ({_ROUTED_INSERTS}\n), "
+    parts = []
+    if forms & PACKED_IDS:
+        parts.append(f"new_ids AS ({_PACKED_INSERT}\n), ")
+    if forms & TEXT_IDS:
+        parts.append(f"new_text_ids AS ({_TEXT_INSERT}\n), ")
+    return "".join(parts)
+
+
+@functools.cache
+def write_group(forms: int) -> str:
+    """The append statement for a group whose batches hold their ids in `forms` (bits of
+    `PACKED_IDS`, `TEXT_IDS`, `ROUTED_IDS`)."""
     updated = ", ".join(JOB_COLUMNS[1:])
     values = ", ".join(f"s.{column}" for column in JOB_COLUMNS[1:])
     # Gap safety. A tailing reader keeps one cursor, the last position it saw, so positions must
@@ -68,10 +109,11 @@ def _write_group_sql() -> str:
     # after one that drew 8, or a reader could see 8, move past 7 and never look back. We make
     # that impossible by drawing positions only while holding a transaction-scoped advisory lock,
     # which PostgreSQL releases after the commit is visible. The lock is taken in the same
-    # statement that inserts (`base` draws the group's positions from `log_position` as one
+    # statement that inserts (`base` draws the group's $9 positions from `log_position` as one
     # range, `nextval` then `setval` past it, from `position_lock`'s row, so only after the lock
-    # is held; each request's events are a `log` row of consecutive positions in that range, see
-    # migration 0010) to keep the serialized stretch to this statement plus
+    # is held; a one-event group skips the `setval`, which writes WAL and makes the next
+    # `nextval` write it too; each request's events are a `log` row of consecutive positions in
+    # that range, see migration 0010) to keep the serialized stretch to this statement plus
     # COMMIT; everything before it (reads, the fold) runs in parallel. We chose this over reading
     # below pg_snapshot_xmin because that orders by transaction id, not position, and a tailing
     # reader's cursor is one integer.
@@ -101,7 +143,13 @@ def _write_group_sql() -> str:
     # are one per request, and reading their 16 fields out of JSON cost the server about 2.5 us a
     # job, a sixth of all it spends on a one-event request: they come as an array of the row type
     # `job_write` (migration 0003), which asyncpg sends in binary and the server reads without
-    # parsing. Only our own column names are interpolated below.
+    # parsing. Only our own column names and fixed SQL are interpolated below.
+    #
+    # The server sets up every node of the plan on each execution, and for a one-event request
+    # that setup costs more than the rows: so the caller sends what it already knows (the group's
+    # event count $9; each job row's newest event, counted from the range's start, $10) rather
+    # than the statement working it out from the events, and the id tables a group does not
+    # touch are left out of its statement (`forms`).
     return f"""
 WITH locked AS MATERIALIZED (
     SELECT job_id, version FROM jobs WHERE job_id = ANY($7::text[]) ORDER BY job_id FOR UPDATE
@@ -110,38 +158,20 @@ WITH locked AS MATERIALIZED (
     FROM locked JOIN unnest($7::text[], $8::bigint[]) AS x(job_id, version) USING (job_id, version)
 ), position_lock AS MATERIALIZED (
     SELECT pg_advisory_xact_lock($1) AS held FROM unchanged WHERE ok
-), batches AS MATERIALIZED (
-    SELECT b.* FROM position_lock, json_to_recordset($3::json) AS b(
+), base AS MATERIALIZED (
+    SELECT CASE WHEN $9 = 1 THEN nextval('log_position') - 1
+        ELSE setval('log_position', nextval('log_position') + $9 - 1) - $9 END AS p
+    FROM position_lock
+), new_batches AS (
+    INSERT INTO log (job_key, last_version, last_position, types, uuids, texts, data)
+    SELECT (SELECT k.job_key FROM log_jobs AS k WHERE k.job_id = b.job_id), b.last_version,
+        base.p + b.upto, decode(b.types, 'hex'), decode(b.uuids, 'hex'), b.texts, b.data
+    FROM base, json_to_recordset($3::json) AS b(
         job_id text, last_version bigint, upto bigint, types text, uuids text, texts text[],
         data text
     )
-), base AS MATERIALIZED (
-    SELECT setval('log_position', nextval('log_position') + t.total - 1) - t.total AS p
-    FROM (SELECT max(upto) AS total FROM batches) AS t WHERE t.total IS NOT NULL
-), new_batches AS (
-    INSERT INTO log (job_key, last_version, last_position, types, uuids, texts, data)
-    SELECT k.job_key, b.last_version, base.p + b.upto, decode(b.types, 'hex'),
-        decode(b.uuids, 'hex'), b.texts, b.data
-    FROM batches AS b CROSS JOIN base LEFT JOIN log_jobs AS k ON k.job_id = b.job_id
-    ORDER BY b.upto
     RETURNING uuids, texts, last_position - length(types) AS before
-), new_ids AS (
-    -- A batch whose ids are all canonical UUIDs (the SDK's) holds them packed: straight in, no
-    -- text round trip; a batch kept as text routes each id by its form (`log_uuid`).
-    INSERT INTO log_ids (event_id, position)
-    SELECT encode(substring(l.uuids FROM 16 * g + 1 FOR 16), 'hex')::uuid, l.before + g + 1
-    FROM new_batches AS l, generate_series(0, length(l.uuids) / 16 - 1) AS g
-    WHERE l.uuids IS NOT NULL
-    UNION ALL
-    SELECT log_uuid(t.id), l.before + t.n
-    FROM new_batches AS l, unnest(l.texts) WITH ORDINALITY AS t(id, n)
-    WHERE log_uuid(t.id) IS NOT NULL
-), new_text_ids AS (
-    INSERT INTO log_text_ids (event_id, position)
-    SELECT t.id, l.before + t.n
-    FROM new_batches AS l, unnest(l.texts) WITH ORDINALITY AS t(id, n)
-    WHERE log_uuid(t.id) IS NULL
-), new_marks AS (
+), {_id_inserts(forms)}new_marks AS (
     INSERT INTO job_row_bits AS b (job_id, kind, chunk, bits)
     SELECT m.* FROM position_lock,
         json_to_recordset($4::json) AS m(job_id text, kind text, chunk bigint, bits bigint)
@@ -151,20 +181,16 @@ WITH locked AS MATERIALIZED (
     INSERT INTO job_errors (job_id, row, email, error)
     SELECT r.* FROM position_lock,
         json_to_recordset($5::json) AS r(job_id text, row bigint, email text, error text)
-), heads AS (
-    SELECT job_id, max(base.p + upto) AS position FROM batches, base GROUP BY job_id
 ), saved AS (
-    UPDATE jobs SET ({updated}, updated_position) = ({values}, heads.position)
-    FROM unnest($6::job_write[]) AS s, heads
-    WHERE jobs.job_id = s.job_id AND heads.job_id = s.job_id
+    UPDATE jobs
+    SET ({updated}, updated_position) = ({values}, base.p + ($10::bigint[])[s.ordinality])
+    FROM base, unnest($6::job_write[]) WITH ORDINALITY AS s
+    WHERE jobs.job_id = s.job_id
 )
 SELECT (SELECT ok FROM unchanged) AS unchanged, head,
     CASE WHEN head IS NOT NULL THEN pg_notify($2, head::text) END AS notified
-FROM (SELECT max(position) AS head FROM heads) AS h
+FROM (SELECT (SELECT p FROM base) + $9 AS head) AS h
 """  # noqa: S608
-
-
-WRITE_GROUP = _write_group_sql()
 
 
 def _lock_and_read_sql() -> str:
@@ -219,5 +245,5 @@ LOCK_JOBS = (
     f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = ANY($1::text[]) "  # noqa: S608
     "ORDER BY job_id FOR UPDATE"
 )
-#: The jobs' rows without locking them (`WRITE_GROUP` checks their versions under the row locks).
+#: The jobs' rows without locking them (`write_group` checks their versions under the row locks).
 READ_JOBS = f"SELECT {SELECT_JOB_COLUMNS} FROM jobs WHERE job_id = ANY($1::text[])"  # noqa: S608

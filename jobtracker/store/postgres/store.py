@@ -283,7 +283,7 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
     async def changes_since(self, after_position: int, limit: int = 1000) -> list[JobChange]:
         """Jobs with events after `after_position`, oldest change first, one entry per job.
 
-        Never skips an event: positions become visible in order (see `sql.WRITE_GROUP`).
+        Never skips an event: positions become visible in order (see `sql.write_group`).
         """
         rows = await self._fetch("reading changes", lean.LOG_HEADS, after_position, limit)
         return [JobChange(*head) for head in lean.heads(rows, after_position, limit)]
