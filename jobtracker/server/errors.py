@@ -34,7 +34,12 @@ from jobtracker.domain.errors import (
     UnsupportedEncoding,
 )
 from jobtracker.server.common import SETTINGS, json_response
-from jobtracker.server.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_for
+from jobtracker.server.logs import (
+    NEW_REQUEST_IDS,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    request_id_for,
+)
 from jobtracker.server.metrics import CLIENT_GONE, HttpMetrics, RouteCounter
 
 log = logging.getLogger(__name__)
@@ -121,9 +126,11 @@ def answering(metrics: HttpMetrics | None) -> Wrap:
         count: RouteCounter = _count_nothing if metrics is None else metrics.route(route)
 
         async def answer(request: web.Request) -> web.StreamResponse:
-            request_id = request_id_for(request.headers.get(REQUEST_ID_HEADER))
+            given = request.headers.get(REQUEST_ID_HEADER)
+            request_id = next(NEW_REQUEST_IDS) if given is None else request_id_for(given)
             REQUEST_ID.set(request_id)  # each request runs in a task of its own: no reset needed
             started = time.perf_counter()
+            answered: web.Response | Awaitable[web.StreamResponse] | None = None
             try:
                 answered = handler(request)
                 # `type() is`, not isinstance: Response is an ABC, slow to test against.
@@ -143,7 +150,8 @@ def answering(metrics: HttpMetrics | None) -> Wrap:
                 count(request.method, CLIENT_GONE, time.perf_counter() - started)
                 raise
             count(request.method, response.status, time.perf_counter() - started)
-            if not response.prepared:  # a stream sets it itself before it starts
+            # An answer given at once is not prepared; a stream prepares itself, id included.
+            if response is answered or not response.prepared:
                 response.headers[REQUEST_ID_HEADER] = request_id
                 if extra is not None:
                     response.headers.update(extra(request))

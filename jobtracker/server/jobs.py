@@ -99,11 +99,9 @@ def _running_body(request: web.Request, view: JobView) -> RunningBody:
 
 
 def _running_response(request: web.Request, held: RunningBody) -> web.Response:
-    retry_after = str(request.app[FEED].retry_after(held.view))
-    return web.Response(body=held.body, headers={
-        "Content-Type": "application/json", "ETag": held.etag, "Cache-Control": "no-cache",
-        "Retry-After": retry_after,
-    })
+    response = web.Response(body=held.body, headers=held.headers)
+    response.headers["Retry-After"] = str(request.app[FEED].retry_after(held.view))
+    return response
 
 
 def _hold_finished(request: web.Request, view: JobView) -> FinishedBody:
@@ -132,15 +130,17 @@ def job_getter(app: web.Application) -> Answers:
         if key is None or request.query_string:
             return _get_job(request, ticket, key)
         job_id = request.match_info["job_id"]
-        held = finished.get(job_id)
+        if request.headers.get("If-None-Match") is not None:  # a 304, or a wait
+            return _get_job(request, ticket, key)
+        held: FinishedBody | RunningBody | None = finished.get(job_id)
         if held is not None:
             check_access(held.owner, key)
-            return _finished_response(request, held)
-        current = gate.body(job_id)
-        if current is None or request.headers.get("If-None-Match") is not None:
+            return web.Response(body=held.body, headers=held.headers)
+        held = gate.body(job_id)
+        if held is None:
             return _get_job(request, ticket, key)
-        check_access(current.view.state.owner, key)
-        return _running_response(request, current)
+        check_access(held.owner, key)
+        return _running_response(request, held)
 
     return get_job
 
@@ -183,9 +183,7 @@ def _finished_response(request: web.Request, held: FinishedBody) -> web.Response
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and matches(if_none_match, held.etag):
         return web.Response(status=304, headers={"ETag": held.etag, "Cache-Control": "no-cache"})
-    return web.Response(body=held.body, headers={
-        "Content-Type": "application/json", "ETag": held.etag, "Cache-Control": "no-cache",
-    })
+    return web.Response(body=held.body, headers=held.headers)
 
 
 async def create_job(request: web.Request) -> web.Response:

@@ -33,7 +33,8 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 REQUEST_ID: ContextVar[str | None] = ContextVar("jobtracker_request_id", default=None)
 #: Ids made here: unique per process (a random prefix) and cheap (a counter).
 ID_PREFIX = secrets.token_hex(6)
-_ID_COUNTER = itertools.count(1)
+#: The ids made here, in order (`next` of it: no Python frame, on every request without an id).
+NEW_REQUEST_IDS = map(f"{ID_PREFIX}-{{:x}}".format, itertools.count(1))
 
 #: What is masked in every line: API keys, webhook secrets, SHA-256 hex digests (key hashes).
 _SECRETS = re.compile(
@@ -53,7 +54,7 @@ def request_id_for(given: str | None) -> str:
     """The caller's `X-Request-ID` when it is 1-128 characters of `A-Za-z0-9._-`, else a new id."""
     if given is not None and _SANE_ID.fullmatch(given):
         return given
-    return f"{ID_PREFIX}-{next(_ID_COUNTER):x}"
+    return next(NEW_REQUEST_IDS)
 
 
 def redact(text: str) -> str:
