@@ -184,6 +184,18 @@ class MarkedStore(Protocol):
         """Jobs with events after `after_position` (`Store.changes_since`, synchronously)."""
 
 
+@runtime_checkable
+class KeyAnnouncingStore(Protocol):
+    """A store that announces every change to any key, by any process (PostgreSQL: NOTIFY)."""
+
+    def on_key_change(self, forget: Callable[[], None]) -> None:
+        """Call `forget` on every change, and when changes stop being heard."""
+
+    @property
+    def key_changes_heard(self) -> bool:
+        """Whether changes are heard now."""
+
+
 class CommitGate:
     """What a request may take from memory although it changes: running bodies and keys.
 
@@ -191,13 +203,16 @@ class CommitGate:
     microsecond); when it moved, the keys are forgotten and so is the body of every job the log
     shows moved since the last look. An append (or a revocation) acknowledged to any process
     before the request arrived has moved the mark by then, so nothing it changed is served
-    stale. Idle (remembers nothing) on a store that is not a `MarkedStore`.
+    stale. On a store that is not a `MarkedStore` it holds no bodies; on a `KeyAnnouncingStore`
+    it remembers keys while changes are heard and forgets them at each announcement, as the
+    store's own key cache does (a revocation counts once announced, not at its commit).
     """
 
     def __init__(self, key_limit: int = DEFAULT_KEYS) -> None:
         self.running = RunningBodies()
         self._store: MarkedStore | None = None
         self._read_mark: Callable[[], object] | None = None
+        self._announcer: KeyAnnouncingStore | None = None
         self._mark: object = None
         #: The log position up to which every moved job's body has been forgotten.
         self._cursor = 0
@@ -213,10 +228,13 @@ class CommitGate:
         if isinstance(store, MarkedStore):
             self._store, self._cursor, self._mark = store, position, None
             self._read_mark = store.commit_marker()
+        elif isinstance(store, KeyAnnouncingStore):
+            self._announcer = store
+            store.on_key_change(self._keys_changed)
 
     def stop(self) -> None:
         """Remember nothing more (the store is closing)."""
-        self._store = self._read_mark = None
+        self._store = self._read_mark = self._announcer = None
         self.keys.clear()
         self.running.clear()
 
@@ -224,8 +242,8 @@ class CommitGate:
         """Forget whatever changed since the last look; return a ticket for `hold` and
         `remember_key`, which keep only what was read after the latest look."""
         read_mark = self._read_mark
-        if read_mark is None:
-            return -1
+        if read_mark is None:  # no bodies held; keys, if any, are forgotten when announced
+            return self._generation
         mark = read_mark()
         if mark is None or mark != self._mark:  # on every GET: the usual case takes no call more
             self._catch_up(mark)
@@ -243,6 +261,10 @@ class CommitGate:
                 self._cursor = max(self._cursor, change.position)
         self._mark = mark
 
+    def _keys_changed(self) -> None:
+        self._generation += 1
+        self.keys.clear()
+
     def body(self, job_id: str) -> RunningBody | None:
         """The job's body as of the last look, if held."""
         return self.running.get(job_id)
@@ -258,7 +280,11 @@ class CommitGate:
         return self.keys.get(secret)
 
     def remember_key(self, ticket: int, secret: str, key: ApiKey) -> None:
-        """Remember an active key read after the look that gave `ticket` (see `hold`)."""
-        fresh = ticket == self._generation and self._store is not None
-        if fresh and len(self.keys) < self._key_limit:
+        """Remember an active key read after the look that gave `ticket` (see `hold`), where the
+        store tells when keys change."""
+        if ticket != self._generation:
+            return
+        announcer = self._announcer
+        told = self._store is not None or (announcer is not None and announcer.key_changes_heard)
+        if told and len(self.keys) < self._key_limit:
             self.keys[secret] = key

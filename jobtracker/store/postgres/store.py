@@ -376,6 +376,18 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
             raise StoreUnavailable("The PostgreSQL store is not open")
         return await self._key_cache.find(key_hash, self._read_key)
 
+    def on_key_change(self, forget: Callable[[], None]) -> None:
+        """Call `forget` whenever any process may have changed a key, and when changes can no
+        longer be heard (`key_changes_heard`): a server's memory of keys follows this store's."""
+        if self._key_cache is None:
+            raise StoreUnavailable("The PostgreSQL store is not open")
+        self._key_cache.subscribe(forget)
+
+    @property
+    def key_changes_heard(self) -> bool:
+        """Whether a change to any key reaches `on_key_change` now (the listener is up)."""
+        return self._key_cache is not None and self._key_cache.heard
+
     async def _read_key(self, key_hash: str) -> ApiKey | None:
         row = await self._fetchrow("reading a key", f"{_SELECT_KEY} WHERE key_hash = $1", key_hash)
         return None if row is None else _api_key(row)
