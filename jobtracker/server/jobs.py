@@ -126,12 +126,10 @@ def job_getter(app: web.Application) -> Answers:
         ticket = gate.look()  # first: whatever moved before this request arrived must show
         secret = request.headers.get(API_KEY_HEADER)
         key = keys.get(secret) if secret is not None else None
-        # What a poll sends has no query: spare parsing one that is not there.
-        if key is None or request.query_string:
+        # What a poll sends: no query to parse, no If-None-Match (a 304, a wait), a known key.
+        if key is None or request.query_string or "If-None-Match" in request.headers:
             return _get_job(request, ticket, key)
         job_id = request.match_info["job_id"]
-        if request.headers.get("If-None-Match") is not None:  # a 304, or a wait
-            return _get_job(request, ticket, key)
         held: FinishedBody | RunningBody | None = finished.get(job_id)
         if held is not None:
             check_access(held.owner, key)
@@ -158,7 +156,7 @@ async def _get_job(request: web.Request, ticket: int, key: ApiKey | None) -> web
     gate = request.app[GATE]
     current = gate.body(job_id)
     if current is not None:
-        check_access(current.view.state.owner, key)
+        check_access(current.owner, key)
     else:
         view = await job_for(request, key, read=job_read(request))
         if view.state.status.is_terminal:

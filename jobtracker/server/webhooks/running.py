@@ -111,6 +111,11 @@ async def _orphaned(parent: int) -> None:
 #: within 150 ms (p99) at 1,000 jobs finishing a second. Never starved: Linux gives even nice 19
 #: a share of a saturated CPU.
 NICENESS = 19
+#: Seconds the dispatcher is given to stop on its own before it is killed. At nice 19 on a CPU
+#: the API's clients saturate, a clean stop can take longer than the whole shutdown may (10 s
+#: seen with 8 SDK writers on two cores); killing it loses nothing: a delivery whose outcome was
+#: not committed yet is sent again by the next dispatcher (at least once, as every delivery).
+STOP_GRACE = 1.0
 
 
 def _child_main(settings: Settings, parent: int, log_format: str) -> None:
@@ -149,7 +154,7 @@ def dispatcher_process(settings: Settings, log_format: str = "text") -> Iterator
     finally:
         del os.environ[DELIVERIES_DIR_ENV]
         child.terminate()
-        child.join(10)
+        child.join(STOP_GRACE)
         if child.is_alive():
             child.kill()
             child.join()
