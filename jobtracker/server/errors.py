@@ -63,8 +63,8 @@ HTTP_STATUS: tuple[tuple[type[JobtrackerError], int], ...] = (
 ACCEPTED_CODINGS = "gzip, deflate"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: What a route may register: a handler, or a function that answers at once when it can (returns
-#: a `web.Response` itself, not a subclass) and otherwise returns what to await for it. The
-#: polling GET's usual answer needs no await, and a coroutine layer less is about 2% of its time.
+#: a `web.Response` itself, not a subclass) and otherwise returns what to await for it: the
+#: polling GET's usual answer needs no await, so no coroutine is made for it.
 Answers = Callable[[web.Request], web.Response | Awaitable[web.StreamResponse]]
 #: Seconds a client is asked to wait before retrying a 503 (the store timed out or is down).
 RETRY_UNAVAILABLE = "1"
