@@ -104,15 +104,20 @@ def test_the_header_is_found_only_at_the_start_of_the_right_file(tmp_path: Path)
     assert sqlite_mapping("/data/my jobs.db-shm", 43, str(maps)) is None
 
 
-def test_a_closed_watch_counts_every_look_as_a_change(tmp_path: Path) -> None:
-    """After the store stops the watch, a look reads nothing from SQLite's (soon unmapped) memory
-    and answers None, which every caller takes as 'something moved'."""
-    path = tmp_path / "closing.db"
+def open_watched(path: Path) -> tuple[sqlite3.Connection, WalWatch]:
+    """A connection that has read the database (so SQLite mapped its wal-index), and a watch."""
     conn = connect(str(path))
     conn.execute("CREATE TABLE t (v TEXT)")
     conn.execute("SELECT count(*) FROM t").fetchone()
     watch = WalWatch.open(str(path))
     assert watch is not None
+    return conn, watch
+
+
+def test_a_closed_watch_counts_every_look_as_a_change(tmp_path: Path) -> None:
+    """After the store stops the watch, a look reads nothing from SQLite's (soon unmapped) memory
+    and answers None, which every caller takes as 'something moved'."""
+    conn, watch = open_watched(tmp_path / "closing.db")
     assert watch.header() is not None
     watch.close()
     assert watch.header() is None
@@ -122,11 +127,7 @@ def test_a_closed_watch_counts_every_look_as_a_change(tmp_path: Path) -> None:
 def test_the_header_read_from_the_mapping_is_the_one_sqlite_wrote(tmp_path: Path) -> None:
     """The direct read and a read through /proc/self/mem see the same bytes, commit after commit."""
     path = tmp_path / "same.db"
-    conn = connect(str(path))
-    conn.execute("CREATE TABLE t (v TEXT)")
-    conn.execute("SELECT count(*) FROM t").fetchone()
-    watch = WalWatch.open(str(path))
-    assert watch is not None
+    conn, watch = open_watched(path)
     shm = os.path.realpath(f"{path}-shm")
     address = sqlite_mapping(shm, os.stat(shm).st_ino)
     assert address is not None
