@@ -120,7 +120,8 @@ def job_getter(app: web.Application) -> Answers:
     looked up once, here, and the usual case (no query, a remembered key, a body held) answers at
     once, without a coroutine of its own (`errors.Answers`); any other returns one to await.
     """
-    gate, finished, keys = app[GATE], app[FINISHED], app[GATE].keys
+    gate, finished = app[GATE], app[FINISHED]
+    keys = gate.keys
 
     def get_job(request: web.Request) -> web.Response | Awaitable[web.Response]:
         ticket = gate.look()  # first: whatever moved before this request arrived must show
@@ -135,8 +136,8 @@ def job_getter(app: web.Application) -> Answers:
             check_access(held.owner, key)
             return web.Response(body=held.body, headers=held.headers)
         held = gate.body(job_id)
-        if held is None:
-            return _get_job(request, ticket, key)
+        if held is None:  # not held (on PostgreSQL: no running body ever is): read it
+            return _get_unfinished(request, key, ticket, 0, None)
         check_access(held.owner, key)
         return _running_response(request, held)
 
@@ -153,16 +154,23 @@ async def _get_job(request: web.Request, ticket: int, key: ApiKey | None) -> web
     if held is not None:
         check_access(held.owner, key)
         return _finished_response(request, held)
-    gate = request.app[GATE]
-    current = gate.body(job_id)
+    current = request.app[GATE].body(job_id)
     if current is not None:
         check_access(current.owner, key)
-    else:
+    return await _get_unfinished(request, key, ticket, wait, current)
+
+
+async def _get_unfinished(
+    request: web.Request, key: ApiKey, ticket: int, wait: int, current: RunningBody | None
+) -> web.Response:
+    """A GET of a job whose finished body is not held: `current`, its running body if held, else
+    what the store holds now (a running job's body is held for the next GET)."""
+    if current is None:
         view = await job_for(request, key, read=job_read(request))
         if view.state.status.is_terminal:
             return _finished_response(request, _hold_finished(request, view))
         current = _running_body(request, view)
-        gate.hold(ticket, current)
+        request.app[GATE].hold(ticket, current)
     view = current.view
     if not matches(request.headers.get("If-None-Match"), current.etag):
         return _running_response(request, current)

@@ -230,10 +230,10 @@ async def write_plans(
     had moved on and nothing was written."""
     job_ids = sorted({request.job_id for request, _ in planned})
     versions = [started[job_id] for job_id in job_ids]
-    a = _write_args(planned)
+    args = _write_args(planned)
     written = await conn.fetchrow(
-        write_group(a.forms), POSITION_LOCK, APPEND_CHANNEL, a.batches, a.marks, a.errors, a.jobs,
-        job_ids, versions, a.total, a.heads,
+        write_group(args.forms), POSITION_LOCK, APPEND_CHANNEL, args.batches, args.marks,
+        args.errors, args.jobs, job_ids, versions, args.total, args.heads,
     )
     if written is None or not written["unchanged"]:
         return None
