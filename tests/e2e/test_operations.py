@@ -76,9 +76,15 @@ def waiters(base: str) -> dict[str, float]:
     }
 
 
-def json_lines(log: Path) -> list[dict[str, object]]:
-    """Every line of a `--log-format json` server's output, each parsed (all must parse)."""
-    return [orjson.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
+def json_lines(log: Path, *, still_written: bool = False) -> list[dict[str, object]]:
+    """Every line of a `--log-format json` server's output, each parsed (all must parse).
+
+    `still_written`: the server is running, so the text after the last newline may be a line
+    it is writing at this moment (a read can see part of a write), and is left out."""
+    text = log.read_bytes()
+    if still_written:
+        text = text[: text.rfind(b"\n") + 1]
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
 
 # --- graceful shutdown -------------------------------------------------------------------------
@@ -205,7 +211,8 @@ def test_a_scrape_of_two_workers_counts_the_requests_both_answered(tmp_path: Pat
 
 
 def _pids_that_answered(log: Path, route: str) -> set[object]:
-    return {line["pid"] for line in json_lines(log) if line.get("route") == route}
+    return {line["pid"] for line in json_lines(log, still_written=True)
+            if line.get("route") == route}
 
 
 # --- logs --------------------------------------------------------------------------------------
