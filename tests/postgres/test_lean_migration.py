@@ -17,6 +17,7 @@ import pytest
 from jobtracker.cli.main import main
 from jobtracker.domain.codec import decode_stored
 from jobtracker.domain.events import NewEvent, ProgressReported, Started
+from jobtracker.store.migrate import migration_names
 from jobtracker.store.postgres import PostgresStore, lean
 from jobtracker.store.postgres.driver import migrate_postgres
 from tests.old_release import B_EVENTS, PG_LEAN_MIGRATION, answers, release_tree
@@ -173,7 +174,10 @@ async def test_an_interrupted_migration_resumes_and_ends_identical(
     assert (await _fetch(cut, "SELECT count(*) FROM events"))[0][0] > 7
     conn = await asyncpg.connect(cut)
     try:
-        assert await migrate_postgres(conn) == [lean.LEAN_LOG]
+        # the lean log's migration resumes; those after it run as on any database
+        assert await migrate_postgres(conn) == [
+            name for name in migration_names("postgres") if name >= lean.LEAN_LOG
+        ]
     finally:
         await conn.close()
     assert await _dump(cut) == await _dump(whole)

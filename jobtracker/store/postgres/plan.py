@@ -25,8 +25,11 @@ from jobtracker.domain.stored import encode_data, form_of
 from jobtracker.store.postgres import lean, row_bits
 from jobtracker.store.postgres.sql import (
     APPEND_CHANNEL,
+    ERRORS,
     LOCK_AND_READ,
     LOCK_JOBS,
+    MARKS,
+    ONE_JOB,
     POSITION_LOCK,
     write_group,
 )
@@ -176,15 +179,16 @@ def plan_group(
 
 
 class WriteArgs(NamedTuple):
-    """A group's parameters of `sql.write_group`, $3 to $6, $9 and $10, and its id forms."""
+    """A group's parameters of `sql.write_group`, $3 to $6, $9 and $10, and its shape (marks
+    and errors are None when it has none, and its shape says so)."""
 
     batches: str
-    marks: str
-    errors: str
+    marks: str | None
+    errors: str | None
     jobs: list[tuple[Any, ...]]
     total: int
     heads: list[int]
-    forms: int
+    shape: int
 
 
 def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> WriteArgs:
@@ -197,28 +201,34 @@ def _write_args(planned: Sequence[tuple[AppendRequest, AppendPlan]]) -> WriteArg
     errors: list[dict[str, Any]] = []
     final: dict[str, JobState] = {}
     heads: dict[str, int] = {}
-    forms = 0
+    shape = 0
     upto = 0
     for request, plan in planned:
         job_id = request.job_id
         upto += len(plan.new)
         row, form = lean.batch(job_id, plan.first_version, plan.new, request.data, upto)
         batches.append(row)
-        forms |= form
+        shape |= form
         batch = plan.batch
         row_bits.add(marks, job_id, batch.marks)
         for e in batch.row_errors:
             errors.append({"job_id": job_id, "row": e.row, "email": e.email, "error": e.error})
         final[job_id] = batch.state
         heads[job_id] = upto
+    if len(final) == 1:
+        shape |= ONE_JOB
+    if marks:
+        shape |= MARKS
+    if errors:
+        shape |= ERRORS
     return WriteArgs(
         orjson.dumps(batches).decode(),
-        orjson.dumps(row_bits.as_json(marks)).decode(),
-        orjson.dumps(errors).decode(),
+        orjson.dumps(row_bits.as_json(marks)).decode() if marks else None,
+        orjson.dumps(errors).decode() if errors else None,
         [state_to_row(state) for state in final.values()],
         upto,
         [heads[job_id] for job_id in final],
-        forms,
+        shape,
     )
 
 
@@ -232,7 +242,7 @@ async def write_plans(
     versions = [started[job_id] for job_id in job_ids]
     args = _write_args(planned)
     written = await conn.fetchrow(
-        write_group(args.forms), POSITION_LOCK, APPEND_CHANNEL, args.batches, args.marks,
+        write_group(args.shape), POSITION_LOCK, APPEND_CHANNEL, args.batches, args.marks,
         args.errors, args.jobs, job_ids, versions, args.total, args.heads,
     )
     if written is None or not written["unchanged"]:

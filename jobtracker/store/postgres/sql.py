@@ -34,6 +34,9 @@ INSERT_JOB = (
 # tombstone.
 # Its one event's id comes packed ($5) exactly when it is a canonical UUID
 # (`stored.pack_event_id`), so the form alone says which id table it goes to.
+# It also files the job in the inventory, by its owner ($8) and labels ($9, a JSON object or
+# NULL), at the event's `recorded_at`: this statement writes the store's every `created` event,
+# and a trigger on `log` doing it (migration 0010, dropped by 0011) cost every append its WHEN.
 INSERT_CREATED = """
 WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
 allowed AS MATERIALIZED (
@@ -47,7 +50,16 @@ allowed AS MATERIALIZED (
 ), created AS (
     INSERT INTO log (job_key, last_version, last_position, types, uuids, texts, data)
     SELECT job_key.job_key, 1, allowed.position, $4, $5, $6, $7 FROM allowed, job_key
-    RETURNING last_position AS position, uuids, texts
+    RETURNING last_position AS position, uuids, texts, recorded_at
+), indexed AS (
+    INSERT INTO job_index (job_id, owner, created_at, labels)
+    SELECT $3, $8, recorded_at, $9::jsonb FROM created
+    ON CONFLICT DO NOTHING
+), labelled AS (
+    INSERT INTO job_labels (owner, key, value, created_at, job_id)
+    SELECT $8, label.key, label.value, recorded_at, $3
+    FROM created, jsonb_each_text($9::jsonb) AS label
+    ON CONFLICT DO NOTHING
 ), ids AS (
     INSERT INTO log_ids (event_id, position)
     SELECT encode(uuids, 'hex')::uuid, position FROM created WHERE uuids IS NOT NULL
@@ -61,11 +73,16 @@ SELECT position, pg_notify($2, position::text) FROM created
 """
 
 
-#: How a group's batches hold their event ids (`lean.batch`), which says which id tables the
-#: write statement fills and how: bits of `write_group`'s `forms`.
+#: A group's shape, bits of `write_group`'s `shape`: the statement leaves out what a group does
+#: not need, as the server sets up every part of a plan on each execution whether or not rows
+#: pass through it (for a one-event append, that set-up costs more than the rows).
+#: How the group's batches hold their event ids (`lean.batch`): which id tables it fills, how.
 PACKED_IDS = 1  #: a batch of canonical UUIDs, packed: every id goes to `log_ids`
 TEXT_IDS = 2  #: a batch kept as text without a canonical UUID: every id to `log_text_ids`
 ROUTED_IDS = 4  #: a batch kept as text with a canonical UUID among its ids: each routed by form
+ONE_JOB = 8  #: the group writes to one job: its row is locked, checked and updated by itself
+MARKS = 16  #: the group sets row marks ($4; without this bit $4 is NULL)
+ERRORS = 32  #: the group records row errors ($5; without this bit $5 is NULL)
 
 # Each id table's insert, by how the batches hold their ids. The packed and plain text forms go
 # in as they are; only a batch mixing canonical UUIDs with other ids has each id routed by its
@@ -87,23 +104,54 @@ _ROUTED_INSERTS = _PACKED_INSERT + """
     WHERE log_uuid(t.id) IS NULL"""  # noqa: S608 -- fixed SQL only
 
 
-def _id_inserts(forms: int) -> str:
-    if forms & ROUTED_IDS:
+def _id_inserts(shape: int) -> str:
+    if shape & ROUTED_IDS:
         return f"new_ids AS ({_ROUTED_INSERTS}\n), "
     parts = []
-    if forms & PACKED_IDS:
+    if shape & PACKED_IDS:
         parts.append(f"new_ids AS ({_PACKED_INSERT}\n), ")
-    if forms & TEXT_IDS:
+    if shape & TEXT_IDS:
         parts.append(f"new_text_ids AS ({_TEXT_INSERT}\n), ")
     return "".join(parts)
 
 
+_MARKS_INSERT = """new_marks AS (
+    INSERT INTO job_row_bits AS b (job_id, kind, chunk, bits)
+    SELECT m.* FROM position_lock,
+        json_to_recordset($4::json) AS m(job_id text, kind text, chunk bigint, bits bigint)
+    ON CONFLICT (job_id, kind, chunk) DO UPDATE
+    SET bits = CASE WHEN b.bits & excluded.bits = 0 THEN b.bits | excluded.bits ELSE 0 END
+), """
+_ERRORS_INSERT = """new_errors AS (
+    INSERT INTO job_errors (job_id, row, email, error)
+    SELECT r.* FROM position_lock,
+        json_to_recordset($5::json) AS r(job_id text, row bigint, email text, error text)
+), """
+# A group of one job locks, checks and updates its row without matching it in arrays.
+_LOCK_JOBS = """locked AS MATERIALIZED (
+    SELECT job_id, version FROM jobs WHERE job_id = ANY($7::text[]) ORDER BY job_id FOR UPDATE
+), unchanged AS MATERIALIZED (
+    SELECT count(*) = cardinality($7::text[]) AS ok
+    FROM locked JOIN unnest($7::text[], $8::bigint[]) AS x(job_id, version) USING (job_id, version)
+)"""
+_LOCK_ONE_JOB = """locked AS MATERIALIZED (
+    SELECT version FROM jobs WHERE job_id = ($7::text[])[1] FOR UPDATE
+), unchanged AS MATERIALIZED (
+    SELECT coalesce((SELECT version = ($8::bigint[])[1] FROM locked), false) AS ok
+)"""
+_JOB_ROWS = "unnest($6::job_write[]) WITH ORDINALITY AS s"
+_ONE_JOB_ROW = "(SELECT (($6::job_write[])[1]).*, 1 AS ordinality) AS s"
+
+
 @functools.cache
-def write_group(forms: int) -> str:
-    """The append statement for a group whose batches hold their ids in `forms` (bits of
-    `PACKED_IDS`, `TEXT_IDS`, `ROUTED_IDS`)."""
+def write_group(shape: int) -> str:
+    """The append statement for a group of `shape` (bits of `PACKED_IDS`, `TEXT_IDS`,
+    `ROUTED_IDS`, `ONE_JOB`, `MARKS`, `ERRORS`)."""
     updated = ", ".join(JOB_COLUMNS[1:])
     values = ", ".join(f"s.{column}" for column in JOB_COLUMNS[1:])
+    one_job = shape & ONE_JOB
+    # A parameter the statement leaves out is still named once, so the server can type it.
+    unused = [f"${n}::json IS NULL" for n, bit in ((4, MARKS), (5, ERRORS)) if not shape & bit]
     # Gap safety. A tailing reader keeps one cursor, the last position it saw, so positions must
     # become visible in increasing order: a transaction that drew position 7 must never commit
     # after one that drew 8, or a reader could see 8, move past 7 and never look back. We make
@@ -148,15 +196,12 @@ def write_group(forms: int) -> str:
     # The server sets up every node of the plan on each execution, and for a one-event request
     # that setup costs more than the rows: so the caller sends what it already knows (the group's
     # event count $9; each job row's newest event, counted from the range's start, $10) rather
-    # than the statement working it out from the events, and the id tables a group does not
-    # touch are left out of its statement (`forms`).
+    # than the statement working it out from the events, and what a group does not need is left
+    # out of its statement (`shape`): id tables it does not touch, marks, errors, and the arrays
+    # that match many jobs' rows. Set-up dominates: a one-event append's statement went from
+    # 938k server instructions to 823k this way (`scripts/pg_append_cost.py`).
     return f"""
-WITH locked AS MATERIALIZED (
-    SELECT job_id, version FROM jobs WHERE job_id = ANY($7::text[]) ORDER BY job_id FOR UPDATE
-), unchanged AS MATERIALIZED (
-    SELECT count(*) = cardinality($7::text[]) AS ok
-    FROM locked JOIN unnest($7::text[], $8::bigint[]) AS x(job_id, version) USING (job_id, version)
-), position_lock AS MATERIALIZED (
+WITH {_LOCK_ONE_JOB if one_job else _LOCK_JOBS}, position_lock AS MATERIALIZED (
     SELECT pg_advisory_xact_lock($1) AS held FROM unchanged WHERE ok
 ), base AS MATERIALIZED (
     SELECT CASE WHEN $9 = 1 THEN nextval('log_position') - 1
@@ -171,25 +216,17 @@ WITH locked AS MATERIALIZED (
         data text
     )
     RETURNING uuids, texts, last_position - length(types) AS before
-), {_id_inserts(forms)}new_marks AS (
-    INSERT INTO job_row_bits AS b (job_id, kind, chunk, bits)
-    SELECT m.* FROM position_lock,
-        json_to_recordset($4::json) AS m(job_id text, kind text, chunk bigint, bits bigint)
-    ON CONFLICT (job_id, kind, chunk) DO UPDATE
-    SET bits = CASE WHEN b.bits & excluded.bits = 0 THEN b.bits | excluded.bits ELSE 0 END
-), new_errors AS (
-    INSERT INTO job_errors (job_id, row, email, error)
-    SELECT r.* FROM position_lock,
-        json_to_recordset($5::json) AS r(job_id text, row bigint, email text, error text)
-), saved AS (
+), {_id_inserts(shape)}{_MARKS_INSERT if shape & MARKS else ""}{
+    _ERRORS_INSERT if shape & ERRORS else ""}saved AS (
     UPDATE jobs
     SET ({updated}, updated_position) = ({values}, base.p + ($10::bigint[])[s.ordinality])
-    FROM base, unnest($6::job_write[]) WITH ORDINALITY AS s
+    FROM base, {_ONE_JOB_ROW if one_job else _JOB_ROWS}
     WHERE jobs.job_id = s.job_id
 )
 SELECT (SELECT ok FROM unchanged) AS unchanged, head,
     CASE WHEN head IS NOT NULL THEN pg_notify($2, head::text) END AS notified
-FROM (SELECT (SELECT p FROM base) + $9 AS head) AS h
+FROM (SELECT (SELECT p FROM base) + $9 AS head) AS h{
+    " WHERE " + " AND ".join(unused) if unused else ""}
 """  # noqa: S608
 
 
