@@ -139,7 +139,7 @@ def run_one(found: Found, config: BenchConfig) -> Outcome:
             rounds.append(round_)
             print(f"{bench.name} round {number}/{config.rounds}: subject {_fmt(round_.subject)}, "
                   f"reference {_fmt(round_.reference)} {bench.unit}, "
-                  f"ratio {_ratio(round_):.3f}x", flush=True)
+                  f"ratio {_ratio(round_):.3f}x ({time.monotonic() - started:.1f} s)", flush=True)
     except Exception:
         error = traceback.format_exc()
         print(f"{bench.name}: FAILED\n{error}", file=sys.stderr, flush=True)

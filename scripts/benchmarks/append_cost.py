@@ -8,16 +8,19 @@ clock cannot tell a 10% change. This counts what the server executes instead:
 2. a checkout's `PostgresStore` (group commit off, the path a lone writer takes) creates jobs and
    appends one event at a time to them: a `started`, then `row_succeeded` events; the data
    directory is copied before the timed appends;
-3. each statement the appends sent is replayed, with its logged parameters, in a single-user
-   backend (`postgres --single`) on a copy of that data directory, under callgrind, once with the
-   first `--few` appends and once with `--few + --count`: the difference divided by `--count` is
-   the server's instructions per append, set-up and start-up cancelled out.
+3. each write statement the appends sent is replayed, with its logged parameters, in a
+   single-user backend (`postgres --single`) on a copy of that data directory, under callgrind,
+   once with the first `few` appends and once with `few + count`: the difference divided by
+   `count` is the server's instructions per append, set-up and start-up cancelled out.
 
-    .venv/bin/python scripts/pg_append_cost.py [--checkout DIR] [--count 100]
+The benchmark `pg-append-instructions` measures this tree against the release before the lean
+log (#28), taken from git; by hand, any checkout, e.g. a `git worktree` of an older commit:
 
-`--checkout` measures another tree (e.g. a `git worktree` of an older commit) with this venv.
-Not covered: the client's side (asyncpg, the fold), the network, WAL flushes (fsync is off in
-single-user replay as in the recording), contention between writers, and group commit.
+    .venv/bin/python scripts/benchmarks/append_cost.py [--checkout DIR] [--count 100] [--ids text]
+
+Not covered: the client's side (asyncpg, the fold), the network, WAL flushes (fsync is off),
+contention between writers, group commit (a group of many jobs takes the general statement), and
+the reads an append does before it writes (the same in both trees: one per job on first use).
 """
 
 from __future__ import annotations
@@ -31,11 +34,28 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
+if __package__:  # run by scripts/bench.py
+    from benchmarks.base import BenchConfig, Benchmark, Round
+
+ROOT = Path(__file__).resolve().parents[2]
 PORT = 54329
 JOBS = 8
+#: The last commit with one `events` row per event, before the lean log (#28).
+BEFORE_LEAN_LOG = "73351e3"
+ID_FORMS = {
+    "uuid": "{row:08x}-0000-7000-8000-{index:012x}",  # canonical UUIDs, as the SDK's ids
+    "text": "{job}-row-{row}",  # a client's own ids
+}
+
+
+def _bin() -> Path:
+    """The newest installed PostgreSQL's binaries (Debian's layout)."""
+    root = Path("/usr/lib/postgresql")
+    return root / sorted(os.listdir(root))[-1] / "bin"
 
 # Runs in the checkout under test: its own store, group commit off.
 DRIVER = textwrap.dedent("""
@@ -83,7 +103,7 @@ def as_postgres(*command: str | Path, **kwargs: object) -> subprocess.CompletedP
 def record(checkout: Path, work: Path, count: int, event_id: str) -> list[tuple[str, list[str]]]:
     """Set up a cluster, snapshot it, then run `count` appends; the statements they executed."""
     data, logs = work / "data", work / "log"
-    as_postgres(BIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres",
+    as_postgres(_bin() / "initdb", "-D", data, "-A", "trust", "-U", "postgres",
                 stdout=subprocess.DEVNULL)
     options = (f"-p {PORT} -k {work} -c listen_addresses= -c fsync=off "
                f"-c logging_collector=on -c log_destination=csvlog -c log_directory={logs} "
@@ -97,7 +117,7 @@ def record(checkout: Path, work: Path, count: int, event_id: str) -> list[tuple[
                        check=True, env=env, cwd=checkout)
 
     def server(action: str) -> None:
-        as_postgres(BIN / "pg_ctl", "-D", data, "-o", options, "-w", "-l", work / "pg.out",
+        as_postgres(_bin() / "pg_ctl", "-D", data, "-o", options, "-w", "-l", work / "pg.out",
                     action, stdout=subprocess.DEVNULL)
 
     for phase in ("setup", "append"):
@@ -146,7 +166,7 @@ def instructions(
             script.append(f"PREPARE {prepared[sql]} AS {sql.strip().rstrip(';')};\n\n")
         script.append(f"EXECUTE {prepared[sql]}({', '.join(params)});\n\n")
     as_postgres("valgrind", "--tool=callgrind", f"--callgrind-out-file={work / 'callgrind.out'}",
-                BIN / "postgres", "--single", "-j", "-D", data, "-c", "fsync=off", "postgres",
+                _bin() / "postgres", "--single", "-j", "-D", data, "-c", "fsync=off", "postgres",
                 input="".join(script).encode(), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)
     shutil.move(work / "callgrind.out", out)
@@ -154,33 +174,90 @@ def instructions(
     return int(summary.split()[1])
 
 
+def per_append(checkout: Path, count: int = 100, few: int = 20, ids: str = "uuid",
+               keep: Path | None = None) -> float:
+    """The server's instructions per one-event append of the store in `checkout`."""
+    work = Path(tempfile.mkdtemp(prefix="append_cost_"))
+    shutil.chown(work, "postgres")
+    try:
+        writes = record(checkout.resolve(), work, few + count, ID_FORMS[ids])
+        if len(writes) != few + count:
+            raise RuntimeError(f"expected {few + count} writes in the log, found {len(writes)}")
+        keep = keep or work
+        keep.mkdir(parents=True, exist_ok=True)
+        start = instructions(work, writes[:few], keep / "few.callgrind")
+        end = instructions(work, writes, keep / "many.callgrind")
+        return (end - start) / count
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def tree_at(revision: str) -> Iterator[Path]:
+    """This repository's package and migrations as of `revision`, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="append_cost_tree_") as into:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "jobtracker",
+                                  "migrations"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+        yield Path(into)
+
+
+def _unavailable() -> str | None:
+    if shutil.which("valgrind") is None:
+        return "valgrind is not installed (apt-get install -y valgrind)"
+    if not Path("/usr/lib/postgresql").is_dir():
+        return "PostgreSQL's server binaries are not installed"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "runuser is missing (PostgreSQL refuses to run as root)"
+    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", BEFORE_LEAN_LOG],
+                           capture_output=True)
+    if found.returncode != 0:
+        return f"commit {BEFORE_LEAN_LOG} (before the lean log) is not in this checkout's history"
+    return None
+
+
+def _round(config: BenchConfig) -> Round:
+    count, few = (4, 1) if config.quick else (100, 20)
+    extras = {}
+    with tree_at(BEFORE_LEAN_LOG) as before:
+        for ids in ("uuid",) if config.quick else ID_FORMS:
+            extras[f"{ids}_ids"] = per_append(ROOT, count, few, ids)
+            extras[f"{ids}_ids_before"] = per_append(before, count, few, ids)
+    extras = {name: round(value) for name, value in extras.items()}
+    return Round(subject=extras["uuid_ids"], reference=extras["uuid_ids_before"], extras=extras)
+
+
+if __package__:
+    BENCHMARKS: list[Benchmark] = [
+        Benchmark(
+            name="pg-append-instructions",
+            subject="server instructions per one-event PostgreSQL append (row_succeeded, SDK "
+            "UUID ids, group commit off), callgrind on the write statements replayed",
+            reference=f"the same appends on the release before the lean log ({BEFORE_LEAN_LOG}, "
+            "one `events` row per event), same run",
+            unit="instructions/append",
+            target="<= 1.0x the reference (issue #28: appends no slower)",
+            run=_round,
+            meets=lambda ratio, extras: ratio <= 1.0,
+            higher_is_better=False,
+            unavailable=_unavailable,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--checkout", type=Path, default=ROOT)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--few", type=int, default=20)
-    parser.add_argument("--ids", choices=("uuid", "text"), default="uuid",
+    parser.add_argument("--ids", choices=tuple(ID_FORMS), default="uuid",
                         help="the appended events' ids: canonical UUIDs (the SDK's) or other text")
     parser.add_argument("--keep", type=Path,
                         help="keep the two profiles here (few.callgrind, many.callgrind), e.g. "
                              "for callgrind_annotate")
     args = parser.parse_args()
-    event_id = ("{row:08x}-0000-7000-8000-{index:012x}" if args.ids == "uuid"
-                else "{job}-row-{row}")
-    work = Path(tempfile.mkdtemp(prefix="pg_append_cost_"))
-    shutil.chown(work, "postgres")
-    try:
-        writes = record(args.checkout.resolve(), work, args.few + args.count, event_id)
-        if len(writes) != args.few + args.count:
-            sys.exit(f"expected {args.few + args.count} writes in the log, found {len(writes)}")
-        keep = args.keep or work
-        keep.mkdir(parents=True, exist_ok=True)
-        few = instructions(work, writes[: args.few], keep / "few.callgrind")
-        many = instructions(work, writes, keep / "many.callgrind")
-        print(f"{args.checkout}: {(many - few) / args.count:,.0f} instructions per one-event "
-              f"append ({args.ids} ids; {few:,} for {args.few}, {many:,} for {len(writes)})")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    cost = per_append(args.checkout, args.count, args.few, args.ids, args.keep)
+    print(f"{args.checkout}: {cost:,.0f} server instructions per one-event append ({args.ids} ids)")
 
 
 if __name__ == "__main__":
