@@ -199,7 +199,7 @@ def write_group(shape: int) -> str:
     # than the statement working it out from the events, and what a group does not need is left
     # out of its statement (`shape`): id tables it does not touch, marks, errors, and the arrays
     # that match many jobs' rows. Set-up dominates: a one-event append's statement went from
-    # 938k server instructions to 823k this way (`scripts/pg_append_cost.py`).
+    # 938k server instructions to 823k this way (benchmark `pg-append-instructions`).
     return f"""
 WITH {_LOCK_ONE_JOB if one_job else _LOCK_JOBS}, position_lock AS MATERIALIZED (
     SELECT pg_advisory_xact_lock($1) AS held FROM unchanged WHERE ok
