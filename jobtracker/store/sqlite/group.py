@@ -97,10 +97,11 @@ class Rows:
     def add_events(self, job_id: str, first_version: int, items: Sequence[NewEvent]) -> None:
         """Events of one job, numbered from `first_version`."""
         add, forms, pack_id, at = self.events.append, STORED_ROWS, pack_event_id, self._at
+        dumps = orjson.dumps
         for version, item in enumerate(items, start=first_version):
             event = item.event
-            form, encode = forms[type(event)]
-            add((job_id, version, pack_id(item.event_id), form, encode(event), at))
+            form, values = forms[type(event)]
+            add((job_id, version, pack_id(item.event_id), form, dumps(values(event)).decode(), at))
         self._newest[job_id] = len(self.events) - 1
 
     def add_job(self, job_id: str, item: NewEvent, state: JobState) -> None:
