@@ -44,8 +44,10 @@ if __package__:  # run by scripts/bench.py
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 54329
 JOBS = 8
-#: The last commit with one `events` row per event, before the lean log (#28).
+#: The last commit with one `events` row per event on PostgreSQL, before its lean log (#28).
 BEFORE_LEAN_LOG = "73351e3"
+#: The same on SQLite, before its lean log (migration 0007).
+BEFORE_SQLITE_LEAN_LOG = "4adccfe"
 ID_FORMS = {
     "uuid": "{row:08x}-0000-7000-8000-{index:012x}",  # canonical UUIDs, as the SDK's ids
     "text": "{job}-row-{row}",  # a client's own ids
@@ -89,6 +91,27 @@ DRIVER = textwrap.dedent("""
     EVENT_ID, JOBS = sys.argv[4], int(sys.argv[6])
     assert jobtracker.__file__.startswith(sys.argv[5]), jobtracker.__file__
     asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+""")
+
+# The SDK reporting rows straight into a SQLite file, batch 1000, as `sdk_sqlite_batch1000` does;
+# run whole under callgrind (client and SQLite are one process).
+SQLITE_DRIVER = textwrap.dedent("""
+    import os, sys, tempfile
+    import jobtracker
+    from jobtracker.domain.events import Created
+    from jobtracker.sdk.worker import connect
+    from jobtracker.store.sqlite.log import SqliteLog
+
+    assert jobtracker.__file__.startswith(sys.argv[2]), jobtracker.__file__
+    path = os.path.join(tempfile.mkdtemp(), "jobs.db")
+    log = SqliteLog(path)
+    log.migrate()
+    log.create_job("job", Created(owner="bench"))
+    log.close()
+    with connect(f"sqlite:///{path}", batch_size=1000, max_delay=3600) as tracker:
+        with tracker.job("job") as job:
+            for row in range(int(sys.argv[1])):
+                job.row_succeeded(row, f"persona{row}@uni.edu", internal=row % 3 != 0)
 """)
 
 _PARAM = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
@@ -170,8 +193,7 @@ def instructions(
                 input="".join(script).encode(), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)
     shutil.move(work / "callgrind.out", out)
-    summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
-    return int(summary.split()[1])
+    return _summary(out)
 
 
 def per_append(checkout: Path, count: int = 100, few: int = 20, ids: str = "uuid",
@@ -192,6 +214,29 @@ def per_append(checkout: Path, count: int = 100, few: int = 20, ids: str = "uuid
         shutil.rmtree(work, ignore_errors=True)
 
 
+def sqlite_per_row(checkout: Path, rows: int = 10_000, few: int = 2_000) -> float:
+    """Instructions per row event the SDK spends reporting rows into SQLite from `checkout`
+    (the whole process: fold, encoding, the sqlite3 module, SQLite). `few` 0: no run to
+    subtract, so start-up is counted in (only to check that it runs: a Python start under
+    callgrind takes ten seconds)."""
+    counts = [0]
+    with tempfile.TemporaryDirectory(prefix="append_cost_sqlite_") as work:
+        for total in (few, few + rows) if few else (rows,):
+            out = Path(work) / f"{total}.callgrind"
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                            sys.executable, "-c", SQLITE_DRIVER, str(total), str(checkout)],
+                           check=True, env={**os.environ, "PYTHONPATH": str(checkout)},
+                           cwd=checkout,  # `-c` puts the working directory first on the path
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            counts.append(_summary(out))
+    return (counts[-1] - counts[-2]) / rows
+
+
+def _summary(profile: Path) -> int:
+    line = next(line for line in profile.read_text().splitlines() if line.startswith("summary:"))
+    return int(line.split()[1])
+
+
 @contextmanager
 def tree_at(revision: str) -> Iterator[Path]:
     """This repository's package and migrations as of `revision`, in a temporary directory."""
@@ -202,17 +247,17 @@ def tree_at(revision: str) -> Iterator[Path]:
         yield Path(into)
 
 
-def _unavailable() -> str | None:
+def _unavailable(revision: str, postgres: bool) -> str | None:
     if shutil.which("valgrind") is None:
         return "valgrind is not installed (apt-get install -y valgrind)"
-    if not Path("/usr/lib/postgresql").is_dir():
+    if postgres and not Path("/usr/lib/postgresql").is_dir():
         return "PostgreSQL's server binaries are not installed"
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
+    if postgres and os.geteuid() == 0 and shutil.which("runuser") is None:
         return "runuser is missing (PostgreSQL refuses to run as root)"
-    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", BEFORE_LEAN_LOG],
+    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", revision],
                            capture_output=True)
     if found.returncode != 0:
-        return f"commit {BEFORE_LEAN_LOG} (before the lean log) is not in this checkout's history"
+        return f"commit {revision} (before the lean log) is not in this checkout's history"
     return None
 
 
@@ -225,6 +270,13 @@ def _round(config: BenchConfig) -> Round:
             extras[f"{ids}_ids_before"] = per_append(before, count, few, ids)
     extras = {name: round(value) for name, value in extras.items()}
     return Round(subject=extras["uuid_ids"], reference=extras["uuid_ids_before"], extras=extras)
+
+
+def _sqlite_round(config: BenchConfig) -> Round:
+    rows, few = (200, 0) if config.quick else (10_000, 2_000)
+    with tree_at(BEFORE_SQLITE_LEAN_LOG) as before:
+        return Round(subject=round(sqlite_per_row(ROOT, rows, few)),
+                     reference=round(sqlite_per_row(before, rows, few)))
 
 
 if __package__:
@@ -240,7 +292,20 @@ if __package__:
             run=_round,
             meets=lambda ratio, extras: ratio <= 1.0,
             higher_is_better=False,
-            unavailable=_unavailable,
+            unavailable=lambda: _unavailable(BEFORE_LEAN_LOG, postgres=True),
+        ),
+        Benchmark(
+            name="sqlite-append-instructions",
+            subject="instructions per row event of the SDK reporting rows into a SQLite file "
+            "(batch 1000, one process: fold, encoding, sqlite3, SQLite), callgrind",
+            reference=f"the same on the release before SQLite's lean log "
+            f"({BEFORE_SQLITE_LEAN_LOG}), same run",
+            unit="instructions/row event",
+            target="<= 1.0x the reference (issue #28: appends no slower)",
+            run=_sqlite_round,
+            meets=lambda ratio, extras: ratio <= 1.0,
+            higher_is_better=False,
+            unavailable=lambda: _unavailable(BEFORE_SQLITE_LEAN_LOG, postgres=False),
         ),
     ]
 
