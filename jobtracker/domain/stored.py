@@ -155,6 +155,7 @@ FORMS: dict[int | str, tuple[str, int]] = {
     form_code(kind, schema): (kind, schema) for kind, schema in LAYOUTS
 }
 
+
 def _stored_values(cls: type[Event]) -> Callable[[Any], list[Any]]:
     """An event's values as the log stores them (`encode_data` before JSON): a class with no
     optional field has nothing to trim, and its `VALUES_OF` is called straight, a frame fewer
