@@ -144,6 +144,11 @@ class WebhookStore(Protocol):
     async def attempts(self, webhook_id: str, before: int | None, limit: int) -> list[Attempt]:
         """A subscription's attempts with an id below `before` (all when None), newest first."""
 
+    async def prune_attempts(self, before: float, limit: int) -> int:
+        """Delete those of the `limit` oldest attempts (by id) made before `before` (epoch
+        seconds); how many went. Ids follow time, so a call that removes fewer than `limit` has
+        reached the attempts to keep."""
+
     async def active(self) -> list[Webhook]:
         """Every subscription not disabled, with its cursor."""
 
@@ -220,6 +225,13 @@ class MemoryWebhooks:
             if a.webhook_id == webhook_id and (before is None or a.attempt_id < before)
         ]
         return found[:limit]
+
+    async def prune_attempts(self, before: float, limit: int) -> int:
+        """See `WebhookStore.prune_attempts`."""
+        oldest = self._attempts[:limit]
+        gone = {id(a) for a in oldest if a.attempted_at < before}
+        self._attempts = [a for a in self._attempts if id(a) not in gone]
+        return len(gone)
 
     async def active(self) -> list[Webhook]:
         """See `WebhookStore.active`."""

@@ -3,13 +3,17 @@ the job's body at that version, progress coalesced, only the subscriber's (label
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import itertools
+from collections.abc import Awaitable, Callable
 
 from aiohttp.test_utils import TestClient
 
 from jobtracker.store import Store
 from jobtracker.store.keys import issue_key
-from tests.conditions import until
+from jobtracker.store.retention import prune_all
+from tests.conditions import until, until_async
 from tests.webhooks.conftest import ALL_TYPES, Receiver, append, create_job, subscribe
 
 
@@ -107,3 +111,40 @@ async def test_only_the_subscriber_s_jobs_with_matching_labels_are_delivered(
     await append(client, owner, finished, {"type": "succeeded"})
     await until(lambda: len(receiver.received) >= 2, "the second labelled job")
     assert [r.json["data"]["job_id"] for r in receiver.received] == [wanted, finished]
+
+
+async def test_retention_prunes_the_attempts_made_before_its_cutoff_and_keeps_the_rest(
+    client: TestClient, owner: dict[str, str], receiver: Receiver, store: Store
+) -> None:
+    """`prune_all` (what `serve --retention` and `jobtracker prune` run) deletes the webhook
+    attempts made before its cutoff, as it does the jobs finished before it: the deliveries
+    list keeps only the later ones, and a cutoff before every attempt deletes none."""
+    hook = await subscribe(client, owner, receiver.url, ["job.succeeded"])
+    path = f"/api/v1/webhooks/{hook['webhook_id']}/deliveries"
+
+    async def listed() -> list[str]:
+        answer = await client.get(path, headers=owner)
+        assert answer.status == 200
+        return [d["job_id"] for d in (await answer.json())["deliveries"]]
+
+    async def finish(job_id: str, seen: int) -> None:
+        await append(client, owner, job_id, {"type": "succeeded"})
+        await until(lambda: len(receiver.received) >= seen, f"delivery {seen}")
+        await until_async(lambda: _count(listed, seen), f"attempt {seen} recorded")
+
+    started = dt.datetime.now(dt.UTC)
+    old, new = await create_job(client, owner), await create_job(client, owner)
+    await finish(old, 1)
+    await asyncio.sleep(0.05)
+    cutoff = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(0.05)
+    await finish(new, 2)
+
+    assert await prune_all(store, started, batch=1) == (0, 0)
+    assert await listed() == [new, old]
+    await prune_all(store, cutoff, batch=1)
+    assert await listed() == [new]
+
+
+async def _count(listed: Callable[[], Awaitable[list[str]]], count: int) -> bool:
+    return len(await listed()) == count

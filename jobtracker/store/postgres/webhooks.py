@@ -30,6 +30,12 @@ from jobtracker.store.webhooks import (
     too_many,
 )
 
+# As on SQLite (store/sqlite/webhooks.py): the `limit` oldest by id, those made before the cutoff.
+_PRUNE_ATTEMPTS = (
+    "DELETE FROM webhook_attempts WHERE attempt_id IN (SELECT attempt_id FROM "
+    "(SELECT attempt_id, attempted_at FROM webhook_attempts ORDER BY attempt_id LIMIT $1) AS o "
+    "WHERE attempted_at < $2)"
+)
 _HOOK_COLUMNS = "webhook_id, key_id, url, events, labels, secret, created_at, cursor, disabled_at"
 _DELIVERY_COLUMNS = (
     "delivery_id, webhook_id, msg_id, job_id, version, type, recorded_at, attempts, first_attempt"
@@ -197,6 +203,12 @@ class PostgresWebhooks:
             webhook_id, 2**62 if before is None else before, limit,
         )
         return [Attempt(*row) for row in rows]
+
+    async def prune_attempts(self, before: float, limit: int) -> int:
+        """See `WebhookStore.prune_attempts`."""
+        async with driver_errors("pruning webhook attempts"), self._pool().acquire() as conn:
+            status = await conn.execute(_PRUNE_ATTEMPTS, limit, before)
+        return int(status.split()[-1])
 
     async def active(self) -> list[Webhook]:
         """See `WebhookStore.active`."""

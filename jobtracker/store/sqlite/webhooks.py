@@ -42,6 +42,14 @@ from jobtracker.store.webhooks import (
 
 T = TypeVar("T")
 
+# The oldest attempts by id (the primary key's order, no scan past `limit` rows), of which those
+# made before the cutoff go.
+_PRUNE_ATTEMPTS = (
+    "DELETE FROM webhook_attempts WHERE attempt_id IN (SELECT attempt_id FROM "
+    "(SELECT attempt_id, attempted_at FROM webhook_attempts ORDER BY attempt_id LIMIT ?) "
+    "WHERE attempted_at < ?)"
+)
+
 _HOOK_COLUMNS = "webhook_id, key_id, url, events, labels, secret, created_at, cursor, disabled_at"
 _DELIVERY_COLUMNS = (
     "delivery_id, webhook_id, msg_id, job_id, version, type, recorded_at, attempts, first_attempt"
@@ -274,6 +282,12 @@ class SqliteWebhooks:
             "WHERE webhook_id = ? AND attempt_id < ? ORDER BY attempt_id DESC LIMIT ?",
             (webhook_id, 2**62 if before is None else before, limit)).fetchall())
         return [Attempt(*row) for row in rows]
+
+    async def prune_attempts(self, before: float, limit: int) -> int:
+        """See `WebhookStore.prune_attempts`."""
+        gone: int = await self._run(lambda file: _in_write(file, lambda conn: conn.execute(
+            _PRUNE_ATTEMPTS, (limit, before)).rowcount))
+        return gone
 
     async def active(self) -> list[Webhook]:
         """See `WebhookStore.active`."""
