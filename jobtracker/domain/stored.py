@@ -129,8 +129,7 @@ def _trim(values: list[Any], optional_from: int) -> list[Any]:
 
 def encode_data(event: Event) -> str:
     """An event's fields as the positional JSON array the log stores."""
-    values = _trim(VALUES_OF[type(event)](event), _OPTIONAL_FROM[event.TYPE])
-    return orjson.dumps(values).decode()
+    return orjson.dumps(STORED_ROWS[type(event)][1](event)).decode()
 
 
 def form_code(kind: str, schema: int) -> int | str:

@@ -228,10 +228,10 @@ class MemoryWebhooks:
 
     async def prune_attempts(self, before: float, limit: int) -> int:
         """See `WebhookStore.prune_attempts`."""
-        oldest = self._attempts[:limit]
-        gone = {id(a) for a in oldest if a.attempted_at < before}
-        self._attempts = [a for a in self._attempts if id(a) not in gone]
-        return len(gone)
+        oldest, rest = self._attempts[:limit], self._attempts[limit:]
+        kept = [a for a in oldest if a.attempted_at >= before]
+        self._attempts = kept + rest
+        return len(oldest) - len(kept)
 
     async def active(self) -> list[Webhook]:
         """See `WebhookStore.active`."""

@@ -1,13 +1,13 @@
 -- The inventory is filed by what writes each job's `created` event rather than by a trigger on
--- `log`: the store's `INSERT_CREATED` (store/postgres/sql.py) files it itself, and the `events`
--- view's insert does for a created event written by hand. The trigger's WHEN clause was
+-- `log`: the store's `INSERT_CREATED` (store/postgres/sql.py) and the `events` view's insert (a
+-- created event written by hand) each call `file_created_job`. The trigger's WHEN clause was
 -- evaluated for every batch any append wrote (about 18k server instructions, 2% of a one-event
 -- append), to act on one batch per job.
 DROP TRIGGER log_job_index_on_create ON log;
 DROP FUNCTION index_created_batch();
 
--- A created event's fields as written by hand: the object the view was given (owner, labels by
--- name), or the positional layout (owner field 0, labels field 5), as the dropped trigger read.
+-- A created event's fields: the positional layout the store writes (owner field 0, labels field
+-- 5), or an object written by hand (owner, labels by name), as the dropped trigger read them.
 CREATE FUNCTION file_created_job(job TEXT, fields JSONB, at TIMESTAMPTZ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -34,9 +34,9 @@ INSERT_JOB = (
 # tombstone.
 # Its one event's id comes packed ($5) exactly when it is a canonical UUID
 # (`stored.pack_event_id`), so the form alone says which id table it goes to.
-# It also files the job in the inventory, by its owner ($8) and labels ($9, a JSON object or
-# NULL), at the event's `recorded_at`: this statement writes the store's every `created` event,
-# and a trigger on `log` doing it (migration 0010, dropped by 0011) cost every append its WHEN.
+# It also files the job in the inventory (`file_created_job`, migration 0011, which the `events`
+# view's insert calls too): this statement writes the store's every `created` event, and a
+# trigger on `log` doing it (migration 0010, dropped by 0011) cost every append its WHEN.
 INSERT_CREATED = """
 WITH position_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held),
 allowed AS MATERIALIZED (
@@ -50,16 +50,7 @@ allowed AS MATERIALIZED (
 ), created AS (
     INSERT INTO log (job_key, last_version, last_position, types, uuids, texts, data)
     SELECT job_key.job_key, 1, allowed.position, $4, $5, $6, $7 FROM allowed, job_key
-    RETURNING last_position AS position, uuids, texts, recorded_at
-), indexed AS (
-    INSERT INTO job_index (job_id, owner, created_at, labels)
-    SELECT $3, $8, recorded_at, $9::jsonb FROM created
-    ON CONFLICT DO NOTHING
-), labelled AS (
-    INSERT INTO job_labels (owner, key, value, created_at, job_id)
-    SELECT $8, label.key, label.value, recorded_at, $3
-    FROM created, jsonb_each_text($9::jsonb) AS label
-    ON CONFLICT DO NOTHING
+    RETURNING last_position AS position, uuids, texts, recorded_at, data
 ), ids AS (
     INSERT INTO log_ids (event_id, position)
     SELECT encode(uuids, 'hex')::uuid, position FROM created WHERE uuids IS NOT NULL
@@ -69,7 +60,8 @@ allowed AS MATERIALIZED (
 ), saved AS (
     UPDATE jobs SET updated_position = created.position FROM created WHERE jobs.job_id = $3
 )
-SELECT position, pg_notify($2, position::text) FROM created
+SELECT position, pg_notify($2, position::text), file_created_job($3, data::jsonb, recorded_at)
+FROM created
 """
 
 

@@ -222,8 +222,6 @@ class PostgresStore(ReplaySide, DeadlineSide, InventorySide):
                 event_id if isinstance(event_id, bytes) else None,
                 None if isinstance(event_id, bytes) else [event_id],
                 data,
-                created.owner,
-                None if created.labels is None else orjson.dumps(dict(created.labels)).decode(),
             )
             if written is None:  # a prune took a job of this id while we waited for it
                 raise JobIdTaken(expired_id(job_id))
