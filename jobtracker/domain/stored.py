@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import attrs
 import orjson
@@ -225,20 +225,31 @@ def positional_data(kind: str, schema: int, text: str) -> str:
     return orjson.dumps(_trim(values, optional_from)).decode()
 
 
-def pack_event_id(event_id: str) -> bytes | str:
-    """A canonical UUID's 16 bytes; any other id as its text.
+@overload
+def pack_event_id(event_id: str) -> bytes | str: ...
+@overload
+def pack_event_id(event_id: str, blob: type[bytearray]) -> bytearray | str: ...
+
+
+def pack_event_id(event_id: str, blob: type[bytes | bytearray] = bytes) -> bytes | bytearray | str:
+    """A canonical UUID's 16 bytes (as `blob`); any other id as its text.
 
     Canonical: lowercase hex digits with hyphens after the 8th, 12th, 16th and 20th. Checked
     without a regular expression, whose match cost more than all the rest of packing (a twentieth
     of an SDK row's append into SQLite): the hyphens where they go, then 32 digits that
-    `bytes.fromhex` reads and `hex` writes back the same (so no capitals, and no whitespace,
-    which `fromhex` would skip).
+    `fromhex` reads and `hex` writes back the same (so no capitals, and no whitespace, which
+    `fromhex` would skip).
+
+    SQLite's writers ask for a `bytearray`: the sqlite3 module binds one as a blob at once, while
+    for `bytes` it first looks for an adapter (it builds a key tuple, and raises and clears an
+    AttributeError for `__adapt__`), about 1,500 instructions a row, a fifth of what the lean log
+    first added to an SDK row's append. A `bytearray` is not hashable: `bytes` for sets and keys.
     """
     if len(event_id) == 36 and event_id[8] == event_id[13] == event_id[18] == event_id[23] == "-":
         digits = event_id.replace("-", "")
         if len(digits) == 32:
             try:
-                packed = bytes.fromhex(digits)
+                packed = blob.fromhex(digits)
             except ValueError:
                 return event_id
             if packed.hex() == digits:
@@ -256,7 +267,7 @@ def unpack_event_id(stored: bytes | str) -> str:
 
 #: The origin of `at`. SQLite stores an integer within +-2**47 in 6 bytes instead of 8, and 2**47
 #: microseconds are 4.46 years: times from mid-2021 to mid-2030 take two bytes less per event,
-#: others are stored as exactly (in 8). Frozen; the trigger of migration 0007 repeats it. Naive:
+#: others are stored as exactly (in 8). Frozen (SQLite migration 0007's trigger repeated it). Naive:
 #: the log's stamps are all UTC, with the `Z` written and read around them as text.
 AT_EPOCH = dt.datetime(2026, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)

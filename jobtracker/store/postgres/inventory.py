@@ -4,7 +4,7 @@ A listing reads one range of an index, newest first, and stops at the page's end
 not grow with the number of jobs the key has. Without a label filter that range is the key's part
 of `job_index`; with one, the key's part of `job_labels` for the first label (far fewer rows), the
 other labels checked per job against the index row's labels. A status filter is checked per job
-on the way. Both tables are filled by a trigger on the log (migration 0007).
+on the way. Both tables are filled by `file_created_job` when a job is created (migration 0011).
 
 A prune is one short transaction per batch, and takes no lock an append to another job waits for:
 it never takes the position lock (it draws no positions), it locks only the rows of the jobs it

@@ -49,7 +49,7 @@ def due(conn: sqlite3.Connection, now: float, limit: int) -> list[Deadline]:
     ):
         asked = None
         if cancel:
-            row = conn.execute(_CANCEL_ASKED, (pack_event_id(cancel_event_id(job_id)),))
+            row = conn.execute(_CANCEL_ASKED, (pack_event_id(cancel_event_id(job_id), bytearray),))
             asked = _epoch(row.fetchone())
         found.append(Deadline(
             job_id, None if status is None else Status(status), bool(cancel), heartbeat,

@@ -14,7 +14,7 @@ up, and the caller undoes it and takes the careful path, one savepoint per reque
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from itertools import chain
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from jobtracker.domain.errors import JobtrackerError
-from jobtracker.domain.events import NewEvent
+from jobtracker.domain.events import Created, NewEvent
 from jobtracker.domain.projection import AppendPlan, plan_append
 from jobtracker.domain.state import JobState
 from jobtracker.domain.stored import STORED_ROWS, pack_event_id, pack_time
@@ -31,9 +31,11 @@ from jobtracker.store.group import AppendRequest
 from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
 from jobtracker.store.sqlite import row_bits
 
+#: The jobs a group appends to, with their keys in the log.
 _SELECT_JOBS = (
-    f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs "  # noqa: S608
-    "WHERE job_id IN (SELECT value FROM json_each(?))"
+    f"SELECT {', '.join(f'j.{column}' for column in JOB_COLUMNS)}, k.job_key "  # noqa: S608
+    "FROM jobs j JOIN log_jobs k ON k.job_id = j.job_id "
+    "WHERE j.job_id IN (SELECT value FROM json_each(?))"
 )
 _INSERT_JOBS = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) VALUES "  # noqa: S608
 _UPDATE_JOB = (
@@ -42,9 +44,16 @@ _UPDATE_JOB = (
     + " WHERE job_id = ?"
 )
 _INSERT_EVENTS = "INSERT INTO log (job_key, version, event_id, type, data, at) VALUES "
-#: One event's values: the job by its key, looked up where the row is written.
-_EVENT_ROW = "((SELECT job_key FROM log_jobs WHERE job_id = ?), ?, ?, ?, ?, ?)"
-_INSERT_LOG_JOBS = "INSERT INTO log_jobs (job_id) VALUES "
+_INSERT_LOG_JOB = "INSERT INTO log_jobs (job_id) VALUES (?)"
+_SELECT_KEYS = (
+    "SELECT job_id, job_key FROM log_jobs WHERE job_id IN (SELECT value FROM json_each(?))"
+)
+# The inventory of a created job (migration 0006's tables), filed by the write that creates it
+# (until migration 0008, a trigger on `log` did it, its WHEN evaluated for every row appended).
+_INSERT_INDEX = "INSERT INTO job_index (job_id, owner, created_at, labels) VALUES (?, ?, ?, ?)"
+_INSERT_LABELS = (
+    "INSERT INTO job_labels (owner, key, value, created_at, job_id) VALUES (?, ?, ?, ?, ?)"
+)
 _INSERT_ERRORS = "INSERT INTO job_errors (job_id, row, email, error) VALUES "
 
 #: Rows per multi-row INSERT at most; 64 x 7 parameters stay under SQLite's oldest limit (999).
@@ -56,24 +65,30 @@ WIDEST_INSERT = 64
 # in statements of 64 rows, then of the powers of two its remainder is made of, so a connection
 # only ever prepares seven shapes of each statement.
 def insert_rows(
-    conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]], one: str = ""
+    conn: sqlite3.Connection,
+    head: str,
+    rows: Sequence[tuple[Any, ...]],
+    first: Mapping[Any, Any] | None = None,
 ) -> int:
     """Insert `rows` (tuples of one width, in order) with `head` (`INSERT INTO t (...) VALUES `),
-    each row's values as `one` (by default one `?` per value); return the rowid of the last."""
+    each row's first value replaced by what `first` maps it to, if given; return the rowid of
+    the last."""
     done = last = 0
     while left := len(rows) - done:
         size = WIDEST_INSERT if left >= WIDEST_INSERT else 1 << (left.bit_length() - 1)
-        part = rows[done : done + size]
-        sql = _values(head, one or f"({', '.join('?' * len(part[0]))})", size)
-        cursor = conn.execute(sql, [*chain.from_iterable(part)])
+        part, width = rows[done : done + size], len(rows[done])
+        values = [*chain.from_iterable(part)]
+        if first is not None:
+            values[::width] = [first[value] for value in values[::width]]
+        cursor = conn.execute(_values(head, width, size), values)
         last = cursor.lastrowid or 0
         done += size
     return last
 
 
 @cache
-def _values(head: str, one: str, rows: int) -> str:
-    return head + ", ".join([one] * rows)
+def _values(head: str, width: int, rows: int) -> str:
+    return head + ", ".join([f"({', '.join('?' * width)})"] * rows)
 
 
 class NotPlain(Exception):
@@ -83,14 +98,16 @@ class NotPlain(Exception):
 class Rows:
     """What one transaction writes, gathered table by table, then written one statement each."""
 
-    def __init__(self, now: str) -> None:
+    def __init__(self, now: str, keys: dict[str, int] | None = None) -> None:
         self.now = now
+        #: Each job's key in `log_jobs`, as far as the caller read them; `write` reads the rest.
+        self.keys = {} if keys is None else keys
         self._at = pack_time(now)
         self.events: list[tuple[Any, ...]] = []
         self.marks: row_bits.Bits = {}
         self.errors: list[tuple[str, int, str, str]] = []
         self.states: dict[str, JobState] = {}
-        self._created: set[str] = set()
+        self._created: dict[str, Created] = {}
         #: Each job's newest event, as its index in `events`.
         self._newest: dict[str, int] = {}
 
@@ -101,14 +118,16 @@ class Rows:
         for version, item in enumerate(items, start=first_version):
             event = item.event
             form, values = forms[type(event)]
-            add((job_id, version, pack_id(item.event_id), form, dumps(values(event)).decode(), at))
+            add((job_id, version, pack_id(item.event_id, bytearray), form,
+                 dumps(values(event)).decode(), at))
         self._newest[job_id] = len(self.events) - 1
 
     def add_job(self, job_id: str, item: NewEvent, state: JobState) -> None:
         """A new job: its `created` event and its first state."""
+        assert isinstance(item.event, Created), "a job starts with its `created` event"
         self.add_events(job_id, 1, [item])
         self.states[job_id] = state
-        self._created.add(job_id)
+        self._created[job_id] = item.event
 
     def add_plan(self, job_id: str, plan: AppendPlan) -> None:
         """An append's new events, row marks, row errors and resulting job row.
@@ -131,14 +150,38 @@ class Rows:
         """
         if not self.events:
             return  # only re-sends: every state is as it was
+        last_position = insert_rows(conn, _INSERT_EVENTS, self.events, self._job_keys(conn))
         if self._created:
-            insert_rows(conn, _INSERT_LOG_JOBS, [(job_id,) for job_id in self._created])
-        last_position = insert_rows(conn, _INSERT_EVENTS, self.events, _EVENT_ROW)
+            self._file_created(conn)
         if self.marks:
             row_bits.write_new(conn, self.marks)
         if self.errors:
             insert_rows(conn, _INSERT_ERRORS, self.errors)
         self._write_jobs(conn, last_position - len(self.events) + 1)
+
+    # The log names a job by its integer key. Giving each row its key, rather than a subquery on
+    # `log_jobs` per row, took a twentieth off an SDK row's append (a cursor opened, a search of
+    # the unique index and the job id bound as text, per row).
+    def _job_keys(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """Every job with events here, by its key: new jobs' keys made, the rest read."""
+        keys = self.keys
+        for job_id in self._created:
+            keys[job_id] = conn.execute(_INSERT_LOG_JOB, (job_id,)).lastrowid or 0
+        if missing := [job_id for job_id in self._newest if job_id not in keys]:
+            keys.update(conn.execute(_SELECT_KEYS, (orjson.dumps(missing).decode(),)))
+            if lost := [job_id for job_id in missing if job_id not in keys]:
+                raise sqlite3.IntegrityError(f"jobs appended to have no key in `log_jobs`: {lost}")
+        return keys
+
+    def _file_created(self, conn: sqlite3.Connection) -> None:
+        """The inventory's rows for the jobs created here: their owner, labels and time."""
+        for job_id, created in self._created.items():
+            labels = None if created.labels is None else dict(created.labels)
+            conn.execute(_INSERT_INDEX, (job_id, created.owner, self.now,
+                                         None if labels is None else orjson.dumps(labels).decode()))
+            if labels:
+                conn.executemany(_INSERT_LABELS, [(created.owner, key, value, self.now, job_id)
+                                                  for key, value in labels.items()])
 
     def _write_jobs(self, conn: sqlite3.Connection, first_position: int) -> None:
         """Each job's row, pointing at its newest event. Inside one write transaction the events
@@ -224,10 +267,10 @@ def write_together(
     """Plan every request, then write the group; raises `NotPlain` (or an IntegrityError a
     unique key raised) when the careful path must decide. The caller undoes any partial write."""
     job_ids = {job_id for job_id, _ in requests}
-    states = known.current(conn, job_ids)
+    states, keys = known.current(conn, job_ids), {}
     if len(states) < len(job_ids):
-        states.update(_states(conn, job_ids - states.keys()))
-    rows = Rows(now)
+        keys = _states(conn, job_ids - states.keys(), states)
+    rows = Rows(now, keys)
     results: list[AppendResult] = []
     for job_id, items in requests:
         state = states.get(job_id)
@@ -245,6 +288,11 @@ def write_together(
     return results
 
 
-def _states(conn: sqlite3.Connection, job_ids: set[str]) -> dict[str, JobState]:
-    found = conn.execute(_SELECT_JOBS, (orjson.dumps(sorted(job_ids)).decode(),))
-    return {row[0]: state_from_row(row) for row in found}
+def _states(
+    conn: sqlite3.Connection, job_ids: set[str], states: dict[str, JobState]
+) -> dict[str, int]:
+    """Read `job_ids`' states into `states`; their keys in the log."""
+    keys = {}
+    for row in conn.execute(_SELECT_JOBS, (orjson.dumps(sorted(job_ids)).decode(),)):
+        states[row[0]], keys[row[0]] = state_from_row(row[:-1]), row[-1]
+    return keys

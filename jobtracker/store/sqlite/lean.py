@@ -69,5 +69,5 @@ def _job_keys(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, int
 
 def _lean(row: Sequence[Any], keys: dict[str, int], at: Any) -> tuple[Any, ...]:
     position, job_id, version, event_id, kind, schema, data, recorded_at = row
-    return (position, keys[job_id], version, pack_event_id(event_id), form_code(kind, schema),
-            at(recorded_at), positional_data(kind, schema, data))
+    return (position, keys[job_id], version, pack_event_id(event_id, bytearray),
+            form_code(kind, schema), at(recorded_at), positional_data(kind, schema, data))

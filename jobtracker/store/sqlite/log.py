@@ -42,6 +42,11 @@ from jobtracker.store.sqlite.keys import KeyTable
 T = TypeVar("T")
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
+#: A job an append writes to: its row, and its key in the log.
+_SELECT_JOB_TO_WRITE = (
+    f"SELECT {', '.join(f'j.{column}' for column in JOB_COLUMNS)}, k.job_key "  # noqa: S608
+    "FROM jobs j JOIN log_jobs k ON k.job_id = j.job_id WHERE j.job_id = ?"
+)
 #: An event as `_recorded_event` reads it, from `log l` joined to `log_jobs k`.
 _EVENT_COLUMNS = "k.job_id, l.version, l.position, l.event_id, l.at, l.type, l.data"
 _FROM_LOG = "FROM log l JOIN log_jobs k ON k.job_key = l.job_key"
@@ -118,11 +123,12 @@ class SqliteLog(KeyTable):
         row = self.conn.execute(_SELECT_JOB, (job_id,)).fetchone()
         return None if row is None else state_from_row(row)
 
-    def _existing_state(self, job_id: str) -> JobState:
-        state = self._state(job_id)
-        if state is None:
+    def _existing_state(self, job_id: str) -> tuple[JobState, dict[str, int]]:
+        """The state of a job appended to, and its key in the log; `JobNotFound` if none."""
+        row = self.conn.execute(_SELECT_JOB_TO_WRITE, (job_id,)).fetchone()
+        if row is None:
             raise JobNotFound()
-        return state
+        return state_from_row(row[:-1]), {job_id: row[-1]}
 
     def create_job(self, job_id: str, created: Created) -> tuple[JobState, bool]:
         """Create a job durably, or return the owner's existing one."""
@@ -249,18 +255,18 @@ class SqliteLog(KeyTable):
 
     def _append_quickly(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """The usual case, planned as if nothing were recorded; `NotPlain` if that did not hold."""
-        state = self._existing_state(job_id)
+        state, key = self._existing_state(job_id)
         try:
-            return self._write_plan(job_id, plan_append(state, items, {}, frozenset()))
+            return self._write_plan(job_id, plan_append(state, items, {}, frozenset()), key)
         except (JobtrackerError, sqlite3.IntegrityError) as exc:
             raise NotPlain(job_id) from exc
 
     def _append_carefully(self, job_id: str, items: Sequence[NewEvent]) -> AppendResult:
         """Planned from the log: the batch's known event ids and its rows' recorded outcomes."""
-        state = self._existing_state(job_id)
+        state, key = self._existing_state(job_id)
         known = self._known(items)
         recorded = self._recorded(job_id, rows_touched(item.event for item in items))
-        return self._write_plan(job_id, plan_append(state, items, known, recorded))
+        return self._write_plan(job_id, plan_append(state, items, known, recorded), key)
 
     def _known(self, items: Sequence[NewEvent]) -> dict[str, tuple[str, Event]]:
         # Bound one by one: a packed id is a blob, which JSON cannot carry.
@@ -287,8 +293,8 @@ class SqliteLog(KeyTable):
         )
         return {RowMark(row, kind) for row, kind in found}
 
-    def _write_plan(self, job_id: str, plan: AppendPlan) -> AppendResult:
-        rows = Rows(self._clock())
+    def _write_plan(self, job_id: str, plan: AppendPlan, key: dict[str, int]) -> AppendResult:
+        rows = Rows(self._clock(), key)
         rows.add_plan(job_id, plan)
         rows.write(self.conn)
         return result_of(plan)
