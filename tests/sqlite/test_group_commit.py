@@ -201,14 +201,19 @@ def test_a_group_leaves_what_the_same_appends_one_by_one_leave(
 
 def test_a_plain_group_over_several_jobs_is_written_together(tmp_path: Path) -> None:
     """Fresh events for fresh rows, two requests for one job among them: every request is
-    answered with its own version, and each job's projection points at its own newest event."""
+    answered with its own version, each job's events are filed under it, and each job's
+    projection points at its own newest event. (Job "b" is ahead, so that an event filed under the
+    wrong job would not collide with a version there and send the group the careful way.)"""
     log = _fresh_log(tmp_path / "plain.db")
+    log.append("b", [row("b1", 10), row("b2", 11)])
     outcomes = log.append_group([
         ("a", [row("p1", 1)]),
         ("b", [row("p2", 1), row("p3", 2)]),
         ("a", [row("p4", 2)]),
     ])
-    assert outcomes == [AppendResult(1, 0, 2), AppendResult(2, 0, 3), AppendResult(1, 0, 3)]
+    assert outcomes == [AppendResult(1, 0, 2), AppendResult(2, 0, 5), AppendResult(1, 0, 3)]
+    assert [e.event_id for e in log.read_job_events("a")][1:] == ["p1", "p4"]
+    assert [e.event_id for e in log.read_job_events("b")][1:] == ["b1", "b2", "p2", "p3"]
     positions = dict(log.conn.execute(
         "SELECT k.job_id, max(l.position) FROM log l JOIN log_jobs k ON k.job_key = l.job_key "
         "GROUP BY k.job_id"))
