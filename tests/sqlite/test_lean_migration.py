@@ -131,7 +131,8 @@ def test_an_interrupted_migration_resumes_and_ends_identical(
     log = SqliteLog(str(cut))
     resumed = log.migrate()  # the lean log first, then any later migration
     log.close()
-    assert resumed[0] == lean.LEAN_LOG and all(name > lean.LEAN_LOG for name in resumed[1:])
+    assert resumed[0] == lean.LEAN_LOG
+    assert all(name > lean.LEAN_LOG for name in resumed[1:])
     assert _dump(cut) == _dump(whole)
 
 
