@@ -1,7 +1,9 @@
 """Writing prepared events straight into SQLite's lean log, for benchmarks that fill a file fast.
 
 Rows come as the old layout held them, (job_id, version, event_id, type, schema_version, JSON
-object, recorded_at), and are stored as the store stores them (`domain/stored.py`).
+object, recorded_at), and are stored as the store stores them (`domain/stored.py`); a `created`
+event's job is filed in the inventory (`job_index`, `job_labels`) as the store's creating write
+files it (`store/sqlite/group.Rows._file_created`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import orjson
 from jobtracker.domain.stored import form_code, pack_event_id, pack_time, positional_data
 
 _INSERT = "INSERT INTO log (job_key, version, event_id, type, data, at) VALUES (?, ?, ?, ?, ?, ?)"
+_INDEX = "INSERT INTO job_index (job_id, owner, created_at, labels) VALUES (?, ?, ?, ?)"
+_LABELS = "INSERT INTO job_labels (owner, key, value, created_at, job_id) VALUES (?, ?, ?, ?, ?)"
 
 
 def write_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
@@ -27,7 +31,20 @@ def write_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int
         "SELECT job_id, job_key FROM log_jobs WHERE job_id IN (SELECT value FROM json_each(?))",
         (orjson.dumps(job_ids).decode(),)))
     conn.executemany(_INSERT, [
-        (keys[job_id], version, pack_event_id(event_id), form_code(kind, schema),
+        (keys[job_id], version, pack_event_id(event_id, bytearray), form_code(kind, schema),
          positional_data(kind, schema, data), pack_time(recorded_at))
         for job_id, version, event_id, kind, schema, data, recorded_at in rows])
+    _file_created(conn, [(job_id, orjson.loads(data), recorded_at)
+                         for job_id, _, _, kind, _, data, recorded_at in rows if kind == "created"])
     return len(rows)
+
+
+def _file_created(conn: sqlite3.Connection, created: list[tuple[str, Any, str]]) -> None:
+    """The inventory's rows of the jobs created: owner, creation time, labels."""
+    conn.executemany(_INDEX, [
+        (job_id, fields["owner"], at,
+         None if fields.get("labels") is None else orjson.dumps(fields["labels"]).decode())
+        for job_id, fields, at in created])
+    conn.executemany(_LABELS, [
+        (fields["owner"], key, value, at, job_id)
+        for job_id, fields, at in created for key, value in (fields.get("labels") or {}).items()])
