@@ -25,7 +25,7 @@ from jobtracker.server.errors import (
 )
 from jobtracker.server.events import append_events, job_errors, job_events
 from jobtracker.server.health import healthz, readyz
-from jobtracker.server.inventory import Retention, forgetter, list_jobs
+from jobtracker.server.inventory import Retention, forgetter, list_jobs, replay_forgetter
 from jobtracker.server.jobs import create_job, job_getter
 from jobtracker.server.metrics import (
     COMMIT_GROUP_SIZE,
@@ -73,7 +73,9 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
             on_reaped=count_reaped if app[SETTINGS].metrics else lambda reason: None,
         )
         sweeping = asyncio.create_task(reaper.run(), name="jobtracker-reaper")
-        retention = await Retention(store, app[SETTINGS], forgetter(app)).start()
+        retention = await Retention(
+            store, app[SETTINGS], forgetter(app), replay_forgetter(app)
+        ).start()
         yield
         await _stop(retention)
         await reaper.stop(sweeping)

@@ -1,11 +1,12 @@
 """What the server keeps in memory to answer a GET without reading the store.
 
 A SUCCESS or FAILURE body never changes, and neither does the key that owns a job. Such facts
-never go stale, with one exception: retention may remove a finished job, and every server then
-forgets it (`server/retention.py` watches the store's tombstones). A running job's body does
-change, so `RunningBodies` holds one only on a store that can say, before every GET and for about
-a microsecond, which jobs moved since it last asked. Every map is bounded, least recently used
-out first.
+never go stale, with two exceptions, both watched in the store by every server
+(`server/inventory.Retention`): retention may remove a finished job (its tombstone), and a replay
+may repair a projection that had gone wrong (its swap), after which every body held of the jobs
+it replayed is dropped. A running job's body does change, so `RunningBodies` holds one only on a
+store that can say, before every GET and for about a microsecond, which jobs moved since it last
+asked. Every map is bounded, least recently used out first.
 """
 
 from __future__ import annotations
@@ -84,8 +85,19 @@ class _Recent(Generic[V]):
         return entry
 
     def forget(self, job_id: str) -> None:
-        """Drop the job's value: retention removed the job (the one fact that does change)."""
+        """Drop the job's value: retention removed the job, or a replay may have changed it."""
         self._entries.pop(job_id, None)
+
+    def forget_replayed(self, job_id: str | None) -> None:
+        """Drop what a replay of `job_id` (None: of every job) may have changed."""
+        if job_id is None:
+            self.clear()
+        else:
+            self.forget(job_id)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self._entries.clear()
 
 
 class _Bodies(_Recent[B]):
@@ -114,15 +126,31 @@ class _Bodies(_Recent[B]):
         if entry is not None:
             self._used -= len(entry.body)
 
+    def clear(self) -> None:
+        """Drop every body."""
+        self._entries.clear()
+        self._used = 0
+
 
 class FinishedBodies(_Bodies[FinishedBody]):
-    """Finished jobs' bodies: they never change, so one held is never replaced (retention's
-    `forget` is the only way out but eviction)."""
+    """Finished jobs' bodies: they never change, so one held is never replaced (a prune or a
+    replay are the only ways out but eviction)."""
 
-    def put(self, job_id: str, entry: FinishedBody) -> None:
-        """Hold a finished job's body unless one is held already."""
-        if job_id not in self._entries:
+    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+        super().__init__(budget)
+        #: Moves at each replay swap: a body read before one may be what it repaired.
+        self.replays = 0
+
+    def put(self, job_id: str, entry: FinishedBody, replays: int) -> None:
+        """Hold a finished job's body, read when `replays` was current, unless one is held
+        already or a replay has been made live since."""
+        if replays == self.replays and job_id not in self._entries:
             self._hold(job_id, entry)
+
+    def forget_replayed(self, job_id: str | None) -> None:
+        """See `_Recent.forget_replayed`; bodies read before it are not held after it either."""
+        self.replays += 1
+        super().forget_replayed(job_id)
 
 
 #: Job owners held: a few MB, far more jobs than are ever being reported at once.
@@ -165,11 +193,6 @@ class RunningBodies(_Bodies[RunningBody]):
     def put(self, entry: RunningBody) -> None:
         """Hold a job's body in place of the one held (if any)."""
         self._hold(entry.view.state.job_id, entry)
-
-    def clear(self) -> None:
-        """Drop every body."""
-        self._entries.clear()
-        self._used = 0
 
 
 @runtime_checkable
@@ -264,6 +287,13 @@ class CommitGate:
     def _keys_changed(self) -> None:
         self._generation += 1
         self.keys.clear()
+
+    def forget_replayed(self, job_id: str | None) -> None:
+        """A replay of `job_id` (None: every job) was made live: drop the bodies it may have
+        changed, and refuse those read before now (a replay moves no log position, so a look
+        does not see it)."""
+        self._generation += 1
+        self.running.forget_replayed(job_id)
 
     def body(self, job_id: str) -> RunningBody | None:
         """The job's body as of the last look, if held."""

@@ -6,7 +6,9 @@ the query or its page token says, so no parameter can reach another key's jobs.
 Retention runs in every server that has `--retention`: it prunes a batch, rests, and goes on
 until nothing is due, then looks again a minute later. Every server, with retention or not,
 watches the store's tombstones to forget the finished bodies and owners it holds of pruned jobs,
-whoever pruned them (another server, `jobtracker prune`).
+whoever pruned them (another server, `jobtracker prune`), and the store's replay swaps to forget
+the bodies it holds of jobs a replay may have repaired (`jobtracker replay`, which runs beside
+the servers).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from jobtracker.domain.errors import JobtrackerError
-from jobtracker.server.common import FINISHED, OWNERS, STORE, json_response, request_key
+from jobtracker.server.common import FINISHED, GATE, OWNERS, STORE, json_response, request_key
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store
 from jobtracker.store.listing import list_page
@@ -46,17 +48,26 @@ class Retention:
     """The server's background part of retention: prune (when configured) and forget."""
 
     def __init__(
-        self, store: Store, settings: Settings, forget: Callable[[str], None]
+        self,
+        store: Store,
+        settings: Settings,
+        forget: Callable[[str], None],
+        forget_replayed: Callable[[str | None], None],
     ) -> None:
         self._store = store
         self._settings = settings
         self._forget = forget
+        self._forget_replayed = forget_replayed
         self._seen = 0
+        self._swaps_seen = 0
 
     async def start(self) -> list[asyncio.Task[None]]:
-        """Skip the tombstones already there (nothing of them is held yet); start the loops."""
+        """Skip the tombstones and swaps already there (nothing of them is held yet); start the
+        loops."""
         while pruned := await self._store.pruned_since(self._seen, 10_000):
             self._seen = pruned[-1][0]
+        while swaps := await self._store.swaps_since(self._swaps_seen, 10_000):
+            self._swaps_seen = swaps[-1][0]
         tasks = [asyncio.create_task(self._watch(), name="jobtracker-tombstones")]
         if self._settings.retention is not None:
             tasks.append(asyncio.create_task(self._prune(), name="jobtracker-retention"))
@@ -67,6 +78,7 @@ class Retention:
             await asyncio.sleep(self._settings.tombstone_interval)
             with contextlib.suppress(JobtrackerError):
                 await self.forget_pruned()
+                await self.forget_replayed()
 
     async def forget_pruned(self) -> None:
         """Forget every job pruned since the last look."""
@@ -74,6 +86,13 @@ class Retention:
             for _, job_id in pruned:
                 self._forget(job_id)
             self._seen = pruned[-1][0]
+
+    async def forget_replayed(self) -> None:
+        """Forget the bodies held of every job replayed since the last look."""
+        while swaps := await self._store.swaps_since(self._swaps_seen):
+            for _, job_id in swaps:
+                self._forget_replayed(job_id)
+            self._swaps_seen = swaps[-1][0]
 
     async def _prune(self) -> None:
         assert self._settings.retention is not None
@@ -99,5 +118,17 @@ def forgetter(app: web.Application) -> Callable[[str], None]:
     def forget(job_id: str) -> None:
         app[FINISHED].forget(job_id)
         app[OWNERS].forget(job_id)
+
+    return forget
+
+
+def replay_forgetter(app: web.Application) -> Callable[[str | None], None]:
+    """What a server forgets of the jobs a replay made live (None: of every job): the bodies and
+    owners it holds, all read from the projection the replay replaced."""
+
+    def forget(job_id: str | None) -> None:
+        app[FINISHED].forget_replayed(job_id)
+        app[GATE].forget_replayed(job_id)
+        app[OWNERS].forget_replayed(job_id)
 
     return forget

@@ -80,9 +80,9 @@ def _body(request: web.Request, view: JobView) -> dict[str, object]:
     return job_body(view.state, view.errors, request.app[SETTINGS].errors_cap)
 
 
-def _body_response(request: web.Request, view: JobView) -> web.Response:
+def _body_response(request: web.Request, view: JobView, replays: int) -> web.Response:
     if view.state.status.is_terminal:
-        return _finished_response(request, _hold_finished(request, view))
+        return _finished_response(request, _hold_finished(request, view, replays))
     return _running_response(request, _running_body(request, view))
 
 
@@ -104,9 +104,11 @@ def _running_response(request: web.Request, held: RunningBody) -> web.Response:
     return response
 
 
-def _hold_finished(request: web.Request, view: JobView) -> FinishedBody:
+def _hold_finished(request: web.Request, view: JobView, replays: int) -> FinishedBody:
+    """The finished job's body, held for later GETs unless a replay was made live since
+    `replays` was read, before `view` was (`FinishedBodies.put`)."""
     held = FinishedBody(view.state.owner, codec.dumps(_body(request, view)), etag(view))
-    request.app[FINISHED].put(view.state.job_id, held)
+    request.app[FINISHED].put(view.state.job_id, held, replays)
     return held
 
 
@@ -165,10 +167,11 @@ async def _get_unfinished(
 ) -> web.Response:
     """A GET of a job whose finished body is not held: `current`, its running body if held, else
     what the store holds now (a running job's body is held for the next GET)."""
+    replays = request.app[FINISHED].replays  # before any read: see `_hold_finished`
     if current is None:
         view = await job_for(request, key, read=job_read(request))
         if view.state.status.is_terminal:
-            return _finished_response(request, _hold_finished(request, view))
+            return _finished_response(request, _hold_finished(request, view, replays))
         current = _running_body(request, view)
         request.app[GATE].hold(ticket, current)
     view = current.view
@@ -181,7 +184,7 @@ async def _get_unfinished(
                 view.state.job_id, read, view.state.version, wait
             )
         if changed is not None:
-            return _body_response(request, changed)
+            return _body_response(request, changed, replays)
     return web.Response(status=304, headers=_freshness_headers(request, view))
 
 

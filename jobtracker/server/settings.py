@@ -50,7 +50,8 @@ class Settings:
     retention: int | None = None
     #: Jobs removed per prune transaction: an append waits for at most one batch.
     prune_batch: int = 100
-    #: How often this server looks for jobs pruned by anyone, to forget what it holds of them.
+    #: How often this server looks for jobs pruned, or replayed, by anyone, to forget what it
+    #: holds of them.
     tombstone_interval: float = 1.0
     #: Webhooks: run the dispatcher that delivers them inside this server.
     webhooks: bool = True

@@ -273,5 +273,9 @@ class Store(Protocol):
         """Jobs pruned after the tombstone numbered `after_seq`, as (number, job id), oldest
         first: a server forgets what it holds of them in memory."""
 
+    async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
+        """Replays made live after the swap numbered `after_seq`, as (number, the job replayed or
+        None for every job), oldest first: a server forgets the bodies it holds of those jobs."""
+
     async def storage_stats(self) -> StorageStats:
         """Events, jobs, and the bytes each table and index takes (`jobtracker stats`)."""

@@ -126,6 +126,9 @@ class MemoryStore:
         #: Each job's creation time and labels (the listing's index), and pruned jobs.
         self._created: dict[str, tuple[str, LabelPairs | None]] = {}
         self._tombstones: dict[str, tuple[int, Tombstone]] = {}
+        #: Replay swaps, oldest first: the job replayed, or None for all (`swaps_since` numbers
+        #: them from 1).
+        self._swaps: list[str | None] = []
         #: Positions of `_log` (a prune leaves holes) and the next one to give out.
         self._positions: list[int] = []
         self._next_position = 1
@@ -392,6 +395,7 @@ class MemoryStore:
             self._live = rebuilt
         else:
             self._live.take_job(rebuilt, job_id)
+        self._swaps.append(job_id)
         self._jobs, self._marks, self._errors = self._live.jobs, self._live.marks, self._live.errors
         return last
 
@@ -477,6 +481,11 @@ class MemoryStore:
         found = sorted((seq, job_id) for job_id, (seq, _) in self._tombstones.items()
                        if seq > after_seq)
         return found[:limit]
+
+    async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
+        """Replay swaps after swap `after_seq`."""
+        seqs = range(after_seq + 1, min(len(self._swaps), after_seq + limit) + 1)
+        return [(seq, self._swaps[seq - 1]) for seq in seqs]
 
     async def storage_stats(self) -> StorageStats:
         """Counts only: memory:// keeps nothing on disk."""

@@ -99,6 +99,7 @@ def listed(row: asyncpg.Record) -> JobListing:
 
 FIND_TOMBSTONE = "SELECT job_id, owner, finished_at FROM job_tombstones WHERE job_id = $1"
 PRUNED_SINCE = "SELECT seq, job_id FROM job_tombstones WHERE seq > $1 ORDER BY seq LIMIT $2"
+SWAPS_SINCE = "SELECT seq, job_id FROM projection_swaps WHERE seq > $1 ORDER BY seq LIMIT $2"
 
 # Finished jobs whose last event is older than $1 (one created after it cannot be among them).
 _DUE = """
@@ -249,5 +250,12 @@ class InventorySide(PoolSide):
         """See `Store.pruned_since`."""
         rows = await self._on_connection(
             "reading tombstones", lambda conn: conn.fetch(PRUNED_SINCE, after_seq, limit)
+        )
+        return [(int(seq), job_id) for seq, job_id in rows]
+
+    async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
+        """See `Store.swaps_since`."""
+        rows = await self._on_connection(
+            "reading replay swaps", lambda conn: conn.fetch(SWAPS_SINCE, after_seq, limit)
         )
         return [(int(seq), job_id) for seq, job_id in rows]

@@ -268,6 +268,11 @@ async def swap_in(
         await _lock_position(conn)
         last = await _catch_up(conn, names, area, fold_tail, after_position, after_version, job_id)
         await _make_live(conn, names, area, job_id)
+        # What tells every server that the projection changed under it (migration 0012). Its
+        # number is drawn under the position lock, held to COMMIT: swaps become visible in order.
+        await conn.execute(
+            f"INSERT INTO {_ident(names.schema)}.projection_swaps (job_id) VALUES ($1)", job_id
+        )
     await drop_area(conn, area)
     return last
 

@@ -161,3 +161,13 @@ def pruned_since(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[t
         "SELECT seq, job_id FROM job_tombstones WHERE seq > ? ORDER BY seq LIMIT ?",
         (after_seq, limit),
     ).fetchall()
+
+
+def swaps_since(
+    conn: sqlite3.Connection, after_seq: int, limit: int
+) -> list[tuple[int, str | None]]:
+    """Replay swaps numbered after `after_seq`, oldest first."""
+    return conn.execute(
+        "SELECT seq, job_id FROM projection_swaps WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after_seq, limit),
+    ).fetchall()

@@ -20,7 +20,7 @@ from jobtracker.domain.errors import InvalidInput
 from jobtracker.domain.events import MAX_INT
 from jobtracker.domain.state import RowError, RowMark, Status
 from jobtracker.domain.stored import FORMS, form_of
-from jobtracker.store.base import JobView
+from jobtracker.store.base import JobView, utc_now
 from jobtracker.store.rebuild import Comparison, JobDiff, LogEntry, ProjectionRows, TailFolder
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row, state_to_row
 from jobtracker.store.sqlite import row_bits
@@ -164,6 +164,10 @@ def _catch_up(
     return after_position
 
 
+#: What tells every server that the projection changed under it (migration 0009).
+_RECORD_SWAP = "INSERT INTO projection_swaps (job_id, swapped_at) VALUES (?, ?)"
+
+
 def swap_in(
     conn: sqlite3.Connection,
     area: str,
@@ -184,6 +188,7 @@ def swap_in(
                     f'INSERT INTO "{base}" SELECT * FROM {_table(base, area)} WHERE job_id = ?',
                     (job_id,),
                 )
+        conn.execute(_RECORD_SWAP, (job_id, utc_now()))
     # Dropping a million rows takes a while: done after the swap, outside its lock.
     drop_area(conn, "retired")
     drop_area(conn, area)

@@ -424,6 +424,10 @@ class SqliteStore(ReplaySide):
         """See `Store.pruned_since`; a point read on the loop."""
         return self._point_read(lambda log: inventory.pruned_since(log.conn, after_seq, limit))
 
+    async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
+        """See `Store.swaps_since`; a point read on the loop."""
+        return self._point_read(lambda log: inventory.swaps_since(log.conn, after_seq, limit))
+
     async def storage_stats(self) -> StorageStats:
         """See `Store.storage_stats`: it reads every page's header, so off the loop."""
         return await self._bulk_read(lambda log: stats.storage_stats(log.conn))
