@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -63,7 +64,15 @@ class ServerThread:
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        try:
+            cleanup.result(timeout=30)
+        except TimeoutError:
+            # Seen once in CI and never reproduced: leave the evidence of what held the shutdown.
+            faulthandler.dump_traceback(all_threads=True)
+            for task in asyncio.all_tasks(self._loop):
+                task.print_stack()
+            raise
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
