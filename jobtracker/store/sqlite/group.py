@@ -31,12 +31,12 @@ from jobtracker.store.group import AppendRequest
 from jobtracker.store.rows import JOB_COLUMNS, Remembered, state_from_row, state_to_row
 from jobtracker.store.sqlite import row_bits
 
-#: The jobs a group appends to, with their keys in the log.
-_SELECT_JOBS = (
+#: Jobs an append writes to: their rows, and their keys in the log (`WHERE` follows).
+SELECT_JOB_AND_KEY = (
     f"SELECT {', '.join(f'j.{column}' for column in JOB_COLUMNS)}, k.job_key "  # noqa: S608
-    "FROM jobs j JOIN log_jobs k ON k.job_id = j.job_id "
-    "WHERE j.job_id IN (SELECT value FROM json_each(?))"
+    "FROM jobs j JOIN log_jobs k ON k.job_id = j.job_id WHERE "
 )
+_SELECT_JOBS = SELECT_JOB_AND_KEY + "j.job_id IN (SELECT value FROM json_each(?))"  # noqa: S608
 _INSERT_JOBS = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, updated_position) VALUES "  # noqa: S608
 _UPDATE_JOB = (
     "UPDATE jobs SET "  # noqa: S608
@@ -166,7 +166,10 @@ class Rows:
         """Every job with events here, by its key: new jobs' keys made, the rest read."""
         keys = self.keys
         for job_id in self._created:
-            keys[job_id] = conn.execute(_INSERT_LOG_JOB, (job_id,)).lastrowid or 0
+            # `job_key` is the table's INTEGER PRIMARY KEY, that is its rowid.
+            key = conn.execute(_INSERT_LOG_JOB, (job_id,)).lastrowid
+            assert key is not None, "an INSERT into a rowid table sets lastrowid"
+            keys[job_id] = key
         if missing := [job_id for job_id in self._newest if job_id not in keys]:
             keys.update(conn.execute(_SELECT_KEYS, (orjson.dumps(missing).decode(),)))
             if lost := [job_id for job_id in missing if job_id not in keys]:

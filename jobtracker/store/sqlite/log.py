@@ -36,17 +36,19 @@ from jobtracker.store.migrate import missing_migrations
 from jobtracker.store.rows import JOB_COLUMNS, state_from_row
 from jobtracker.store.sqlite import deadlines, inventory, lean, row_bits
 from jobtracker.store.sqlite import rebuild as sqlite_rebuild
-from jobtracker.store.sqlite.group import KnownStates, NotPlain, Rows, write_together
+from jobtracker.store.sqlite.group import (
+    SELECT_JOB_AND_KEY,
+    KnownStates,
+    NotPlain,
+    Rows,
+    write_together,
+)
 from jobtracker.store.sqlite.keys import KeyTable
 
 T = TypeVar("T")
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"  # noqa: S608
-#: A job an append writes to: its row, and its key in the log.
-_SELECT_JOB_TO_WRITE = (
-    f"SELECT {', '.join(f'j.{column}' for column in JOB_COLUMNS)}, k.job_key "  # noqa: S608
-    "FROM jobs j JOIN log_jobs k ON k.job_id = j.job_id WHERE j.job_id = ?"
-)
+_SELECT_JOB_TO_WRITE = SELECT_JOB_AND_KEY + "j.job_id = ?"
 #: An event as `_recorded_event` reads it, from `log l` joined to `log_jobs k`.
 _EVENT_COLUMNS = "k.job_id, l.version, l.position, l.event_id, l.at, l.type, l.data"
 _FROM_LOG = "FROM log l JOIN log_jobs k ON k.job_key = l.job_key"
