@@ -62,12 +62,9 @@ class Retention:
         self._swaps_seen = 0
 
     async def start(self) -> list[asyncio.Task[None]]:
-        """Skip the tombstones and swaps already there (nothing of them is held yet); start the
-        loops."""
-        while pruned := await self._store.pruned_since(self._seen, 10_000):
-            self._seen = pruned[-1][0]
-        while swaps := await self._store.swaps_since(self._swaps_seen, 10_000):
-            self._swaps_seen = swaps[-1][0]
+        """Skip the tombstones and swaps already there (nothing of them is held yet), whatever
+        their number (a year of retention leaves millions); start the loops."""
+        self._seen, self._swaps_seen = await self._store.forget_cursors()
         tasks = [asyncio.create_task(self._watch(), name="jobtracker-tombstones")]
         if self._settings.retention is not None:
             tasks.append(asyncio.create_task(self._prune(), name="jobtracker-retention"))

@@ -273,6 +273,10 @@ class Store(Protocol):
         """Jobs pruned after the tombstone numbered `after_seq`, as (number, job id), oldest
         first: a server forgets what it holds of them in memory."""
 
+    async def forget_cursors(self) -> tuple[int, int]:
+        """The newest tombstone's number and the newest replay swap's (0: none yet): where a
+        server starts watching both (`pruned_since`, `swaps_since`)."""
+
     async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
         """Replays made live after the swap numbered `after_seq`, as (number, the job replayed or
         None for every job), oldest first: a server forgets the bodies it holds of those jobs."""

@@ -482,6 +482,10 @@ class MemoryStore:
                        if seq > after_seq)
         return found[:limit]
 
+    async def forget_cursors(self) -> tuple[int, int]:
+        """The newest tombstone's and swap's numbers."""
+        return max((seq for seq, _ in self._tombstones.values()), default=0), len(self._swaps)
+
     async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
         """Replay swaps after swap `after_seq`."""
         seqs = range(after_seq + 1, min(len(self._swaps), after_seq + limit) + 1)

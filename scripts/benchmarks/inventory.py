@@ -71,9 +71,9 @@ from jobtracker.domain.events import (
     new_event_ids,
 )
 from jobtracker.domain.listing import Cursor, JobQuery, log_time, page_token
-from jobtracker.server.inventory import BATCH_PAUSE
+from jobtracker.server.inventory import BATCH_PAUSE, Retention
 from jobtracker.server.settings import Settings
-from jobtracker.store import Store, make_store
+from jobtracker.store import SqliteStore, Store, make_store
 from jobtracker.store.keys import issue_key
 from jobtracker.store.retention import prune_all
 
@@ -700,6 +700,59 @@ def _legs_during_prune(url: str, job_url: str, headers: dict[str, str], load: Lo
     return kept, ended - started, int(done_line[3]), len(legs) - len(kept)
 
 
+# --- where a server starts watching tombstones ------------------------------------------------
+
+_STARTS = 25
+
+
+def _tombstoned_file(path: Path, tombstones: int) -> None:
+    """A migrated SQLite file holding `tombstones` tombstones (written by hand: a prune of that
+    many jobs would take minutes and measure nothing more)."""
+    store = SqliteStore(str(path))
+    asyncio.run(_open_and_close(store))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO job_tombstones (job_id, owner, finished_at, pruned_at) "
+            "VALUES (?, 'owner', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            ((f"pruned-{n:08}",) for n in range(tombstones)))
+    conn.close()
+
+
+async def _open_and_close(store: Store) -> None:
+    await store.open()
+    await store.close()
+
+
+async def _median_start_ms(path: Path) -> float:
+    """The median time `Retention.start` takes to reach the newest tombstone and swap."""
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        times = []
+        for _ in range(_STARTS):
+            began = time.perf_counter()
+            tasks = await Retention(store, Settings(), lambda _: None, lambda _: None).start()
+            times.append((time.perf_counter() - began) * 1000)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return statistics.median(times)
+    finally:
+        await store.close()
+
+
+def watch_start_round(config: BenchConfig) -> Round:
+    tombstones = 20_000 if config.quick else 1_000_000
+    with tempfile.TemporaryDirectory(prefix="watch_start_") as work:
+        many, none = Path(work) / "many.db", Path(work) / "none.db"
+        _tombstoned_file(many, tombstones)
+        _tombstoned_file(none, 0)
+        return Round(subject=asyncio.run(_median_start_ms(many)),
+                     reference=asyncio.run(_median_start_ms(none)),
+                     extras={"tombstones": float(tombstones)})
+
+
 # --- the benchmarks --------------------------------------------------------------------------
 
 
@@ -769,4 +822,16 @@ def _postgres_inventory_missing() -> str | None:
 BENCHMARKS = [
     *_variants("sqlite", sqlite_store, None, "SQLite"),
     *_variants("postgres", postgres_store, _postgres_inventory_missing, "PostgreSQL"),
+    Benchmark(
+        name="watch-start-sqlite",
+        subject="ms for a server to start watching tombstones and replay swaps (Retention.start, "
+        f"median of {_STARTS}), SQLite file with 1,000,000 tombstones",
+        reference="the same on a file with none",
+        unit="ms",
+        # A year of retention leaves millions of tombstones; a start must not read them all.
+        target="<= 2x the reference",
+        run=watch_start_round,
+        meets=lambda ratio, extras: ratio <= 2.0,
+        higher_is_better=False,
+    ),
 ]

@@ -1,6 +1,7 @@
 """A replay that repairs a projection reaches every running server on each store: the bodies a
 server holds in memory (a finished job's, a running job's) are dropped, and GET answers from the
-repaired projection within a look at the store (`tombstone_interval`)."""
+repaired projection within a look at the store (`tombstone_interval`). A server starts watching
+after the newest swap and tombstone, however many there are."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from jobtracker.domain.projection import job_body
 from jobtracker.server.app import create_app
 from jobtracker.server.settings import Settings
 from jobtracker.store import MemoryStore, SqliteStore, Store, replay
+from jobtracker.store.base import utc_now
 from jobtracker.store.keys import IssuedKey, issue_key
 from jobtracker.store.rebuild import Rebuildable
 from tests.conftest import make_test_store
@@ -130,3 +132,22 @@ async def test_a_replay_repair_reaches_the_bodies_a_server_holds(
         return await _bodies(client, key) == truth
 
     await _eventually(repaired)
+
+
+async def test_a_server_starts_watching_after_the_newest_tombstone_and_swap(store: Store) -> None:
+    """`forget_cursors` names the newest tombstone and replay swap, so a server starts after
+    them in one read however many a long retention left, and hears every later one."""
+    assert await store.forget_cursors() == (0, 0)
+    key = await issue_key(store, "owner")
+    for job_id in ("old-1", "old-2", "old-3"):
+        await _job(store, key, job_id, finish=True)
+    await store.prune(utc_now(), 100)
+    assert isinstance(store, Rebuildable)
+    await replay.rebuild(store)
+    await _job(store, key, RUNNING, finish=False)
+    await replay.rebuild(store, job_id=RUNNING)
+    tombstone, swap = await store.forget_cursors()
+    assert (tombstone, swap) == (3, 2)
+    assert await store.pruned_since(tombstone) == []
+    assert await store.swaps_since(swap) == []
+    assert await store.swaps_since(swap - 1) == [(2, RUNNING)]

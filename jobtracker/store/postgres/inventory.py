@@ -100,6 +100,12 @@ def listed(row: asyncpg.Record) -> JobListing:
 FIND_TOMBSTONE = "SELECT job_id, owner, finished_at FROM job_tombstones WHERE job_id = $1"
 PRUNED_SINCE = "SELECT seq, job_id FROM job_tombstones WHERE seq > $1 ORDER BY seq LIMIT $2"
 SWAPS_SINCE = "SELECT seq, job_id FROM projection_swaps WHERE seq > $1 ORDER BY seq LIMIT $2"
+# Both numbers become visible in order (one prune at a time; a swap under the position lock), so
+# nothing numbered below them can still commit.
+FORGET_CURSORS = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM job_tombstones), "
+    "(SELECT coalesce(max(seq), 0) FROM projection_swaps)"
+)
 
 # Finished jobs whose last event is older than $1 (one created after it cannot be among them).
 _DUE = """
@@ -252,6 +258,14 @@ class InventorySide(PoolSide):
             "reading tombstones", lambda conn: conn.fetch(PRUNED_SINCE, after_seq, limit)
         )
         return [(int(seq), job_id) for seq, job_id in rows]
+
+    async def forget_cursors(self) -> tuple[int, int]:
+        """See `Store.forget_cursors`."""
+        row = await self._on_connection(
+            "reading the newest tombstone", lambda conn: conn.fetchrow(FORGET_CURSORS)
+        )
+        assert row is not None  # a SELECT without FROM returns one row
+        return int(row[0]), int(row[1])
 
     async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
         """See `Store.swaps_since`."""

@@ -163,6 +163,18 @@ def pruned_since(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[t
     ).fetchall()
 
 
+def forget_cursors(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The newest tombstone's and replay swap's numbers (0 for none)."""
+    tombstone, swap = conn.execute(_FORGET_CURSORS).fetchone()
+    return int(tombstone), int(swap)
+
+
+_FORGET_CURSORS = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM job_tombstones), "
+    "(SELECT coalesce(max(seq), 0) FROM projection_swaps)"
+)
+
+
 def swaps_since(
     conn: sqlite3.Connection, after_seq: int, limit: int
 ) -> list[tuple[int, str | None]]:

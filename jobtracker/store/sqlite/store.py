@@ -424,6 +424,10 @@ class SqliteStore(ReplaySide):
         """See `Store.pruned_since`; a point read on the loop."""
         return self._point_read(lambda log: inventory.pruned_since(log.conn, after_seq, limit))
 
+    async def forget_cursors(self) -> tuple[int, int]:
+        """See `Store.forget_cursors`; a point read on the loop (two index lookups)."""
+        return self._point_read(lambda log: inventory.forget_cursors(log.conn))
+
     async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
         """See `Store.swaps_since`; a point read on the loop."""
         return self._point_read(lambda log: inventory.swaps_since(log.conn, after_seq, limit))
