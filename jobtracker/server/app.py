@@ -25,7 +25,13 @@ from jobtracker.server.errors import (
 )
 from jobtracker.server.events import append_events, job_errors, job_events
 from jobtracker.server.health import healthz, readyz
-from jobtracker.server.inventory import Retention, forgetter, list_jobs, replay_forgetter
+from jobtracker.server.inventory import (
+    Retention,
+    forgetter,
+    list_jobs,
+    replay_forgetter,
+    swaps_source,
+)
 from jobtracker.server.jobs import create_job, job_getter
 from jobtracker.server.metrics import (
     COMMIT_GROUP_SIZE,
@@ -74,7 +80,7 @@ def _store_context(store: Store) -> Callable[[web.Application], AsyncIterator[No
         )
         sweeping = asyncio.create_task(reaper.run(), name="jobtracker-reaper")
         retention = await Retention(
-            store, app[SETTINGS], forgetter(app), replay_forgetter(app)
+            store, app[SETTINGS], forgetter(app), replay_forgetter(app), swaps_source(app)
         ).start()
         yield
         await _stop(retention)

@@ -18,11 +18,13 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
 from jobtracker.domain.errors import JobtrackerError
 from jobtracker.server.common import FINISHED, GATE, OWNERS, STORE, json_response, request_key
+from jobtracker.server.replica import REPLICA
 from jobtracker.server.settings import Settings
 from jobtracker.store import Store
 from jobtracker.store.listing import list_page
@@ -53,11 +55,13 @@ class Retention:
         settings: Settings,
         forget: Callable[[str], None],
         forget_replayed: Callable[[str | None], None],
+        swaps_from: Callable[[], SwapsSource] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._forget = forget
         self._forget_replayed = forget_replayed
+        self._swaps_from = swaps_from or (lambda: store)
         self._seen = 0
         self._swaps_seen = 0
 
@@ -86,7 +90,7 @@ class Retention:
 
     async def forget_replayed(self) -> None:
         """Forget the bodies held of every job replayed since the last look."""
-        while swaps := await self._store.swaps_since(self._swaps_seen):
+        while swaps := await self._swaps_from().swaps_since(self._swaps_seen):
             for _, job_id in swaps:
                 self._forget_replayed(job_id)
             self._swaps_seen = swaps[-1][0]
@@ -117,6 +121,26 @@ def forgetter(app: web.Application) -> Callable[[str], None]:
         app[OWNERS].forget(job_id)
 
     return forget
+
+
+class SwapsSource(Protocol):
+    """Where replay swaps are read: the store, or the standby GETs are read from."""
+
+    async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
+        """See `Store.swaps_since`."""
+
+
+def swaps_source(app: web.Application) -> Callable[[], SwapsSource]:
+    """Where this server reads replay swaps: from the standby it reads GETs from, while that
+    answers. A swap's row commits with the rows it repaired, so a standby that shows the swap
+    shows the repair; read from the primary, the bodies dropped could be read again from a
+    standby that had not replayed it yet, and held."""
+
+    def source() -> SwapsSource:
+        replica = app.get(REPLICA)
+        return app[STORE] if replica is None or replica.failing else replica
+
+    return source
 
 
 def replay_forgetter(app: web.Application) -> Callable[[str | None], None]:

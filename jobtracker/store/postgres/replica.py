@@ -27,6 +27,7 @@ from jobtracker.store.postgres.driver import (
     redacted,
     with_timeouts,
 )
+from jobtracker.store.postgres.inventory import SWAPS_SINCE
 from jobtracker.store.postgres.reading import read_job
 
 log = logging.getLogger(__name__)
@@ -87,3 +88,12 @@ class PostgresReplica:
         if self._pool is None or self._reader is None:
             raise StoreUnavailable("The PostgreSQL replica is not open")
         return await read_job(self._reader, self._pool, job_id, errors_limit)
+
+    async def swaps_since(self, after_seq: int, limit: int = 1000) -> list[tuple[int, str | None]]:
+        """`Store.swaps_since` as the standby has replayed it so far: a swap seen here comes with
+        the rows it repaired (one transaction, replayed whole)."""
+        if self._pool is None:
+            raise StoreUnavailable("The PostgreSQL replica is not open")
+        async with driver_errors("reading replay swaps from the replica"):
+            rows = await self._pool.fetch(SWAPS_SINCE, after_seq, limit)
+        return [(int(seq), job_id) for seq, job_id in rows]
