@@ -5,7 +5,7 @@
 creation times interleaved with the big owner's. Both owners' jobs are written by direct SQL
 through the real schema: one `created` event each (version 1, the data the store writes) and its
 `jobs` row, each filed in `job_index` as the store files any job (SQLite: `lean_rows.write_rows`,
-as `Rows._file_created`; PostgreSQL: the `events` view's insert); the benchmark checks
+through `group.file_created`; PostgreSQL: the `events` view's insert); the benchmark checks
 that the index holds every job and that paging through the first 200 pages over HTTP shows
 exactly the expected ids in order (and that the token it reaches equals one built from the
 cursor) before anything is timed. Timed: the first page (limit 50) for the big owner, its 200th

@@ -3,7 +3,7 @@
 Rows come as the old layout held them, (job_id, version, event_id, type, schema_version, JSON
 object, recorded_at), and are stored as the store stores them (`domain/stored.py`); a `created`
 event's job is filed in the inventory (`job_index`, `job_labels`) as the store's creating write
-files it (`store/sqlite/group.Rows._file_created`).
+files it (`store/sqlite/group.file_created`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import Any
 import orjson
 
 from jobtracker.domain.stored import form_code, pack_event_id, pack_time, positional_data
+from jobtracker.store.sqlite.group import file_created
 
 _INSERT = "INSERT INTO log (job_key, version, event_id, type, data, at) VALUES (?, ?, ?, ?, ?, ?)"
-_INDEX = "INSERT INTO job_index (job_id, owner, created_at, labels) VALUES (?, ?, ?, ?)"
-_LABELS = "INSERT INTO job_labels (owner, key, value, created_at, job_id) VALUES (?, ?, ?, ?, ?)"
 
 
 def write_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
@@ -34,17 +33,8 @@ def write_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int
         (keys[job_id], version, pack_event_id(event_id, bytearray), form_code(kind, schema),
          positional_data(kind, schema, data), pack_time(recorded_at))
         for job_id, version, event_id, kind, schema, data, recorded_at in rows])
-    _file_created(conn, [(job_id, orjson.loads(data), recorded_at)
-                         for job_id, _, _, kind, _, data, recorded_at in rows if kind == "created"])
+    created = [(job_id, orjson.loads(data), recorded_at)
+               for job_id, _, _, kind, _, data, recorded_at in rows if kind == "created"]
+    file_created(conn, [(job_id, fields["owner"], fields.get("labels"), at)
+                        for job_id, fields, at in created])
     return len(rows)
-
-
-def _file_created(conn: sqlite3.Connection, created: list[tuple[str, Any, str]]) -> None:
-    """The inventory's rows of the jobs created: owner, creation time, labels."""
-    conn.executemany(_INDEX, [
-        (job_id, fields["owner"], at,
-         None if fields.get("labels") is None else orjson.dumps(fields["labels"]).decode())
-        for job_id, fields, at in created])
-    conn.executemany(_LABELS, [
-        (fields["owner"], key, value, at, job_id)
-        for job_id, fields, at in created for key, value in (fields.get("labels") or {}).items()])

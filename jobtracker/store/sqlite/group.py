@@ -91,6 +91,18 @@ def _values(head: str, width: int, rows: int) -> str:
     return head + ", ".join([f"({', '.join('?' * width)})"] * rows)
 
 
+def file_created(
+    conn: sqlite3.Connection, jobs: Sequence[tuple[str, str, Mapping[str, str] | None, str]]
+) -> None:
+    """File new jobs in the inventory, each as (job id, owner, labels or None, creation time)."""
+    conn.executemany(_INSERT_INDEX, [
+        (job_id, owner, at, None if labels is None else orjson.dumps(labels).decode())
+        for job_id, owner, labels, at in jobs])
+    if labelled := [(owner, key, value, at, job_id)
+                    for job_id, owner, labels, at in jobs for key, value in (labels or {}).items()]:
+        conn.executemany(_INSERT_LABELS, labelled)
+
+
 class NotPlain(Exception):
     """The group needs the careful path: some request is not a plain append of new events."""
 
@@ -152,7 +164,9 @@ class Rows:
             return  # only re-sends: every state is as it was
         last_position = insert_rows(conn, _INSERT_EVENTS, self.events, self._job_keys(conn))
         if self._created:
-            self._file_created(conn)
+            file_created(conn, [
+                (job_id, created.owner, None if created.labels is None else dict(created.labels),
+                 self.now) for job_id, created in self._created.items()])
         if self.marks:
             row_bits.write_new(conn, self.marks)
         if self.errors:
@@ -175,16 +189,6 @@ class Rows:
             if lost := [job_id for job_id in missing if job_id not in keys]:
                 raise sqlite3.IntegrityError(f"jobs appended to have no key in `log_jobs`: {lost}")
         return keys
-
-    def _file_created(self, conn: sqlite3.Connection) -> None:
-        """The inventory's rows for the jobs created here: their owner, labels and time."""
-        for job_id, created in self._created.items():
-            labels = None if created.labels is None else dict(created.labels)
-            conn.execute(_INSERT_INDEX, (job_id, created.owner, self.now,
-                                         None if labels is None else orjson.dumps(labels).decode()))
-            if labels:
-                conn.executemany(_INSERT_LABELS, [(created.owner, key, value, self.now, job_id)
-                                                  for key, value in labels.items()])
 
     def _write_jobs(self, conn: sqlite3.Connection, first_position: int) -> None:
         """Each job's row, pointing at its newest event. Inside one write transaction the events
